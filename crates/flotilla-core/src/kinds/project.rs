@@ -1,0 +1,58 @@
+//! `Project`: a business system inside a workspace, with quotas inside the workspace's.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Category, KindSpec, Reference, ResourceQuota, Scope, WorkspaceSpec};
+use crate::object::{Object, ObjectMeta};
+use crate::validation::{ValidationErrors, check_dns_label};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// The workspace that owns this project.
+    pub workspace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Must fit inside the workspace's quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<ResourceQuota>,
+}
+
+impl KindSpec for ProjectSpec {
+    const KIND: &'static str = "Project";
+    const PLURAL: &'static str = "projects";
+    const SCOPE: Scope = Scope::Global;
+    const CATEGORY: Category = Category::ProjectConfig;
+
+    fn validate(&self, _meta: &ObjectMeta, errors: &mut ValidationErrors) {
+        if let Some(problem) = check_dns_label(&self.workspace) {
+            errors.push("spec.workspace", problem);
+        }
+        if let Some(quota) = &self.quota {
+            quota.validate("spec.quota", errors);
+        }
+    }
+
+    fn references(&self, _meta: &ObjectMeta) -> Vec<Reference> {
+        vec![Reference::new("spec.workspace", "Workspace", None, &self.workspace)]
+    }
+
+    fn validate_against(&self, _meta: &ObjectMeta, referenced: &[Object], errors: &mut ValidationErrors) {
+        let (Some(quota), Some(workspace)) = (&self.quota, referenced.iter().find(|o| o.kind == "Workspace")) else {
+            return;
+        };
+        let Ok(workspace_spec) = serde_json::from_value::<WorkspaceSpec>(workspace.spec.clone()) else {
+            return;
+        };
+        if let Some(outer) = &workspace_spec.quota {
+            quota.validate_within(outer, "spec.quota", &format!("workspace {:?}", self.workspace), errors);
+        }
+    }
+
+    fn workspace(&self) -> Option<String> {
+        Some(self.workspace.clone())
+    }
+}

@@ -1,0 +1,318 @@
+//! The writer task: group commit of mutations with their audit records.
+//!
+//! # Expected flow
+//! Callers queue a [`WriteRequest`]; the task takes everything queued (up to a batch size),
+//! opens one write transaction, locks the audit chain head, and applies each mutation inside
+//! its own savepoint: plan the change against the current rows, write it, append its audit
+//! record to the chain. A refused mutation (conflict, not found, invalid) is rolled back to
+//! its savepoint and a record of the refusal is appended instead. The head is stored and the
+//! transaction committed; only then is every caller answered.
+//!
+//! # Guarantees
+//! - A change and its audit record commit together or not at all: if appending the record
+//!   fails, the change is rolled back and the caller gets [`StoreError::AuditWrite`].
+//! - No caller is acknowledged before the commit; if the commit fails, every caller of the
+//!   batch gets an error and nothing of the batch is visible.
+
+use std::sync::Arc;
+
+use flotilla_core::audit::{AuditRecord, Outcome, redact};
+use flotilla_core::diff::diff;
+use flotilla_core::kinds::KindInfo;
+use flotilla_core::operation::{OperationError, Planned, WriteStamp, plan};
+use flotilla_core::validation::ValidationErrors;
+use flotilla_core::{Object, ObjectKey};
+use serde_json::Value;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Shared, audit, identity, objects};
+use crate::StoreError;
+use crate::types::{AuditNote, Change, Committed, LoginGrant, Mutation};
+
+pub(crate) struct WriteRequest {
+    pub(crate) mutation: Mutation,
+    pub(crate) reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// Runs until every sender is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>, max_batch: usize) {
+    let mut mutations = Vec::with_capacity(max_batch);
+    let mut replies = Vec::with_capacity(max_batch);
+    while let Some(first) = queue.recv().await {
+        mutations.push(first.mutation);
+        replies.push(first.reply);
+        while mutations.len() < max_batch {
+            match queue.try_recv() {
+                Ok(request) => {
+                    mutations.push(request.mutation);
+                    replies.push(request.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = match commit_batch(&shared, &mutations).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::error!(%error, batch = mutations.len(), "write batch failed; nothing of it was committed");
+                mutations.iter().map(|_| Err(StoreError::Backend(error.to_string()))).collect()
+            }
+        };
+        for (reply, result) in replies.drain(..).zip(results) {
+            let _ = reply.send(result);
+        }
+        mutations.clear();
+    }
+}
+
+/// The chain head while a batch is being written.
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// What applying a mutation produced, before its record joins the chain.
+struct Applied {
+    outcome: Outcome,
+    object: Option<Object>,
+    record: AuditRecord,
+}
+
+async fn commit_batch(
+    shared: &Shared,
+    mutations: &[Mutation],
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let mut tx = shared.pool.begin_with(shared.dialect.begin_write()).await?;
+    let row = sqlx::query(shared.dialect.select_head_for_update()).fetch_one(&mut *tx).await?;
+    let mut head = Head { seq: row.try_get::<i64, _>("seq")? as u64, hash: row.try_get("hash")? };
+    let mut results = Vec::with_capacity(mutations.len());
+    for mutation in mutations {
+        sqlx::query("SAVEPOINT mutation").execute(&mut *tx).await?;
+        let now = shared.clock.now();
+        let seq = head.seq + 1;
+        let result = match apply(shared, &mut tx, mutation, seq, now).await {
+            Ok(applied) => match audit::append(&mut tx, &mut head_ref(&mut head), applied.record).await {
+                Ok(()) => Ok(Committed { seq, outcome: applied.outcome, object: applied.object }),
+                Err(error) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                    Err(StoreError::AuditWrite(error.to_string()))
+                }
+            },
+            Err(refusal) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                let record = refusal_record(mutation, &refusal, now);
+                match audit::append(&mut tx, &mut head_ref(&mut head), record).await {
+                    Ok(()) => Err(refusal),
+                    Err(error) => {
+                        sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                        Err(StoreError::AuditWrite(error.to_string()))
+                    }
+                }
+            }
+        };
+        sqlx::query("RELEASE SAVEPOINT mutation").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(head.seq as i64)
+        .bind(head.hash.clone())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+fn head_ref(head: &mut Head) -> audit::ChainHead<'_> {
+    audit::ChainHead { seq: &mut head.seq, hash: &mut head.hash }
+}
+
+/// A record with the actor of `mutation` and no chain fields yet.
+fn base_record(mutation: &Mutation, now: jiff::Timestamp, action: &str) -> AuditRecord {
+    let actor = &mutation.actor;
+    AuditRecord {
+        seq: 0,
+        id: uuid::Uuid::new_v4().to_string(),
+        time_micros: now.as_microsecond(),
+        user: actor.user.clone(),
+        auth: actor.auth.clone(),
+        source_ip: actor.source_ip.clone(),
+        user_agent: actor.user_agent.clone(),
+        request_id: actor.request_id.clone(),
+        action: action.to_string(),
+        kind: None,
+        project: None,
+        name: None,
+        outcome: Outcome::Success.as_str().to_string(),
+        message: None,
+        operation_id: None,
+        before: None,
+        after: None,
+        changes: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+fn target(record: &mut AuditRecord, key: &ObjectKey) {
+    record.kind = Some(key.kind.clone());
+    record.project = key.project.clone();
+    record.name = Some(key.name.clone());
+}
+
+/// The audit record of a mutation that was refused.
+fn refusal_record(mutation: &Mutation, refusal: &StoreError, now: jiff::Timestamp) -> AuditRecord {
+    let (action, key) = describe(&mutation.change);
+    let mut record = base_record(mutation, now, &action);
+    if let Some(key) = key {
+        target(&mut record, &key);
+    }
+    if let Change::Object(operation) = &mutation.change {
+        record.operation_id = Some(operation.id.clone());
+    }
+    let outcome = match refusal {
+        StoreError::Operation(OperationError::Conflict { .. } | OperationError::AlreadyExists(_)) => Outcome::Conflict,
+        StoreError::Operation(OperationError::NotFound(_)) => Outcome::NotFound,
+        StoreError::Operation(OperationError::Invalid(_)) => Outcome::Invalid,
+        _ => Outcome::Error,
+    };
+    record.outcome = outcome.as_str().to_string();
+    record.message = Some(refusal.to_string());
+    record
+}
+
+/// The action name and target of a change, for records.
+fn describe(change: &Change) -> (String, Option<ObjectKey>) {
+    match change {
+        Change::Object(operation) => (operation.verb.as_str().to_string(), Some(operation.key.clone())),
+        Change::SetPassword { user, .. } => ("user.set-password".into(), Some(ObjectKey::new("User", None, user))),
+        Change::Login { .. } => ("login".into(), None),
+        Change::EndSession { .. } => ("logout".into(), None),
+        Change::CreateToken(token) => ("token.create".into(), Some(ObjectKey::new("ApiToken", None, &token.id))),
+        Change::RevokeToken { id, .. } => ("token.revoke".into(), Some(ObjectKey::new("ApiToken", None, id))),
+        Change::Record(note) => (note.action.clone(), None),
+    }
+}
+
+/// The JSON text of an object as audit records keep it: secrets replaced by keyed hashes.
+fn redacted_json(shared: &Shared, info: &KindInfo, object: &Object) -> Value {
+    let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
+    redact(&mut value, info.secret_paths, &shared.audit_key);
+    value
+}
+
+async fn apply(
+    shared: &Shared,
+    connection: &mut AnyConnection,
+    mutation: &Mutation,
+    seq: u64,
+    now: jiff::Timestamp,
+) -> Result<Applied, StoreError> {
+    let (action, key) = describe(&mutation.change);
+    let mut record = base_record(mutation, now, &action);
+    if let Some(key) = &key {
+        target(&mut record, key);
+    }
+    let mut outcome = Outcome::Success;
+    let mut object = None;
+    match &mutation.change {
+        Change::Object(operation) => {
+            record.operation_id = Some(operation.id.clone());
+            let info = shared.kinds.lookup(&operation.key.kind).cloned().ok_or_else(|| {
+                let mut errors = ValidationErrors::default();
+                errors.push("kind", format!("unknown kind {:?}", operation.key.kind));
+                OperationError::Invalid(errors)
+            })?;
+            let current = objects::get_with_id(&mut *connection, &operation.key).await?;
+            let stamp = WriteStamp { resource_version: seq, now, new_uid: uuid::Uuid::new_v4().to_string() };
+            let planned = plan(operation, current.as_ref().map(|(_, o)| o), &stamp)?;
+            if let Some(after) = planned.after()
+                && !matches!(planned, Planned::Unchanged(_))
+            {
+                check_references(connection, &info, after).await?;
+            }
+            let row_id = current.as_ref().map(|(id, _)| *id);
+            match (&planned, row_id) {
+                (Planned::Create(after), _) => objects::insert(connection, after).await?,
+                (Planned::Update { after, .. }, Some(id)) => objects::update(connection, id, after).await?,
+                (Planned::Delete(_), Some(id)) => objects::delete(connection, id).await?,
+                _ => {}
+            }
+            if matches!(planned, Planned::Unchanged(_)) {
+                outcome = Outcome::Unchanged;
+            }
+            let before = planned.before().map(|o| redacted_json(shared, &info, o));
+            let after = planned.after().map(|o| redacted_json(shared, &info, o));
+            let changes = diff(before.as_ref(), after.as_ref());
+            if !matches!(planned, Planned::Unchanged(_)) {
+                record.before = before.map(|v| v.to_string());
+                record.after = after.map(|v| v.to_string());
+                if !changes.is_empty() {
+                    record.changes = Some(serde_json::to_string(&changes).unwrap_or_default());
+                }
+            }
+            object = planned.after().cloned();
+        }
+        Change::SetPassword { user, password_hash } => {
+            let user_key = ObjectKey::new("User", None, user);
+            if objects::get_with_id(&mut *connection, &user_key).await?.is_none() {
+                return Err(OperationError::NotFound(user_key).into());
+            }
+            identity::set_password(connection, user, password_hash, now).await?;
+            record.message = Some("password changed".into());
+        }
+        Change::Login { user, outcome: login_outcome, message, grant, throttle } => {
+            record.user = user.clone();
+            outcome = *login_outcome;
+            record.message = message.clone();
+            for (key, state) in throttle {
+                identity::set_throttle(connection, key, state.as_ref()).await?;
+            }
+            match grant {
+                Some(LoginGrant::Session(session)) => identity::insert_session(connection, session).await?,
+                Some(LoginGrant::Token(token)) => {
+                    identity::insert_token(connection, token).await?;
+                    record.kind = Some("ApiToken".into());
+                    record.name = Some(token.id.clone());
+                }
+                None => {}
+            }
+        }
+        Change::EndSession { id_hash, .. } => identity::delete_session(connection, id_hash).await?,
+        Change::CreateToken(token) => {
+            identity::insert_token(connection, token).await?;
+            record.after = Some(serde_json::to_string(token).unwrap_or_default());
+        }
+        Change::RevokeToken { id, user } => {
+            if !identity::revoke_token(connection, id, user, now).await? {
+                return Err(OperationError::NotFound(ObjectKey::new("ApiToken", None, id)).into());
+            }
+        }
+        Change::Record(AuditNote { kind, project, name, outcome: note_outcome, message, .. }) => {
+            record.kind = kind.clone();
+            record.project = project.clone();
+            record.name = name.clone();
+            record.message = message.clone();
+            outcome = note_outcome.unwrap_or(Outcome::Success);
+        }
+    }
+    record.outcome = outcome.as_str().to_string();
+    Ok(Applied { outcome, object, record })
+}
+
+/// Refuses an object whose references name objects that do not exist, or that does not fit
+/// the objects it references (e.g. a project quota above its workspace's).
+async fn check_references(connection: &mut AnyConnection, info: &KindInfo, object: &Object) -> Result<(), StoreError> {
+    let mut errors = ValidationErrors::default();
+    let mut referenced = Vec::new();
+    for reference in info.references(object) {
+        match objects::get_with_id(&mut *connection, &reference.key).await? {
+            Some((_, found)) => referenced.push(found),
+            None => {
+                errors.push(reference.path, format!("{} {:?} does not exist", reference.key.kind, reference.key.name))
+            }
+        }
+    }
+    errors.into_result().map_err(OperationError::Invalid)?;
+    info.validate_against(object, &referenced).map_err(OperationError::Invalid)?;
+    Ok(())
+}
