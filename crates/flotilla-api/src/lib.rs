@@ -1,1 +1,59 @@
-//! placeholder
+//! Flotilla's REST API server.
+//!
+//! A request flows: [`context`] (request id, source address) -> [`metrics`] (count, time) ->
+//! the route's handler, which authenticates the caller ([`auth::Caller`]), authorizes with the
+//! core's RBAC policy, and for writes builds an operation and commits it with its audit
+//! record through the [`flotilla_store::Store`]. Errors map to HTTP in [`error`] only.
+//! [`routes`] is the single table of routes and their OpenAPI description.
+
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod context;
+pub mod documents;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod objects;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::Uri;
+use axum::middleware;
+use flotilla_config::Config;
+use flotilla_core::kinds::KindRegistry;
+use flotilla_store::Store;
+use flotilla_store::sql::Clock;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use crate::metrics::{MeteredStore, Metrics};
+
+/// Builds the shared state and the router of the whole API.
+pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Router {
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let (router, docs) = routes::routes(&kinds).into_parts();
+    let openapi = Arc::new(openapi::document(&docs, &kinds));
+    let state = AppState { store, kinds, config, metrics, clock, openapi };
+    router
+        .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
+}

@@ -1,1 +1,259 @@
-//! placeholder
+//! Flotilla's one typed configuration.
+//!
+//! Layers, each overriding the one before: built-in defaults < the config file (TOML;
+//! `--config FILE`, else `<data dir>/flotilla.toml` when it exists) < environment variables
+//! `FLOTILLA_*` (nested keys joined by `__`, e.g. `FLOTILLA_LOGIN__MAX_FAILURES=3`) <
+//! command-line flags (`--data-dir`, `--listen`). [`Config::validate`] runs at start-up; an
+//! invalid configuration names the key, the layer it came from, and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server reads at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// All state lives under this directory (database, keys, logs).
+    pub data_dir: PathBuf,
+    /// Address the API and console listen on.
+    pub listen: SocketAddr,
+    /// `sqlite:///…` or `postgres://…`; default: SQLite at `<data dir>/flotilla.db`.
+    pub database_url: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs). Others' headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Password of the first admin, used only on first start (else one is generated and
+    /// printed once). Prefer the environment (`FLOTILLA_ADMIN_PASSWORD`) over a file.
+    pub admin_password: Option<String>,
+    pub sessions: SessionConfig,
+    pub tokens: TokenConfig,
+    pub login: LoginConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Lifetime of a console session, in seconds.
+    pub ttl_secs: u64,
+    /// Mark the session cookie `Secure` (set when served over HTTPS).
+    pub secure_cookie: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Lifetime of an API token when none is asked for, in days.
+    pub default_ttl_days: u32,
+    /// Longest lifetime a token may have, in days.
+    pub max_ttl_days: u32,
+}
+
+/// Brute-force protection of the login endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Failures (per user name and per source address) before locking.
+    pub max_failures: u32,
+    /// Failures older than this many seconds are forgotten.
+    pub window_secs: u64,
+    /// First lockout, in seconds; doubles with each further failure.
+    pub lockout_secs: u64,
+    /// Longest lockout, in seconds.
+    pub max_lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".flotilla"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            trusted_proxies: Vec::new(),
+            admin_password: None,
+            sessions: SessionConfig { ttl_secs: 8 * 3600, secure_cookie: false },
+            tokens: TokenConfig { default_ttl_days: 30, max_ttl_days: 365 },
+            login: LoginConfig { max_failures: 5, window_secs: 900, lockout_secs: 30, max_lockout_secs: 3600 },
+            log: LogConfig { level: "info".into(), format: "text".into() },
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read (wrong type, unknown key, unreadable file).
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value was read but is not acceptable.
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+/// Values given on the command line, the top layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layers (reading `FLOTILLA_*` from the process environment) and validates.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let env = || Env::prefixed("FLOTILLA_").split("__").map(|key| key.as_str().to_ascii_lowercase().into());
+        // The data dir decides where the default config file is, so it is resolved first.
+        let base = Figment::from(Serialized::defaults(Config::default()));
+        let mut data_dir: PathBuf =
+            base.clone().merge(env()).extract_inner("data_dir").unwrap_or_else(|_| PathBuf::from(".flotilla"));
+        if let Some(dir) = &overrides.data_dir {
+            data_dir = dir.clone();
+        }
+        let file = match &overrides.config_file {
+            Some(file) => {
+                if !file.exists() {
+                    return Err(ConfigError::Invalid {
+                        key: "--config".into(),
+                        problem: format!("{} does not exist", file.display()),
+                    });
+                }
+                Some(file.clone())
+            }
+            None => Some(data_dir.join("flotilla.toml")).filter(|f| f.exists()),
+        };
+        let mut figment = base;
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env());
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| sqlite_url(&self.data_dir.join("flotilla.db")))
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| Err(ConfigError::Invalid { key: key.into(), problem });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty".into());
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database_url", "must start with sqlite:, postgres:// or postgresql://".into());
+        }
+        if self.sessions.ttl_secs < 60 {
+            return invalid("sessions.ttl_secs", format!("{} is too short (at least 60)", self.sessions.ttl_secs));
+        }
+        if self.tokens.default_ttl_days == 0 || self.tokens.default_ttl_days > self.tokens.max_ttl_days {
+            return invalid(
+                "tokens.default_ttl_days",
+                format!("{} must be between 1 and tokens.max_ttl_days ({})", self.tokens.default_ttl_days, self.tokens.max_ttl_days),
+            );
+        }
+        if self.login.max_failures == 0 {
+            return invalid("login.max_failures", "must be at least 1".into());
+        }
+        if self.login.lockout_secs == 0 || self.login.lockout_secs > self.login.max_lockout_secs {
+            return invalid("login.lockout_secs", "must be between 1 and login.max_lockout_secs".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return invalid("log.format", format!("{:?} is not one of \"text\", \"json\"", self.log.format));
+        }
+        if let Some(password) = &self.admin_password
+            && password.chars().count() < 12
+        {
+            return invalid("admin_password", "must be at least 12 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// A SQLite URL for a file path.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// Figment's message names the key and where its value came from; keep it, drop nothing.
+fn describe(error: figment::Error) -> String {
+    error.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_then_file_then_environment_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("flotilla.toml", "listen = \"127.0.0.1:9000\"\n[login]\nmax_failures = 7\nwindow_secs = 60\nlockout_secs = 5\nmax_lockout_secs = 60\n")?;
+            jail.set_env("FLOTILLA_LOGIN__MAX_FAILURES", "3");
+            let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
+            let config = Config::load(&overrides).expect("loads");
+            assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap(), "file beats defaults");
+            assert_eq!(config.login.max_failures, 3, "environment beats file");
+            assert_eq!(config.login.window_secs, 60);
+            assert_eq!(config.sessions.ttl_secs, 8 * 3600, "defaults fill the rest");
+            let flagged = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..overrides };
+            assert_eq!(Config::load(&flagged).expect("loads").listen.port(), 9100, "flags beat everything");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FLOTILLA_LISTEN", "not-an-address");
+            let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
+            let error = Config::load(&overrides).unwrap_err().to_string();
+            assert!(error.to_lowercase().contains("listen") && error.contains("FLOTILLA_"), "{error}");
+            jail.set_env("FLOTILLA_LISTEN", "127.0.0.1:8081");
+            jail.set_env("FLOTILLA_LOG__FORMAT", "xml");
+            let error = Config::load(&overrides).unwrap_err().to_string();
+            assert!(error.contains("log.format") && error.contains("xml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.create_file("flotilla.toml", "lisen = \"127.0.0.1:9000\"\n")?;
+            let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
+            let error = Config::load(&overrides).unwrap_err().to_string();
+            assert!(error.contains("lisen"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_database_is_sqlite_under_the_data_dir() {
+        let config = Config { data_dir: PathBuf::from("/var/lib/flotilla"), ..Config::default() };
+        assert_eq!(config.database_url(), "sqlite:///var/lib/flotilla/flotilla.db?mode=rwc");
+    }
+}

@@ -1,0 +1,269 @@
+//! The route table: every route is added here together with its OpenAPI description, so the
+//! router and the served OpenAPI document cannot drift apart (a test also walks the document
+//! against the running server).
+//!
+//! Kind routes are generated from the kind registry: a kind added later gets its collection
+//! and item routes, its schema and its documentation without touching this file.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{MethodRouter, delete, get, post, put};
+use flotilla_core::kinds::{KindInfo, KindRegistry, Scope};
+use serde_json::{Value, json};
+
+use crate::auth::{self, Caller};
+use crate::state::AppState;
+use crate::{audit, health, objects};
+
+/// A documented route.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    /// Lower-case HTTP method.
+    pub method: &'static str,
+    /// Path template (`{param}`), the same for axum and OpenAPI.
+    pub path: String,
+    pub operation_id: String,
+    pub summary: String,
+    pub tag: String,
+    /// Whether the route needs a session or an API token.
+    pub authenticated: bool,
+    /// Schema of the request body, if any.
+    pub request: Option<Value>,
+    /// Schema of the success response body.
+    pub response: Option<Value>,
+    /// Success status code.
+    pub status: u16,
+    /// Query parameters: name and description.
+    pub query: Vec<(&'static str, &'static str)>,
+}
+
+impl RouteDoc {
+    fn new(method: &'static str, path: impl Into<String>, operation_id: impl Into<String>, tag: &str, summary: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            operation_id: operation_id.into(),
+            summary: summary.into(),
+            tag: tag.to_string(),
+            authenticated: true,
+            request: None,
+            response: None,
+            status: 200,
+            query: Vec::new(),
+        }
+    }
+
+    fn public(mut self) -> Self {
+        self.authenticated = false;
+        self
+    }
+
+    fn request(mut self, schema: Value) -> Self {
+        self.request = Some(schema);
+        self
+    }
+
+    fn response(mut self, status: u16, schema: Value) -> Self {
+        self.status = status;
+        self.response = Some(schema);
+        self
+    }
+
+    fn no_content(mut self) -> Self {
+        self.status = 204;
+        self
+    }
+
+    fn query(mut self, params: &[(&'static str, &'static str)]) -> Self {
+        self.query = params.to_vec();
+        self
+    }
+}
+
+/// Router and documentation, built together.
+#[derive(Default)]
+pub struct Routes {
+    router: Router<AppState>,
+    pub docs: Vec<RouteDoc>,
+}
+
+impl Routes {
+    fn add(&mut self, doc: RouteDoc, handler: MethodRouter<AppState>) {
+        let router = std::mem::take(&mut self.router);
+        self.router = router.route(&doc.path, handler);
+        self.docs.push(doc);
+    }
+
+    pub fn into_parts(self) -> (Router<AppState>, Vec<RouteDoc>) {
+        (self.router, self.docs)
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+const LIST_PARAMS: &[(&str, &str)] = &[
+    ("labelSelector", "Label selector, e.g. `tier=prod,region in (eu,us),!legacy`"),
+    ("q", "Substring of the name"),
+    ("sort", "`name` (default), `creationTimestamp` or `updateTimestamp`"),
+    ("order", "`asc` (default) or `desc`"),
+    ("limit", "Page size (default 100, at most 1000)"),
+    ("continue", "The `metadata.continue` token of the previous page"),
+];
+
+const AUDIT_PARAMS: &[(&str, &str)] = &[
+    ("user", "User name"),
+    ("action", "Action, e.g. `create`, `update`, `delete`, `apply`, `login`, `token.create`"),
+    ("kind", "Kind of the target object"),
+    ("name", "Name of the target object"),
+    ("project", "Project of the target object"),
+    ("outcome", "`success`, `unchanged`, `denied`, `invalid`, `conflict`, `not-found`, `error`"),
+    ("since", "RFC 3339 time or an age (`30m`, `24h`, `7d`)"),
+    ("until", "RFC 3339 time or an age"),
+    ("limit", "Page size (default 100)"),
+    ("cursor", "The `nextCursor` of the previous page"),
+];
+
+fn add_kind(routes: &mut Routes, info: &Arc<KindInfo>) {
+    let kind = info.kind;
+    let plural = info.plural;
+    let object = schema_ref(kind);
+    let list = json!({"type": "object", "properties": {
+        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+        "metadata": {"type": "object", "properties": {"continue": {"type": "string"}}},
+        "items": {"type": "array", "items": object.clone()}}});
+    let (collection, item, scope_note) = match info.scope {
+        Scope::Global => (format!("/api/v1/{plural}"), format!("/api/v1/{plural}/{{name}}"), ""),
+        Scope::Project => (
+            format!("/api/v1/projects/{{project}}/{plural}"),
+            format!("/api/v1/projects/{{project}}/{plural}/{{name}}"),
+            " in a project",
+        ),
+    };
+    let (i1, i2, i3, i4, i5) = (info.clone(), info.clone(), info.clone(), info.clone(), info.clone());
+    let scoped = info.scope == Scope::Project;
+    let list_handler = move |State(state): State<AppState>, caller: Caller, project: Option<Path<String>>, Query(params): Query<objects::ListParams>| {
+        let info = i1.clone();
+        async move { objects::list(state, caller, info, project.map(|p| p.0), params).await }
+    };
+    let create_handler = move |State(state): State<AppState>, caller: Caller, project: Option<Path<String>>, headers: HeaderMap, body: Bytes| {
+        let info = i2.clone();
+        async move { objects::create(state, caller, info, project.map(|p| p.0), headers, body).await }
+    };
+    routes.add(
+        RouteDoc::new("get", &collection, format!("list{kind}"), kind, format!("List {kind} objects{scope_note}")).query(LIST_PARAMS).response(200, list),
+        get(list_handler.clone()),
+    );
+    routes.add(
+        RouteDoc::new("post", &collection, format!("create{kind}"), kind, format!("Create a {kind}{scope_note}"))
+            .request(object.clone())
+            .response(201, object.clone()),
+        post(create_handler),
+    );
+    if scoped {
+        let all_projects = format!("/api/v1/{plural}");
+        routes.add(
+            RouteDoc::new("get", &all_projects, format!("list{kind}AllProjects"), kind, format!("List {kind} objects across the projects the caller may see"))
+                .query(&[LIST_PARAMS, &[("project", "Only this project")]].concat())
+                .response(200, json!({"type": "object"})),
+            get(list_handler),
+        );
+    }
+    let split = move |path: Path<Vec<String>>| -> (Option<String>, String) {
+        let mut parts = path.0;
+        let name = parts.pop().unwrap_or_default();
+        (parts.pop(), name)
+    };
+    routes.add(
+        RouteDoc::new("get", &item, format!("get{kind}"), kind, format!("Get a {kind}")).response(200, object.clone()),
+        get(move |State(state): State<AppState>, caller: Caller, path: Path<Vec<String>>| {
+            let info = i3.clone();
+            let (project, name) = split(path);
+            async move { objects::get(state, caller, info, project, name).await }
+        }),
+    );
+    routes.add(
+        RouteDoc::new("put", &item, format!("update{kind}"), kind, format!("Replace a {kind}; metadata.resourceVersion, when given, must be current (else 409)"))
+            .request(object.clone())
+            .response(200, object),
+        put(move |State(state): State<AppState>, caller: Caller, path: Path<Vec<String>>, headers: HeaderMap, body: Bytes| {
+            let info = i4.clone();
+            let (project, name) = split(path);
+            async move { objects::update(state, caller, info, project, name, headers, body).await }
+        }),
+    );
+    routes.add(
+        RouteDoc::new("delete", &item, format!("delete{kind}"), kind, format!("Delete a {kind}"))
+            .query(&[("resourceVersion", "Refuse (409) unless the object is at this version")])
+            .no_content(),
+        delete(move |State(state): State<AppState>, caller: Caller, path: Path<Vec<String>>, Query(params): Query<objects::DeleteParams>| {
+            let info = i5.clone();
+            let (project, name) = split(path);
+            async move { objects::delete(state, caller, info, project, name, params).await }
+        }),
+    );
+}
+
+/// Every route of the server.
+pub fn routes(kinds: &KindRegistry) -> Routes {
+    let mut routes = Routes::default();
+    routes.add(RouteDoc::new("get", "/healthz", "healthz", "health", "Liveness: the process serves requests").public(), get(health::healthz));
+    routes.add(RouteDoc::new("get", "/readyz", "readyz", "health", "Readiness: the store answers").public(), get(health::readyz));
+    routes.add(RouteDoc::new("get", "/metrics", "metrics", "health", "Prometheus metrics (text format)").public(), get(health::metrics));
+    routes.add(
+        RouteDoc::new("get", "/api/v1/openapi.json", "openapi", "meta", "This OpenAPI document").public(),
+        get(health::openapi),
+    );
+    routes.add(
+        RouteDoc::new("get", "/api/v1/kinds", "listKinds", "meta", "The kinds this server knows, with their plural and scope"),
+        get(health::kinds),
+    );
+    routes.add(
+        RouteDoc::new("post", "/api/v1/auth/login", "login", "auth", "Log in: `mode: session` sets an HttpOnly cookie and returns the CSRF token; `mode: token` returns an API token")
+            .public()
+            .request(schema_ref("LoginRequest"))
+            .response(200, json!({"type": "object"})),
+        post(auth::login),
+    );
+    routes.add(RouteDoc::new("post", "/api/v1/auth/logout", "logout", "auth", "End the session (or revoke the token) of this request").no_content(), post(auth::logout));
+    routes.add(RouteDoc::new("get", "/api/v1/auth/whoami", "whoami", "auth", "The caller, its grants, and (for sessions) the CSRF token").response(200, json!({"type": "object"})), get(auth::whoami));
+    routes.add(RouteDoc::new("get", "/api/v1/tokens", "listTokens", "auth", "The caller's API tokens (never their secrets)").response(200, json!({"type": "object"})), get(auth::list_tokens));
+    routes.add(
+        RouteDoc::new("post", "/api/v1/tokens", "createToken", "auth", "Create an API token of the caller; the token is shown once")
+            .request(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "ttlDays": {"type": "integer"}}}))
+            .response(201, json!({"type": "object"})),
+        post(auth::create_token),
+    );
+    routes.add(RouteDoc::new("delete", "/api/v1/tokens/{id}", "revokeToken", "auth", "Revoke one of the caller's API tokens").no_content(), delete(auth::revoke_token));
+    routes.add(
+        RouteDoc::new("put", "/api/v1/users/{name}/password", "setPassword", "auth", "Change one's own password (with currentPassword) or, as admin, anyone's")
+            .request(json!({"type": "object", "required": ["newPassword"], "properties": {"currentPassword": {"type": "string"}, "newPassword": {"type": "string"}}}))
+            .no_content(),
+        put(auth::set_password),
+    );
+    routes.add(
+        RouteDoc::new("post", "/api/v1/apply", "apply", "objects", "Create or update every document of a YAML/JSON stream, in order")
+            .request(json!({"type": "string", "description": "YAML documents separated by ---, or JSON"}))
+            .response(200, json!({"type": "object"})),
+        post(objects::apply).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+    );
+    routes.add(RouteDoc::new("get", "/api/v1/audit", "queryAudit", "audit", "Audit records, newest first").query(AUDIT_PARAMS).response(200, json!({"type": "object"})), get(audit::query));
+    routes.add(RouteDoc::new("get", "/api/v1/audit/records/{seq}", "getAuditRecord", "audit", "One audit record").response(200, json!({"type": "object"})), get(audit::record));
+    routes.add(RouteDoc::new("get", "/api/v1/audit/export", "exportAudit", "audit", "Matching audit records as CSV, oldest first").query(AUDIT_PARAMS), get(audit::export));
+    routes.add(
+        RouteDoc::new("get", "/api/v1/audit/summary", "auditSummary", "audit", "Counts by user, action or day")
+            .query(&[AUDIT_PARAMS, &[("by", "`user` (default), `action` or `day`")]].concat())
+            .response(200, json!({"type": "object"})),
+        get(audit::summary),
+    );
+    routes.add(RouteDoc::new("get", "/api/v1/audit/verify", "verifyAudit", "audit", "Verify the audit hash chain").response(200, json!({"type": "object"})), get(audit::verify));
+    for info in kinds.iter() {
+        add_kind(&mut routes, info);
+    }
+    routes
+}
