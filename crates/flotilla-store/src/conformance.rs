@@ -648,6 +648,10 @@ pub async fn list_paging(store: &dyn Store) {
         }
     }
 
+    let unlimited = ListQuery { kind: "Workspace".into(), selector: selector.clone(), limit: 0, ..Default::default() };
+    let page = store.list(&unlimited).await.expect("list without a limit");
+    assert_eq!((page.items.len(), page.continue_token), (COUNT, None), "limit 0 means the default page size");
+
     let base = ListQuery { kind: "Workspace".into(), selector: selector.clone(), limit: 5, ..Default::default() };
     for token in ["not a token!", "e30", "", "eyJpZCI6Im5vIn0"] {
         let query = ListQuery { continue_token: Some(token.to_string()), ..base.clone() };

@@ -14,6 +14,9 @@ pub struct Mutation {
 }
 
 /// What a mutation changes. Each variant is written with its audit record.
+// A mutation is built once and moved once into the writer's queue; boxing the large
+// `Object` variant would buy nothing but noise at every call site.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Create, update, apply or delete a declarative object.

@@ -181,8 +181,10 @@ async fn execute(store: &SqlStore, sql: &'static str) {
 // Test bodies, each run on both databases
 // ---------------------------------------------------------------------------------------------
 
+/// The whole suite, twice on one database: cases must not trip over what earlier runs left.
 async fn conformance_suite(url: String) {
     let store = open(&url).await;
+    conformance::run_all(&store).await;
     conformance::run_all(&store).await;
 }
 
@@ -350,6 +352,34 @@ async fn failed_audit_write_prevents_the_change(url: String) {
     }
 }
 
+/// Two stores on one database (two control-plane replicas) write one chain between them.
+async fn replicas_share_one_chain(url: String) {
+    let (first, second) = (open(&url).await, open(&url).await);
+    const EACH: usize = 60;
+    let objects =
+        |replica: usize| -> Vec<Object> { (0..EACH).map(|i| workspace(&format!("r{replica}-{i:02}"), "x")).collect() };
+    let (mine, theirs) = (objects(1), objects(2));
+    let (a, b) = futures::future::join(
+        futures::future::join_all(mine.iter().map(|o| commit(&first, OperationVerb::Create, o, None))),
+        futures::future::join_all(theirs.iter().map(|o| commit(&second, OperationVerb::Create, o, None))),
+    )
+    .await;
+    let mut seqs = std::collections::BTreeSet::new();
+    for result in a.into_iter().chain(b) {
+        let committed = result.unwrap_or_else(|error| panic!("a replica's create failed: {error}"));
+        assert!(seqs.insert(committed.seq), "sequence number {} given twice", committed.seq);
+    }
+    assert_eq!(seqs.len(), 2 * EACH);
+    assert_eq!(seqs.last().copied(), Some(2 * EACH as u64), "one gap-free sequence across replicas");
+    for store in [&first, &second] {
+        let report = store.audit_verify().await.expect("verify");
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.records, 2 * EACH as u64);
+        let other = store.get(&theirs[0].key()).await.expect("get");
+        assert!(other.is_some(), "each replica reads what the other wrote");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SQLite
 // ---------------------------------------------------------------------------------------------
@@ -374,6 +404,11 @@ async fn sqlite_failed_audit_write_prevents_the_change() {
     on_sqlite(failed_audit_write_prevents_the_change).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_replicas_share_one_chain() {
+    on_sqlite(replicas_share_one_chain).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------
@@ -396,6 +431,11 @@ async fn postgres_detects_tampering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_failed_audit_write_prevents_the_change() {
     on_postgres(failed_audit_write_prevents_the_change).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_share_one_chain() {
+    on_postgres(replicas_share_one_chain).await;
 }
 
 #[test]

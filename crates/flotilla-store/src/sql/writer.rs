@@ -88,7 +88,7 @@ async fn commit_batch(
     let mut results = Vec::with_capacity(mutations.len());
     for mutation in mutations {
         sqlx::query("SAVEPOINT mutation").execute(&mut *tx).await?;
-        let now = shared.clock.now();
+        let now = to_micros(shared.clock.now());
         let seq = head.seq + 1;
         let result = match apply(shared, &mut tx, mutation, seq, now).await {
             Ok(applied) => match audit::append(&mut tx, &mut head_ref(&mut head), applied.record).await {
@@ -120,6 +120,12 @@ async fn commit_batch(
         .await?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// `now` truncated to the microseconds the tables keep, so that the object a write returns
+/// (and its audit record) carries the timestamps a later read returns.
+fn to_micros(now: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_microsecond(now.as_microsecond()).unwrap_or(now)
 }
 
 fn head_ref(head: &mut Head) -> audit::ChainHead<'_> {
