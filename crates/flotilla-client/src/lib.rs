@@ -1,1 +1,269 @@
-//! placeholder
+//! Typed HTTP client of Flotilla's REST API, shared by the CLI, the tests and the benchmark.
+//!
+//! Errors keep the server's `{code, message, details}` so callers can show every field error.
+
+use std::time::Duration;
+
+use flotilla_core::Object;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Errors of API calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached at all.
+    #[error("cannot reach the Flotilla server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api { status: u16, code: String, message: String, details: Value },
+    /// The server answered something this client does not understand.
+    #[error("unexpected response from the server: {0}")]
+    Decode(String),
+    /// The client is misconfigured (e.g. a malformed server URL).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The server's error code (`Invalid`, `Conflict`, `Forbidden`, …), if it answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The response of a token login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenLogin {
+    pub user: String,
+    pub token: String,
+    pub token_id: String,
+    pub expires_at: String,
+}
+
+/// What the server says about one kind.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KindDescription {
+    pub kind: String,
+    pub plural: String,
+    /// `global` or `project`.
+    pub scope: String,
+}
+
+/// A client bound to one server and (optionally) one API token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    user_agent: String,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Config(format!("server URL {base:?} must start with http:// or https://")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self { http, base, token, user_agent: format!("flotilla-cli/{}", env!("CARGO_PKG_VERSION")) })
+    }
+
+    /// The same client with another user agent (audit records show it).
+    pub fn with_user_agent(mut self, user_agent: &str) -> Self {
+        self.user_agent = user_agent.to_string();
+        self
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` (starting with `/`), with the token and user agent set.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("user-agent", &self.user_agent);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: describe_transport_error(&e),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(api_error(status, &text))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        let text = response.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))
+    }
+
+    /// Logs in and returns a new API token.
+    pub async fn login_token(&self, username: &str, password: &str, token_name: &str, ttl_days: Option<u32>) -> Result<TokenLogin, ClientError> {
+        let body = serde_json::json!({"username": username, "password": password, "mode": "token", "tokenName": token_name, "ttlDays": ttl_days});
+        self.json(self.request(Method::POST, "/api/v1/auth/login").json(&body)).await
+    }
+
+    pub async fn whoami(&self) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/auth/whoami")).await
+    }
+
+    pub async fn kinds(&self) -> Result<Vec<KindDescription>, ClientError> {
+        #[derive(Deserialize)]
+        struct Kinds {
+            items: Vec<KindDescription>,
+        }
+        let kinds: Kinds = self.json(self.request(Method::GET, "/api/v1/kinds")).await?;
+        Ok(kinds.items)
+    }
+
+    /// Path of a collection: `/api/v1/{plural}` or `/api/v1/projects/{project}/{plural}`.
+    pub fn collection_path(plural: &str, project: Option<&str>) -> String {
+        match project {
+            Some(project) => format!("/api/v1/projects/{}/{plural}", encode(project)),
+            None => format!("/api/v1/{plural}"),
+        }
+    }
+
+    fn item_path(plural: &str, project: Option<&str>, name: &str) -> String {
+        format!("{}/{}", Self::collection_path(plural, project), encode(name))
+    }
+
+    /// One page of a list; `params` are query parameters (`labelSelector`, `limit`, …).
+    pub async fn list(&self, plural: &str, project: Option<&str>, params: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, &Self::collection_path(plural, project)).query(params)).await
+    }
+
+    pub async fn get(&self, plural: &str, project: Option<&str>, name: &str) -> Result<Object, ClientError> {
+        self.json(self.request(Method::GET, &Self::item_path(plural, project, name))).await
+    }
+
+    pub async fn create(&self, plural: &str, project: Option<&str>, object: &Value) -> Result<Object, ClientError> {
+        self.json(self.request(Method::POST, &Self::collection_path(plural, project)).json(object)).await
+    }
+
+    pub async fn update(&self, plural: &str, project: Option<&str>, name: &str, object: &Value) -> Result<Object, ClientError> {
+        self.json(self.request(Method::PUT, &Self::item_path(plural, project, name)).json(object)).await
+    }
+
+    pub async fn delete(&self, plural: &str, project: Option<&str>, name: &str, resource_version: Option<u64>) -> Result<(), ClientError> {
+        let mut request = self.request(Method::DELETE, &Self::item_path(plural, project, name));
+        if let Some(rv) = resource_version {
+            request = request.query(&[("resourceVersion", rv.to_string())]);
+        }
+        self.send(request).await.map(|_| ())
+    }
+
+    /// Applies a YAML (or JSON) stream of documents; returns the per-document results.
+    pub async fn apply(&self, documents: String) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, "/api/v1/apply").header("content-type", "application/yaml").body(documents)).await
+    }
+
+    pub async fn audit_query(&self, params: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/audit").query(params)).await
+    }
+
+    pub async fn audit_summary(&self, params: &[(&str, String)]) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/audit/summary").query(params)).await
+    }
+
+    pub async fn audit_verify(&self) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/audit/verify")).await
+    }
+
+    /// The CSV export as a response, to be streamed by the caller.
+    pub async fn audit_export(&self, params: &[(&str, String)]) -> Result<reqwest::Response, ClientError> {
+        self.send(self.request(Method::GET, "/api/v1/audit/export").query(params)).await
+    }
+
+    pub async fn create_token(&self, name: &str, ttl_days: Option<u32>) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, "/api/v1/tokens").json(&serde_json::json!({"name": name, "ttlDays": ttl_days}))).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, "/api/v1/tokens")).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &format!("/api/v1/tokens/{}", encode(id)))).await.map(|_| ())
+    }
+
+    pub async fn set_password(&self, user: &str, current: Option<&str>, new: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({"currentPassword": current, "newPassword": new});
+        self.send(self.request(Method::PUT, &format!("/api/v1/users/{}/password", encode(user))).json(&body)).await.map(|_| ())
+    }
+
+    /// Ends the session or revokes the token this client uses.
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        self.send(self.request(Method::POST, "/api/v1/auth/logout")).await.map(|_| ())
+    }
+}
+
+fn encode(segment: &str) -> String {
+    segment.chars().map(|c| if c.is_ascii_alphanumeric() || "-._~".contains(c) { c.to_string() } else { format!("%{:02X}", c as u32) }).collect()
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        reason = format!("{reason}: {inner}");
+        source = inner.source();
+    }
+    if error.is_connect() {
+        reason.push_str(" (is `flotilla server` running there?)");
+    } else if error.is_timeout() {
+        reason.push_str(" (timed out)");
+    }
+    reason
+}
+
+fn api_error(status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<Value>(text) {
+        Ok(body) if body.get("code").is_some() => ClientError::Api {
+            status: status.as_u16(),
+            code: body["code"].as_str().unwrap_or_default().to_string(),
+            message: body["message"].as_str().unwrap_or_default().to_string(),
+            details: body.get("details").cloned().unwrap_or(Value::Null),
+        },
+        _ => ClientError::Api {
+            status: status.as_u16(),
+            code: status.canonical_reason().unwrap_or("Error").replace(' ', ""),
+            message: format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+            details: Value::Null,
+        },
+    }
+}

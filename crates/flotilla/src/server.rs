@@ -1,0 +1,149 @@
+//! `flotilla server`: loads the configuration, opens the store, bootstraps the first admin
+//! and the local cluster, and serves the API until SIGINT/SIGTERM, then drains.
+//!
+//! Exit codes: 0 after a clean shutdown, 78 for a bad configuration (EX_CONFIG), 1 for any
+//! other start-up failure.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use flotilla_config::{Config, Overrides};
+use flotilla_core::kinds::KindRegistry;
+use flotilla_store::sql::{SqlStore, SqlStoreOptions, SystemClock, redact_url};
+
+/// Options of `flotilla server`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Directory that holds all state (default ./.flotilla, or FLOTILLA_DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080, or FLOTILLA_LISTEN).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Configuration file (default <data dir>/flotilla.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+const EX_CONFIG: i32 = 78;
+
+pub async fn run(args: ServerArgs) -> i32 {
+    let overrides = Overrides { data_dir: args.data_dir, listen: args.listen, config_file: args.config };
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EX_CONFIG;
+        }
+    };
+    init_tracing(&config);
+    match serve(config).await {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Creates the data directory, readable by its owner only.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict permissions of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The key of the keyed hashes that stand for secrets in audit records. Created once, kept
+/// under the data dir (replicas sharing a PostgreSQL database must share this file).
+fn audit_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("audit.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(text.trim().as_bytes().to_vec());
+    }
+    let key = flotilla_identity::random_string(32);
+    let temporary = dir.join("audit.key.tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary).with_context(|| format!("cannot write {}", temporary.display()))?;
+        file.write_all(key.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key.into_bytes())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    prepare_data_dir(&config.data_dir)?;
+    let kinds = Arc::new(KindRegistry::builtin());
+    let url = config.database_url();
+    let options = SqlStoreOptions::new(url.clone(), audit_key(&config.data_dir)?);
+    let clock = Arc::new(SystemClock);
+    let store = Arc::new(SqlStore::connect(options, kinds.clone(), clock.clone()).await?);
+    tracing::info!(database = %redact_url(&url), "store ready");
+    let report = flotilla_api::bootstrap::bootstrap(store.as_ref(), &kinds, config.admin_password.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (set --listen or FLOTILLA_LISTEN)", config.listen))?;
+    let address = listener.local_addr()?;
+    if let Some(password) = &report.generated_admin_password {
+        // Printed once, on stdout only (never logged): the operator's one chance to read it.
+        println!(
+            "\nFlotilla's first start created the platform admin.\n  user:     {}\n  password: {password}\n\
+             This password is shown only now. Log in with:\n  flotilla login http://{address} -u {}\n",
+            flotilla_api::bootstrap::ADMIN_USER,
+            flotilla_api::bootstrap::ADMIN_USER,
+        );
+    }
+    let app = flotilla_api::app(store, kinds, Arc::new(config), clock);
+    tracing::info!(%address, "flotilla listening on http://{address}");
+    // Tests and scripts wait for this line on stdout.
+    println!("flotilla listening on http://{address}");
+    flotilla_api::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: draining in-flight requests");
+}
