@@ -40,7 +40,10 @@ fn require_audit_reader(caller: &Caller) -> Result<(), ApiError> {
     if caller.principal.can_read_audit() {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!("user {:?} may not read the audit log (needs admin or auditor)", caller.user())))
+        Err(ApiError::Forbidden(format!(
+            "user {:?} may not read the audit log (needs admin or auditor)",
+            caller.user()
+        )))
     }
 }
 
@@ -59,7 +62,10 @@ pub fn parse_time(field: &str, text: &str, now: jiff::Timestamp) -> Result<i64, 
     };
     match number.parse::<i64>() {
         Ok(n) if seconds > 0 && n >= 0 => Ok(now.as_microsecond() - n * seconds * 1_000_000),
-        _ => Err(ApiError::bad_field(field, format!("{text:?} is neither an RFC 3339 time nor an age like 30m, 24h, 7d"))),
+        _ => Err(ApiError::bad_field(
+            field,
+            format!("{text:?} is neither an RFC 3339 time nor an age like 30m, 24h, 7d"),
+        )),
     }
 }
 
@@ -115,7 +121,11 @@ pub fn record_view(record: &AuditRecord) -> Value {
 }
 
 /// `GET /api/v1/audit`: newest first, paged by cursor.
-pub async fn query(State(state): State<AppState>, caller: Caller, Query(params): Query<AuditParams>) -> Result<Json<Value>, ApiError> {
+pub async fn query(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Value>, ApiError> {
     require_audit_reader(&caller)?;
     let query = to_query(&params, state.clock.now(), true)?;
     let page = state.store.audit_query(&query).await?;
@@ -124,20 +134,25 @@ pub async fn query(State(state): State<AppState>, caller: Caller, Query(params):
 }
 
 /// `GET /api/v1/audit/records/{seq}`
-pub async fn record(State(state): State<AppState>, caller: Caller, Path(seq): Path<u64>) -> Result<Json<Value>, ApiError> {
+pub async fn record(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(seq): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
     require_audit_reader(&caller)?;
-    let record = state.store.audit_record(seq).await?.ok_or_else(|| ApiError::NotFound(format!("audit record {seq} not found")))?;
+    let record = state
+        .store
+        .audit_record(seq)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("audit record {seq} not found")))?;
     Ok(Json(record_view(&record)))
 }
 
-const CSV_HEADER: &str = "seq,time,user,auth,source_ip,user_agent,request_id,action,kind,project,name,outcome,message,changes,hash\n";
+const CSV_HEADER: &str =
+    "seq,time,user,auth,source_ip,user_agent,request_id,action,kind,project,name,outcome,message,changes,hash\n";
 
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
 }
 
 /// One CSV line of a record.
@@ -166,7 +181,11 @@ pub fn csv_line(record: &AuditRecord) -> String {
 
 /// `GET /api/v1/audit/export`: every matching record, oldest first, as CSV, streamed page by
 /// page so that memory stays flat however long the log is.
-pub async fn export(State(state): State<AppState>, caller: Caller, Query(params): Query<AuditParams>) -> Result<Response, ApiError> {
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<AuditParams>,
+) -> Result<Response, ApiError> {
     require_audit_reader(&caller)?;
     let mut query = to_query(&params, state.clock.now(), false)?;
     query.limit = 1000;
@@ -188,7 +207,10 @@ pub async fn export(State(state): State<AppState>, caller: Caller, Query(params)
     let mut response = Body::from_stream(pages).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/csv; charset=utf-8"));
-    headers.insert(header::CONTENT_DISPOSITION, header::HeaderValue::from_static("attachment; filename=\"flotilla-audit.csv\""));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header::HeaderValue::from_static("attachment; filename=\"flotilla-audit.csv\""),
+    );
     Ok(response)
 }
 
@@ -199,7 +221,11 @@ pub struct Summary {
 }
 
 /// `GET /api/v1/audit/summary?by=user|action|day`
-pub async fn summary(State(state): State<AppState>, caller: Caller, Query(params): Query<AuditParams>) -> Result<Json<Summary>, ApiError> {
+pub async fn summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Summary>, ApiError> {
     require_audit_reader(&caller)?;
     let by = match params.by.as_deref() {
         None | Some("user") => SummaryBy::User,

@@ -6,11 +6,11 @@
 //! login endpoint hands out both, checks argon2id password hashes, and locks a user name or a
 //! source address out after repeated failures. Every login, failed or not, is audited.
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use flotilla_config::LoginConfig;
 use flotilla_core::ObjectKey;
 use flotilla_core::audit::{Actor, Outcome};
@@ -48,10 +48,14 @@ impl Caller {
 
     /// The audit actor of this caller's requests.
     pub fn actor(&self) -> Actor {
-        actor(&self.meta, &self.principal.user, match self.method {
-            AuthMethod::Token { .. } => "token",
-            AuthMethod::Session { .. } => "session",
-        })
+        actor(
+            &self.meta,
+            &self.principal.user,
+            match self.method {
+                AuthMethod::Token { .. } => "token",
+                AuthMethod::Session { .. } => "session",
+            },
+        )
     }
 }
 
@@ -98,13 +102,14 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
         let (user, method) = if let Some(token) = bearer {
-            let record = state
-                .store
-                .token_by_secret(&flotilla_identity::secret_hash(token.trim()))
-                .await?
-                .ok_or_else(|| ApiError::Unauthenticated("unknown API token: log in again (flotilla login)".into()))?;
+            let record =
+                state.store.token_by_secret(&flotilla_identity::secret_hash(token.trim())).await?.ok_or_else(|| {
+                    ApiError::Unauthenticated("unknown API token: log in again (flotilla login)".into())
+                })?;
             if record.revoked_micros.is_some() {
-                return Err(ApiError::Unauthenticated("this API token was revoked: log in again (flotilla login)".into()));
+                return Err(ApiError::Unauthenticated(
+                    "this API token was revoked: log in again (flotilla login)".into(),
+                ));
             }
             if record.expires_micros <= now {
                 return Err(ApiError::Expired("this API token has expired: log in again (flotilla login)".into()));
@@ -227,7 +232,12 @@ fn token_ttl(state: &AppState, requested_days: Option<u32>) -> Result<i64, ApiEr
     Ok(i64::from(days) * 86_400 * 1_000_000)
 }
 
-fn new_token(state: &AppState, user: &str, name: Option<String>, ttl_days: Option<u32>) -> Result<(ApiToken, String), ApiError> {
+fn new_token(
+    state: &AppState,
+    user: &str,
+    name: Option<String>,
+    ttl_days: Option<u32>,
+) -> Result<(ApiToken, String), ApiError> {
     let now = now_micros(state);
     let (id, token, secret_hash) = flotilla_identity::new_api_token();
     let name = name.unwrap_or_else(|| "cli".into());
@@ -247,7 +257,11 @@ fn new_token(state: &AppState, user: &str, name: Option<String>, ttl_days: Optio
 }
 
 /// `POST /api/v1/auth/login`
-pub async fn login(State(state): State<AppState>, Meta(meta): Meta, Json(request): Json<LoginRequest>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    Meta(meta): Meta,
+    Json(request): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
     let username = request.username.trim().to_string();
     if username.is_empty() {
         return Err(ApiError::bad_field("username", "is required"));
@@ -258,7 +272,10 @@ pub async fn login(State(state): State<AppState>, Meta(meta): Meta, Json(request
     let ip_key = format!("ip:{}", meta.source_ip);
     let user_state = state.store.throttle(&user_key).await?;
     let ip_state = state.store.throttle(&ip_key).await?;
-    let audit_login = |outcome: Outcome, message: &str, grant: Option<LoginGrant>, throttle: Vec<(String, Option<ThrottleState>)>| Mutation {
+    let audit_login = |outcome: Outcome,
+                       message: &str,
+                       grant: Option<LoginGrant>,
+                       throttle: Vec<(String, Option<ThrottleState>)>| Mutation {
         actor: actor(&meta, &username, "password"),
         change: Change::Login { user: username.clone(), outcome, message: Some(message.to_string()), grant, throttle },
     };
@@ -268,7 +285,8 @@ pub async fn login(State(state): State<AppState>, Meta(meta): Meta, Json(request
     }
     let hash = state.store.password_hash(&username).await?;
     let account = state.store.get(&ObjectKey::new("User", None, &username)).await?;
-    let disabled = account.and_then(|o| serde_json::from_value::<UserSpec>(o.spec).ok()).is_none_or(|spec| spec.disabled);
+    let disabled =
+        account.and_then(|o| serde_json::from_value::<UserSpec>(o.spec).ok()).is_none_or(|spec| spec.disabled);
     let password = request.password.clone();
     let verified = tokio::task::spawn_blocking(move || match hash {
         Some(hash) => flotilla_identity::verify_password(&password, &hash),
@@ -299,7 +317,10 @@ pub async fn login(State(state): State<AppState>, Meta(meta): Meta, Json(request
                 token_id: Some(record.id.clone()),
                 expires_at: timestamp_text(record.expires_micros),
             };
-            state.store.commit(audit_login(Outcome::Success, "API token issued", Some(LoginGrant::Token(record)), clear)).await?;
+            state
+                .store
+                .commit(audit_login(Outcome::Success, "API token issued", Some(LoginGrant::Token(record)), clear))
+                .await?;
             Ok(Json(response).into_response())
         }
         LoginMode::Session => {
@@ -318,7 +339,10 @@ pub async fn login(State(state): State<AppState>, Meta(meta): Meta, Json(request
                 token_id: None,
                 expires_at: timestamp_text(session.expires_micros),
             };
-            state.store.commit(audit_login(Outcome::Success, "session started", Some(LoginGrant::Session(session)), clear)).await?;
+            state
+                .store
+                .commit(audit_login(Outcome::Success, "session started", Some(LoginGrant::Session(session)), clear))
+                .await?;
             let secure = if state.config.sessions.secure_cookie { "; Secure" } else { "" };
             let cookie = format!("{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={ttl}{secure}");
             let mut response = Json(response).into_response();
@@ -336,12 +360,18 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
     match &caller.method {
         AuthMethod::Session { secret } => {
             let id_hash = flotilla_identity::secret_hash(secret);
-            state.store.commit(Mutation { actor, change: Change::EndSession { id_hash, user: caller.user().to_string() } }).await?;
+            state
+                .store
+                .commit(Mutation { actor, change: Change::EndSession { id_hash, user: caller.user().to_string() } })
+                .await?;
         }
         AuthMethod::Token { id } => {
             state
                 .store
-                .commit(Mutation { actor, change: Change::RevokeToken { id: id.clone(), user: caller.user().to_string() } })
+                .commit(Mutation {
+                    actor,
+                    change: Change::RevokeToken { id: id.clone(), user: caller.user().to_string() },
+                })
                 .await?;
         }
     }
@@ -432,7 +462,11 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Resul
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens.
-pub async fn revoke_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let change = Change::RevokeToken { id, user: caller.user().to_string() };
     state.store.commit(Mutation { actor: caller.actor(), change }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -470,25 +504,29 @@ pub async fn set_password(
     if caller.user() == name {
         let current = request.current_password.clone().unwrap_or_default();
         let hash = state.store.password_hash(&name).await?;
-        let ok = tokio::task::spawn_blocking(move || hash.is_some_and(|h| flotilla_identity::verify_password(&current, &h)))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let ok =
+            tokio::task::spawn_blocking(move || hash.is_some_and(|h| flotilla_identity::verify_password(&current, &h)))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         if !ok {
             return refuse("currentPassword is wrong".into()).await;
         }
     } else if !caller.principal.is_admin() {
         return refuse(format!("user {:?} may not set the password of {name:?}", caller.user())).await;
     }
-    flotilla_identity::check_password_policy(&request.new_password).map_err(|e| ApiError::bad_field("newPassword", e.to_string()))?;
+    flotilla_identity::check_password_policy(&request.new_password)
+        .map_err(|e| ApiError::bad_field("newPassword", e.to_string()))?;
     let new_password = request.new_password;
     let password_hash = tokio::task::spawn_blocking(move || flotilla_identity::hash_password(&new_password))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.store.commit(Mutation { actor: caller.actor(), change: Change::SetPassword { user: name, password_hash } }).await?;
+    state
+        .store
+        .commit(Mutation { actor: caller.actor(), change: Change::SetPassword { user: name, password_hash } })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
-
 
 #[cfg(test)]
 mod tests {

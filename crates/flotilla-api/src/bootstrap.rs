@@ -4,10 +4,10 @@
 //! and an "already exists" from a racing replica counts as done. Every step is a normal,
 //! audited mutation by the `system` actor.
 
+use flotilla_core::Object;
 use flotilla_core::audit::Actor;
 use flotilla_core::kinds::KindRegistry;
 use flotilla_core::operation::{Operation, OperationError, OperationVerb};
-use flotilla_core::Object;
 use flotilla_store::{Change, Mutation, Store, StoreError};
 use serde_json::json;
 
@@ -36,7 +36,11 @@ fn system_actor() -> Actor {
     }
 }
 
-async fn create_if_missing(store: &dyn Store, kinds: &KindRegistry, document: serde_json::Value) -> Result<bool, StoreError> {
+async fn create_if_missing(
+    store: &dyn Store,
+    kinds: &KindRegistry,
+    document: serde_json::Value,
+) -> Result<bool, StoreError> {
     let object: Object = kinds.parse_document(document).map_err(OperationError::Invalid)?;
     if store.get(&object.key()).await?.is_some() {
         return Ok(false);
@@ -56,9 +60,12 @@ async fn create_if_missing(store: &dyn Store, kinds: &KindRegistry, document: se
 }
 
 /// Ensures the admin (with a password) and the local cluster exist.
-pub async fn bootstrap(store: &dyn Store, kinds: &KindRegistry, configured_password: Option<&str>) -> Result<BootstrapReport, StoreError> {
-    let mut report = BootstrapReport::default();
-    report.created_admin = create_if_missing(
+pub async fn bootstrap(
+    store: &dyn Store,
+    kinds: &KindRegistry,
+    configured_password: Option<&str>,
+) -> Result<BootstrapReport, StoreError> {
+    let created_admin = create_if_missing(
         store,
         kinds,
         json!({"apiVersion": flotilla_core::API_VERSION, "kind": "User",
@@ -72,12 +79,13 @@ pub async fn bootstrap(store: &dyn Store, kinds: &KindRegistry, configured_passw
                "metadata": {"name": "platform-admin"}, "spec": {"user": ADMIN_USER, "role": "admin"}}),
     )
     .await?;
+    let mut generated_admin_password = None;
     if store.password_hash(ADMIN_USER).await?.is_none() {
         let password = match configured_password {
             Some(password) => password.to_string(),
             None => {
                 let generated = flotilla_identity::generate_password();
-                report.generated_admin_password = Some(generated.clone());
+                generated_admin_password = Some(generated.clone());
                 generated
             }
         };
@@ -86,10 +94,13 @@ pub async fn bootstrap(store: &dyn Store, kinds: &KindRegistry, configured_passw
             .map_err(|e| StoreError::Backend(e.to_string()))?
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         store
-            .commit(Mutation { actor: system_actor(), change: Change::SetPassword { user: ADMIN_USER.into(), password_hash: hash } })
+            .commit(Mutation {
+                actor: system_actor(),
+                change: Change::SetPassword { user: ADMIN_USER.into(), password_hash: hash },
+            })
             .await?;
     }
-    report.created_local_cluster = create_if_missing(
+    let created_local_cluster = create_if_missing(
         store,
         kinds,
         json!({"apiVersion": flotilla_core::API_VERSION, "kind": "Cluster",
@@ -97,5 +108,5 @@ pub async fn bootstrap(store: &dyn Store, kinds: &KindRegistry, configured_passw
                "spec": {"type": "local", "displayName": "Embedded runtime (containerd)"}}),
     )
     .await?;
-    Ok(report)
+    Ok(BootstrapReport { generated_admin_password, created_admin, created_local_cluster })
 }

@@ -65,11 +65,8 @@ pub struct ErrorBody {
 impl ApiError {
     pub fn invalid(errors: ValidationErrors) -> Self {
         let count = errors.0.len();
-        let message = if count == 1 {
-            format!("invalid: {errors}")
-        } else {
-            format!("invalid: {count} problems: {errors}")
-        };
+        let message =
+            if count == 1 { format!("invalid: {errors}") } else { format!("invalid: {count} problems: {errors}") };
         ApiError::Invalid { message, errors }
     }
 
@@ -135,9 +132,11 @@ impl From<StoreError> for ApiError {
             StoreError::Operation(OperationError::AlreadyExists(key)) => {
                 ApiError::AlreadyExists(format!("{key} already exists"))
             }
-            StoreError::Operation(error @ OperationError::Conflict { expected, current, .. }) => {
-                ApiError::Conflict { message: format!("{error}; get it again and reapply your change"), expected, current }
-            }
+            StoreError::Operation(error @ OperationError::Conflict { expected, current, .. }) => ApiError::Conflict {
+                message: format!("{error}; get it again and reapply your change"),
+                expected,
+                current,
+            },
             StoreError::Operation(OperationError::Invalid(errors)) => ApiError::invalid(errors),
             StoreError::AuditWrite(detail) => {
                 tracing::error!(%detail, "audit write failed; change refused");

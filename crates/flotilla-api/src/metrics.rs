@@ -58,15 +58,21 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let store_seconds = Family::<StoreLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let request_seconds =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let store_seconds =
+            Family::<StoreLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register("flotilla_http_requests", "HTTP requests by method, route and status", requests.clone());
         registry.register(
             "flotilla_http_request_duration_seconds",
             "HTTP request latency by method and route",
             request_seconds.clone(),
         );
-        registry.register("flotilla_store_operation_duration_seconds", "Store latency by operation", store_seconds.clone());
+        registry.register(
+            "flotilla_store_operation_duration_seconds",
+            "Store latency by operation",
+            store_seconds.clone(),
+        );
         Self { registry, requests, request_seconds, store_seconds }
     }
 }

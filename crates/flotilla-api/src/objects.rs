@@ -83,7 +83,12 @@ impl Workspaces {
     }
 }
 
-async fn place(state: &AppState, info: &KindInfo, object: &Object, cache: &mut Workspaces) -> Result<Placement, ApiError> {
+async fn place(
+    state: &AppState,
+    info: &KindInfo,
+    object: &Object,
+    cache: &mut Workspaces,
+) -> Result<Placement, ApiError> {
     let mut placement = Placement { environment: info.environment_of(object), ..Placement::default() };
     match (info.kind, info.scope) {
         ("Workspace", _) => placement.workspace = Some(object.metadata.name.clone()),
@@ -139,7 +144,14 @@ fn decide(caller: &Caller, verb: Verb, info: &KindInfo, object: &Object, placeme
 }
 
 /// Records a refused write and returns the error to send.
-async fn refuse(state: &AppState, caller: &Caller, action: &str, key: Option<&ObjectKey>, outcome: Outcome, error: ApiError) -> ApiError {
+async fn refuse(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    key: Option<&ObjectKey>,
+    outcome: Outcome,
+    error: ApiError,
+) -> ApiError {
     let note = AuditNote {
         action: action.to_string(),
         kind: key.map(|k| k.kind.clone()),
@@ -166,7 +178,15 @@ async fn authorize_write(
     for object in objects {
         let placement = place(state, info, object, &mut cache).await?;
         if let Decision::Deny(reason) = decide(caller, verb, info, object, &placement) {
-            return Err(refuse(state, caller, action, Some(&object.key()), Outcome::Denied, ApiError::Forbidden(reason)).await);
+            return Err(refuse(
+                state,
+                caller,
+                action,
+                Some(&object.key()),
+                Outcome::Denied,
+                ApiError::Forbidden(reason),
+            )
+            .await);
         }
     }
     Ok(())
@@ -278,7 +298,13 @@ pub async fn list(
 }
 
 /// `GET` one object.
-pub async fn get(state: AppState, caller: Caller, info: Arc<KindInfo>, project: Option<String>, name: String) -> Result<Json<Object>, ApiError> {
+pub async fn get(
+    state: AppState,
+    caller: Caller,
+    info: Arc<KindInfo>,
+    project: Option<String>,
+    name: String,
+) -> Result<Json<Object>, ApiError> {
     let key = ObjectKey::new(info.kind, project, &name);
     let Some(object) = state.store.get(&key).await? else {
         return Err(ApiError::NotFound(format!("{key} not found")));
@@ -290,17 +316,24 @@ pub async fn get(state: AppState, caller: Caller, info: Arc<KindInfo>, project: 
     Ok(Json(present(&info, object)))
 }
 
+/// A write request's body and where it was sent.
+struct Incoming<'a> {
+    action: &'a str,
+    project: Option<String>,
+    /// The name in the URL (updates); `None` for creates.
+    name: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
 /// Parses and validates a body as an object of `info`'s kind at `project`/`name`.
 async fn object_from_body(
     state: &AppState,
     caller: &Caller,
     info: &KindInfo,
-    action: &str,
-    project: Option<String>,
-    name: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    incoming: Incoming<'_>,
 ) -> Result<Object, ApiError> {
+    let Incoming { action, project, name, headers, body } = incoming;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let key_hint = name.map(|n| ObjectKey::new(info.kind, project.clone(), n));
     let mut value = match documents::parse_one(body, content_type) {
@@ -337,7 +370,10 @@ async fn object_from_body(
         if let Some(name) = name
             && object.metadata.name != name
         {
-            errors.push("metadata.name", format!("{:?} does not match the name {name:?} in the URL", object.metadata.name));
+            errors.push(
+                "metadata.name",
+                format!("{:?} does not match the name {name:?} in the URL", object.metadata.name),
+            );
         }
     }
     match object {
@@ -359,7 +395,13 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Object>), ApiError> {
-    let object = object_from_body(&state, &caller, &info, "create", project, None, &headers, &body).await?;
+    let object = object_from_body(
+        &state,
+        &caller,
+        &info,
+        Incoming { action: "create", project, name: None, headers: &headers, body: &body },
+    )
+    .await?;
     authorize_write(&state, &caller, Verb::Create, "create", &info, &[&object]).await?;
     let op = operation(OperationVerb::Create, object.key(), Some(object), None);
     let committed = state.store.commit(Mutation { actor: caller.actor(), change: Change::Object(op) }).await?;
@@ -378,7 +420,13 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Object>, ApiError> {
-    let object = object_from_body(&state, &caller, &info, "update", project, Some(&name), &headers, &body).await?;
+    let object = object_from_body(
+        &state,
+        &caller,
+        &info,
+        Incoming { action: "update", project, name: Some(&name), headers: &headers, body: &body },
+    )
+    .await?;
     let existing = state.store.get(&object.key()).await?;
     let mut subjects = vec![&object];
     subjects.extend(existing.as_ref());
@@ -466,7 +514,9 @@ async fn apply_one(state: &AppState, caller: &Caller, document: Document) -> App
         let value = match document.value {
             Ok(value) => value,
             Err(message) => {
-                return Err(refuse(state, caller, "apply", None, Outcome::Invalid, ApiError::bad_field("", message)).await);
+                return Err(
+                    refuse(state, caller, "apply", None, Outcome::Invalid, ApiError::bad_field("", message)).await
+                );
             }
         };
         result.kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
@@ -475,11 +525,18 @@ async fn apply_one(state: &AppState, caller: &Caller, document: Document) -> App
         let object = match state.kinds.parse_document(value) {
             Ok(object) => object,
             Err(errors) => {
-                let key = result.kind.clone().zip(result.name.clone()).map(|(k, n)| ObjectKey::new(k, result.project.clone(), n));
-                return Err(refuse(state, caller, "apply", key.as_ref(), Outcome::Invalid, ApiError::invalid(errors)).await);
+                let key = result
+                    .kind
+                    .clone()
+                    .zip(result.name.clone())
+                    .map(|(k, n)| ObjectKey::new(k, result.project.clone(), n));
+                return Err(
+                    refuse(state, caller, "apply", key.as_ref(), Outcome::Invalid, ApiError::invalid(errors)).await
+                );
             }
         };
-        let info = state.kinds.lookup(&object.kind).cloned().ok_or_else(|| ApiError::Internal("kind vanished".into()))?;
+        let info =
+            state.kinds.lookup(&object.kind).cloned().ok_or_else(|| ApiError::Internal("kind vanished".into()))?;
         let existing = state.store.get(&object.key()).await?;
         let verb = if existing.is_some() { Verb::Update } else { Verb::Create };
         let mut subjects = vec![&object];

@@ -42,7 +42,13 @@ pub struct RouteDoc {
 }
 
 impl RouteDoc {
-    fn new(method: &'static str, path: impl Into<String>, operation_id: impl Into<String>, tag: &str, summary: impl Into<String>) -> Self {
+    fn new(
+        method: &'static str,
+        path: impl Into<String>,
+        operation_id: impl Into<String>,
+        tag: &str,
+        summary: impl Into<String>,
+    ) -> Self {
         Self {
             method,
             path: path.into(),
@@ -147,16 +153,25 @@ fn add_kind(routes: &mut Routes, info: &Arc<KindInfo>) {
     };
     let (i1, i2, i3, i4, i5) = (info.clone(), info.clone(), info.clone(), info.clone(), info.clone());
     let scoped = info.scope == Scope::Project;
-    let list_handler = move |State(state): State<AppState>, caller: Caller, project: Option<Path<String>>, Query(params): Query<objects::ListParams>| {
+    let list_handler = move |State(state): State<AppState>,
+                             caller: Caller,
+                             project: Option<Path<String>>,
+                             Query(params): Query<objects::ListParams>| {
         let info = i1.clone();
         async move { objects::list(state, caller, info, project.map(|p| p.0), params).await }
     };
-    let create_handler = move |State(state): State<AppState>, caller: Caller, project: Option<Path<String>>, headers: HeaderMap, body: Bytes| {
+    let create_handler = move |State(state): State<AppState>,
+                               caller: Caller,
+                               project: Option<Path<String>>,
+                               headers: HeaderMap,
+                               body: Bytes| {
         let info = i2.clone();
         async move { objects::create(state, caller, info, project.map(|p| p.0), headers, body).await }
     };
     routes.add(
-        RouteDoc::new("get", &collection, format!("list{kind}"), kind, format!("List {kind} objects{scope_note}")).query(LIST_PARAMS).response(200, list),
+        RouteDoc::new("get", &collection, format!("list{kind}"), kind, format!("List {kind} objects{scope_note}"))
+            .query(LIST_PARAMS)
+            .response(200, list),
         get(list_handler.clone()),
     );
     routes.add(
@@ -168,9 +183,15 @@ fn add_kind(routes: &mut Routes, info: &Arc<KindInfo>) {
     if scoped {
         let all_projects = format!("/api/v1/{plural}");
         routes.add(
-            RouteDoc::new("get", &all_projects, format!("list{kind}AllProjects"), kind, format!("List {kind} objects across the projects the caller may see"))
-                .query(&[LIST_PARAMS, &[("project", "Only this project")]].concat())
-                .response(200, json!({"type": "object"})),
+            RouteDoc::new(
+                "get",
+                &all_projects,
+                format!("list{kind}AllProjects"),
+                kind,
+                format!("List {kind} objects across the projects the caller may see"),
+            )
+            .query(&[LIST_PARAMS, &[("project", "Only this project")]].concat())
+            .response(200, json!({"type": "object"})),
             get(list_handler),
         );
     }
@@ -188,39 +209,71 @@ fn add_kind(routes: &mut Routes, info: &Arc<KindInfo>) {
         }),
     );
     routes.add(
-        RouteDoc::new("put", &item, format!("update{kind}"), kind, format!("Replace a {kind}; metadata.resourceVersion, when given, must be current (else 409)"))
-            .request(object.clone())
-            .response(200, object),
-        put(move |State(state): State<AppState>, caller: Caller, path: Path<Vec<String>>, headers: HeaderMap, body: Bytes| {
-            let info = i4.clone();
-            let (project, name) = split(path);
-            async move { objects::update(state, caller, info, project, name, headers, body).await }
-        }),
+        RouteDoc::new(
+            "put",
+            &item,
+            format!("update{kind}"),
+            kind,
+            format!("Replace a {kind}; metadata.resourceVersion, when given, must be current (else 409)"),
+        )
+        .request(object.clone())
+        .response(200, object),
+        put(
+            move |State(state): State<AppState>,
+                  caller: Caller,
+                  path: Path<Vec<String>>,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let info = i4.clone();
+                let (project, name) = split(path);
+                async move { objects::update(state, caller, info, project, name, headers, body).await }
+            },
+        ),
     );
     routes.add(
         RouteDoc::new("delete", &item, format!("delete{kind}"), kind, format!("Delete a {kind}"))
             .query(&[("resourceVersion", "Refuse (409) unless the object is at this version")])
             .no_content(),
-        delete(move |State(state): State<AppState>, caller: Caller, path: Path<Vec<String>>, Query(params): Query<objects::DeleteParams>| {
-            let info = i5.clone();
-            let (project, name) = split(path);
-            async move { objects::delete(state, caller, info, project, name, params).await }
-        }),
+        delete(
+            move |State(state): State<AppState>,
+                  caller: Caller,
+                  path: Path<Vec<String>>,
+                  Query(params): Query<objects::DeleteParams>| {
+                let info = i5.clone();
+                let (project, name) = split(path);
+                async move { objects::delete(state, caller, info, project, name, params).await }
+            },
+        ),
     );
 }
 
 /// Every route of the server.
 pub fn routes(kinds: &KindRegistry) -> Routes {
     let mut routes = Routes::default();
-    routes.add(RouteDoc::new("get", "/healthz", "healthz", "health", "Liveness: the process serves requests").public(), get(health::healthz));
-    routes.add(RouteDoc::new("get", "/readyz", "readyz", "health", "Readiness: the store answers").public(), get(health::readyz));
-    routes.add(RouteDoc::new("get", "/metrics", "metrics", "health", "Prometheus metrics (text format)").public(), get(health::metrics));
+    routes.add(
+        RouteDoc::new("get", "/healthz", "healthz", "health", "Liveness: the process serves requests").public(),
+        get(health::healthz),
+    );
+    routes.add(
+        RouteDoc::new("get", "/readyz", "readyz", "health", "Readiness: the store answers").public(),
+        get(health::readyz),
+    );
+    routes.add(
+        RouteDoc::new("get", "/metrics", "metrics", "health", "Prometheus metrics (text format)").public(),
+        get(health::metrics),
+    );
     routes.add(
         RouteDoc::new("get", "/api/v1/openapi.json", "openapi", "meta", "This OpenAPI document").public(),
         get(health::openapi),
     );
     routes.add(
-        RouteDoc::new("get", "/api/v1/kinds", "listKinds", "meta", "The kinds this server knows, with their plural and scope"),
+        RouteDoc::new(
+            "get",
+            "/api/v1/kinds",
+            "listKinds",
+            "meta",
+            "The kinds this server knows, with their plural and scope",
+        ),
         get(health::kinds),
     );
     routes.add(
@@ -230,16 +283,44 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
             .response(200, json!({"type": "object"})),
         post(auth::login),
     );
-    routes.add(RouteDoc::new("post", "/api/v1/auth/logout", "logout", "auth", "End the session (or revoke the token) of this request").no_content(), post(auth::logout));
-    routes.add(RouteDoc::new("get", "/api/v1/auth/whoami", "whoami", "auth", "The caller, its grants, and (for sessions) the CSRF token").response(200, json!({"type": "object"})), get(auth::whoami));
-    routes.add(RouteDoc::new("get", "/api/v1/tokens", "listTokens", "auth", "The caller's API tokens (never their secrets)").response(200, json!({"type": "object"})), get(auth::list_tokens));
+    routes.add(
+        RouteDoc::new(
+            "post",
+            "/api/v1/auth/logout",
+            "logout",
+            "auth",
+            "End the session (or revoke the token) of this request",
+        )
+        .no_content(),
+        post(auth::logout),
+    );
+    routes.add(
+        RouteDoc::new(
+            "get",
+            "/api/v1/auth/whoami",
+            "whoami",
+            "auth",
+            "The caller, its grants, and (for sessions) the CSRF token",
+        )
+        .response(200, json!({"type": "object"})),
+        get(auth::whoami),
+    );
+    routes.add(
+        RouteDoc::new("get", "/api/v1/tokens", "listTokens", "auth", "The caller's API tokens (never their secrets)")
+            .response(200, json!({"type": "object"})),
+        get(auth::list_tokens),
+    );
     routes.add(
         RouteDoc::new("post", "/api/v1/tokens", "createToken", "auth", "Create an API token of the caller; the token is shown once")
             .request(json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "ttlDays": {"type": "integer"}}}))
             .response(201, json!({"type": "object"})),
         post(auth::create_token),
     );
-    routes.add(RouteDoc::new("delete", "/api/v1/tokens/{id}", "revokeToken", "auth", "Revoke one of the caller's API tokens").no_content(), delete(auth::revoke_token));
+    routes.add(
+        RouteDoc::new("delete", "/api/v1/tokens/{id}", "revokeToken", "auth", "Revoke one of the caller's API tokens")
+            .no_content(),
+        delete(auth::revoke_token),
+    );
     routes.add(
         RouteDoc::new("put", "/api/v1/users/{name}/password", "setPassword", "auth", "Change one's own password (with currentPassword) or, as admin, anyone's")
             .request(json!({"type": "object", "required": ["newPassword"], "properties": {"currentPassword": {"type": "string"}, "newPassword": {"type": "string"}}}))
@@ -247,21 +328,50 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
         put(auth::set_password),
     );
     routes.add(
-        RouteDoc::new("post", "/api/v1/apply", "apply", "objects", "Create or update every document of a YAML/JSON stream, in order")
-            .request(json!({"type": "string", "description": "YAML documents separated by ---, or JSON"}))
-            .response(200, json!({"type": "object"})),
+        RouteDoc::new(
+            "post",
+            "/api/v1/apply",
+            "apply",
+            "objects",
+            "Create or update every document of a YAML/JSON stream, in order",
+        )
+        .request(json!({"type": "string", "description": "YAML documents separated by ---, or JSON"}))
+        .response(200, json!({"type": "object"})),
         post(objects::apply).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
     );
-    routes.add(RouteDoc::new("get", "/api/v1/audit", "queryAudit", "audit", "Audit records, newest first").query(AUDIT_PARAMS).response(200, json!({"type": "object"})), get(audit::query));
-    routes.add(RouteDoc::new("get", "/api/v1/audit/records/{seq}", "getAuditRecord", "audit", "One audit record").response(200, json!({"type": "object"})), get(audit::record));
-    routes.add(RouteDoc::new("get", "/api/v1/audit/export", "exportAudit", "audit", "Matching audit records as CSV, oldest first").query(AUDIT_PARAMS), get(audit::export));
+    routes.add(
+        RouteDoc::new("get", "/api/v1/audit", "queryAudit", "audit", "Audit records, newest first")
+            .query(AUDIT_PARAMS)
+            .response(200, json!({"type": "object"})),
+        get(audit::query),
+    );
+    routes.add(
+        RouteDoc::new("get", "/api/v1/audit/records/{seq}", "getAuditRecord", "audit", "One audit record")
+            .response(200, json!({"type": "object"})),
+        get(audit::record),
+    );
+    routes.add(
+        RouteDoc::new(
+            "get",
+            "/api/v1/audit/export",
+            "exportAudit",
+            "audit",
+            "Matching audit records as CSV, oldest first",
+        )
+        .query(AUDIT_PARAMS),
+        get(audit::export),
+    );
     routes.add(
         RouteDoc::new("get", "/api/v1/audit/summary", "auditSummary", "audit", "Counts by user, action or day")
             .query(&[AUDIT_PARAMS, &[("by", "`user` (default), `action` or `day`")]].concat())
             .response(200, json!({"type": "object"})),
         get(audit::summary),
     );
-    routes.add(RouteDoc::new("get", "/api/v1/audit/verify", "verifyAudit", "audit", "Verify the audit hash chain").response(200, json!({"type": "object"})), get(audit::verify));
+    routes.add(
+        RouteDoc::new("get", "/api/v1/audit/verify", "verifyAudit", "audit", "Verify the audit hash chain")
+            .response(200, json!({"type": "object"})),
+        get(audit::verify),
+    );
     for info in kinds.iter() {
         add_kind(&mut routes, info);
     }

@@ -1,4 +1,5 @@
 //! End-to-end tests of the REST API over loopback, against a real SQLite store.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
 
@@ -48,7 +49,8 @@ async fn viewer_reads_but_cannot_write_and_the_attempt_is_audited() {
     server.grant("vera", "viewer", Some("shop"), None).await;
     let env = viewer.get("environments", Some("shop"), "prod").await.unwrap();
     assert_eq!(env.spec["tier"], "prod");
-    let error = viewer.create("environments", Some("shop"), &environment("staging", "shop", "staging")).await.unwrap_err();
+    let error =
+        viewer.create("environments", Some("shop"), &environment("staging", "shop", "staging")).await.unwrap_err();
     assert_eq!(error.status(), Some(403), "{error}");
     assert!(error.to_string().contains("vera"), "{error}");
     let mut changed = serde_json::to_value(&env).unwrap();
@@ -72,7 +74,10 @@ async fn nobody_grants_above_their_own_role() {
     let maintainer = server.user("mia").await;
     server.grant("mia", "maintainer", Some("shop"), None).await;
     let binding = |name: &str, spec: Value| json!({"apiVersion": "flotilla.io/v1", "kind": "RoleBinding", "metadata": {"name": name}, "spec": spec});
-    let error = maintainer.create("rolebindings", None, &binding("bob-admin", json!({"user": "bob", "role": "admin"}))).await.unwrap_err();
+    let error = maintainer
+        .create("rolebindings", None, &binding("bob-admin", json!({"user": "bob", "role": "admin"})))
+        .await
+        .unwrap_err();
     assert_eq!(error.status(), Some(403), "{error}");
     assert!(error.to_string().contains("platform admin"), "{error}");
     let error = maintainer
@@ -81,7 +86,14 @@ async fn nobody_grants_above_their_own_role() {
         .unwrap_err();
     assert_eq!(error.status(), Some(403));
     maintainer
-        .create("rolebindings", None, &binding("bob-dev", json!({"user": "bob", "role": "developer", "project": "shop", "environments": ["test"]})))
+        .create(
+            "rolebindings",
+            None,
+            &binding(
+                "bob-dev",
+                json!({"user": "bob", "role": "developer", "project": "shop", "environments": ["test"]}),
+            ),
+        )
         .await
         .unwrap();
     // Escalating an existing binding is judged on both the old and the new grant.
@@ -96,10 +108,12 @@ async fn environment_narrowed_role_acts_only_in_its_environments() {
     server.seed_shop().await;
     let maintainer = server.user("tess").await;
     server.grant("tess", "maintainer", Some("shop"), Some(&["test"])).await;
-    let mut test_env = serde_json::to_value(server.admin.get("environments", Some("shop"), "test").await.unwrap()).unwrap();
+    let mut test_env =
+        serde_json::to_value(server.admin.get("environments", Some("shop"), "test").await.unwrap()).unwrap();
     test_env["spec"]["description"] = json!("tess was here");
     maintainer.update("environments", Some("shop"), "test", &test_env).await.unwrap();
-    let mut prod_env = serde_json::to_value(server.admin.get("environments", Some("shop"), "prod").await.unwrap()).unwrap();
+    let mut prod_env =
+        serde_json::to_value(server.admin.get("environments", Some("shop"), "prod").await.unwrap()).unwrap();
     prod_env["spec"]["description"] = json!("tess was here");
     let error = maintainer.update("environments", Some("shop"), "prod", &prod_env).await.unwrap_err();
     assert_eq!(error.status(), Some(403));
@@ -131,7 +145,8 @@ async fn every_write_is_audited_with_user_ip_and_diff() {
     let update = &records[1];
     assert_eq!(update["before"]["spec"]["tier"], "test");
     assert_eq!(update["after"]["spec"]["tier"], "staging");
-    let changes: Vec<&str> = update["changes"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
+    let changes: Vec<&str> =
+        update["changes"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
     assert_eq!(changes, vec!["metadata.labels", "spec.tier"]);
     assert_eq!(records[0]["after"], Value::Null, "a delete has no after");
     assert_eq!(records[0]["before"]["metadata"]["name"], "qa");
@@ -142,11 +157,14 @@ async fn every_write_is_audited_with_user_ip_and_diff() {
 #[tokio::test]
 async fn a_failed_audit_write_prevents_the_change() {
     let server = TestServer::start().await;
-    sqlx::query("CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;")
-        .execute(server.store.pool())
-        .await
-        .unwrap();
-    let workspace = json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "doomed"}, "spec": {}});
+    sqlx::query(
+        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
+    )
+    .execute(server.store.pool())
+    .await
+    .unwrap();
+    let workspace =
+        json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "doomed"}, "spec": {}});
     let error = server.admin.create("workspaces", None, &workspace).await.unwrap_err();
     assert_eq!(code(&error), "AuditWriteFailed", "{error}");
     assert_eq!(error.status(), Some(503));
@@ -165,7 +183,10 @@ async fn tampering_with_one_record_is_detected() {
     assert_eq!(report["problems"], json!([]));
     let records = report["records"].as_u64().unwrap();
     assert!(records >= 8, "{report}");
-    sqlx::query("UPDATE audit_records SET user_name = 'mallory' WHERE seq = 5").execute(server.store.pool()).await.unwrap();
+    sqlx::query("UPDATE audit_records SET user_name = 'mallory' WHERE seq = 5")
+        .execute(server.store.pool())
+        .await
+        .unwrap();
     let report = server.admin.audit_verify().await.unwrap();
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{report}");
@@ -279,12 +300,15 @@ async fn lists_are_filtered_sorted_and_paged_on_the_server() {
     let mut names = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut params = vec![("labelSelector", "tier=prod".to_string()), ("limit", "5".to_string()), ("order", "desc".to_string())];
+        let mut params =
+            vec![("labelSelector", "tier=prod".to_string()), ("limit", "5".to_string()), ("order", "desc".to_string())];
         if let Some(token) = &token {
             params.push(("continue", token.clone()));
         }
         let page = server.admin.list("workspaces", None, &params).await.unwrap();
-        names.extend(page["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()));
+        names.extend(
+            page["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         token = page["metadata"]["continue"].as_str().map(str::to_string);
         if token.is_none() {
             break;
@@ -292,7 +316,8 @@ async fn lists_are_filtered_sorted_and_paged_on_the_server() {
     }
     let expected: Vec<String> = (0..25).rev().filter(|i| i % 2 == 0).map(|i| format!("ws-{i:02}")).collect();
     assert_eq!(names, expected);
-    let bad = server.admin.list("workspaces", None, &[("labelSelector", "tier in prod".to_string())]).await.unwrap_err();
+    let bad =
+        server.admin.list("workspaces", None, &[("labelSelector", "tier in prod".to_string())]).await.unwrap_err();
     assert_eq!(bad.status(), Some(422));
     let searched = server.admin.list("workspaces", None, &[("q", "ws-1".to_string())]).await.unwrap();
     assert_eq!(searched["items"].as_array().unwrap().len(), 10);
@@ -314,11 +339,13 @@ async fn sessions_need_the_csrf_token_and_tokens_can_be_revoked() {
     let session = cookie.split(';').next().unwrap().to_string();
     let body: Value = response.json().await.unwrap();
     let csrf = body["csrfToken"].as_str().unwrap().to_string();
-    let workspace = json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "via-console"}, "spec": {}});
+    let workspace =
+        json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "via-console"}, "spec": {}});
     let url = format!("{}/api/v1/workspaces", server.base);
     let without = http.post(&url).header("cookie", &session).json(&workspace).send().await.unwrap();
     assert_eq!(without.status(), 403, "a cross-site write without the CSRF token is refused");
-    let with = http.post(&url).header("cookie", &session).header("x-csrf-token", &csrf).json(&workspace).send().await.unwrap();
+    let with =
+        http.post(&url).header("cookie", &session).header("x-csrf-token", &csrf).json(&workspace).send().await.unwrap();
     assert_eq!(with.status(), 201);
     let read = http.get(&url).header("cookie", &session).send().await.unwrap();
     assert_eq!(read.status(), 200, "reads need no CSRF token");
@@ -352,7 +379,10 @@ async fn repeated_failed_logins_lock_the_user_out_and_are_audited() {
     let failures = audit_of(&server, &[("action", "login"), ("outcome", "denied")]).await;
     assert_eq!(failures.len(), 4);
     assert!(failures.iter().all(|r| r["user"] == "admin" && r["sourceIp"] == "127.0.0.1"));
-    assert!(!serde_json::to_string(&failures).unwrap().contains("wrong password"), "passwords never reach the audit log");
+    assert!(
+        !serde_json::to_string(&failures).unwrap().contains("wrong password"),
+        "passwords never reach the audit log"
+    );
     let unknown = anonymous.login_token("nobody", "whatever it is", "t", None).await.unwrap_err();
     assert_eq!(unknown.to_string(), "invalid user name or password", "same answer for unknown users");
 }
@@ -376,7 +406,14 @@ async fn secrets_never_leave_in_clear_text() {
 async fn openapi_document_matches_the_routes() {
     let server = TestServer::start().await;
     server.seed_shop().await;
-    let document: Value = server.anonymous().send(server.anonymous().request(Method::GET, "/api/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    let document: Value = server
+        .anonymous()
+        .send(server.anonymous().request(Method::GET, "/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = document["paths"].as_object().unwrap();
     assert!(paths.len() > 20);
     let mut checked = 0;
@@ -388,7 +425,14 @@ async fn openapi_document_matches_the_routes() {
             .replace("{seq}", "999999");
         for method in methods.as_object().unwrap().keys() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let response = server.admin.request(method.clone(), &concrete).body("{}").header("content-type", "application/json").send().await.unwrap();
+            let response = server
+                .admin
+                .request(method.clone(), &concrete)
+                .body("{}")
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
             let status = response.status().as_u16();
             let body = response.text().await.unwrap_or_default();
             assert_ne!(status, 405, "{method} {path} is documented but not routed");
@@ -413,7 +457,10 @@ async fn health_readiness_and_metrics() {
     server.admin.list("workspaces", None, &[]).await.unwrap();
     let _ = server.admin.get("workspaces", None, "absent").await;
     let metrics = anonymous.send(anonymous.request(Method::GET, "/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("flotilla_http_requests_total{method=\"GET\",route=\"/api/v1/workspaces\",status=\"200\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("flotilla_http_requests_total{method=\"GET\",route=\"/api/v1/workspaces\",status=\"200\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("route=\"/api/v1/workspaces/{name}\",status=\"404\""), "{metrics}");
     assert!(metrics.contains("flotilla_http_request_duration_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("flotilla_store_operation_duration_seconds_count{operation=\"list\"}"), "{metrics}");
@@ -443,4 +490,3 @@ async fn audit_queries_export_and_summary() {
     let viewer = server.user("victor").await;
     assert_eq!(viewer.audit_query(&[]).await.unwrap_err().status(), Some(403));
 }
-

@@ -64,6 +64,8 @@ pub enum OperationError {
 
 /// What executing an operation does.
 #[derive(Debug, Clone, PartialEq)]
+// Short-lived (one per write, never stored in bulk): boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum Planned {
     Create(Object),
     Update {

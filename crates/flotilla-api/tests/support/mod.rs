@@ -1,5 +1,5 @@
 //! Test harness: a real API server on loopback over a real SQLite store in a temp dir.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test harness: a panic is a failed test
 
 use std::sync::Arc;
 
@@ -26,7 +26,11 @@ impl TestServer {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config { data_dir: dir.path().to_path_buf(), admin_password: Some(ADMIN_PASSWORD.into()), ..Config::default() };
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            ..Config::default()
+        };
         adjust(&mut config);
         let kinds = Arc::new(KindRegistry::builtin());
         let options = SqlStoreOptions::new(config.database_url(), b"test audit key".to_vec());
@@ -49,7 +53,11 @@ impl TestServer {
     /// Creates a user with a password and returns a client logged in as it.
     pub async fn user(&self, name: &str) -> Client {
         self.admin
-            .create("users", None, &json!({"apiVersion": "flotilla.io/v1", "kind": "User", "metadata": {"name": name}, "spec": {}}))
+            .create(
+                "users",
+                None,
+                &json!({"apiVersion": "flotilla.io/v1", "kind": "User", "metadata": {"name": name}, "spec": {}}),
+            )
             .await
             .unwrap();
         let password = format!("{name} password 123");
