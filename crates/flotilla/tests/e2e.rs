@@ -1,0 +1,234 @@
+//! End-to-end tests of the `flotilla` binary: the server as a real process, the CLI as a
+//! user runs it, and a kill -9 in the middle of a burst of writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_client::Client;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+const PASSWORD: &str = "end to end admin password";
+
+/// A `flotilla server` process; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
+            .env("FLOTILLA_LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flotilla server starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("server printed its address before exiting").unwrap();
+            if let Some(address) = line.strip_prefix("flotilla listening on ") {
+                break address.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn admin(base: &str) -> Client {
+    let anonymous = Client::new(base, None).unwrap();
+    let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
+    anonymous.with_token(Some(login.token))
+}
+
+fn workspace(name: &str) -> Value {
+    json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": name}, "spec": {}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_loses_no_acknowledged_write() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start(data.path());
+    let client = admin(&server.base).await;
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut writers = Vec::new();
+    for writer in 0..16 {
+        let client = client.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("burst-{writer}-{i}");
+                match client.create("workspaces", None, &workspace(&name)).await {
+                    Ok(_) => {
+                        acknowledged.lock().unwrap().insert(name);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Let the burst run, then kill the server without warning.
+    let started = Instant::now();
+    while acknowledged.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 300, "the burst wrote too little to mean anything: {}", acknowledged.len());
+
+    let server = Server::start(data.path());
+    let client = admin(&server.base).await;
+    let mut stored = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = vec![("limit", "1000".to_string()), ("q", "burst-".to_string())];
+        if let Some(token) = &token {
+            params.push(("continue", token.clone()));
+        }
+        let page = client.list("workspaces", None, &params).await.unwrap();
+        stored.extend(page["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()));
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    let lost: Vec<&String> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes were lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    // Every stored write has its audit record, and the chain survived the crash.
+    let report = client.audit_verify().await.unwrap();
+    assert_eq!(report["problems"], json!([]), "{report}");
+    let created = client.audit_query(&[("action", "create".into()), ("kind", "Workspace".into()), ("outcome", "success".into()), ("limit", "10000".into())]).await.unwrap();
+    let audited: BTreeSet<String> = created["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(audited, stored, "each stored object has exactly its create record");
+}
+
+fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("FLOTILLA_CONFIG", config)
+        .env_remove("FLOTILLA_SERVER")
+        .env_remove("FLOTILLA_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_login_apply_get_and_audit() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.yaml");
+    let server = Server::start(data.path());
+
+    let (code, _, stderr) = cli(&config, &["get", "workspaces"], None);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("flotilla login"), "not logged in is explained: {stderr}");
+
+    let (code, stdout, stderr) = cli(&config, &["login", &server.base, "-u", "admin", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("admin"), "{stdout}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600, "the token file is private");
+    }
+
+    let manifest = home.path().join("shop.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: flotilla.io/v1\nkind: Workspace\nmetadata: {name: retail}\nspec: {displayName: Retail}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Project\nmetadata: {name: shop}\nspec: {workspace: retail}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Environment\nmetadata: {name: prod, project: shop}\nspec: {tier: prod, clusters: [local]}\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = cli(&config, &["apply", "-f", manifest.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("created"), "{stdout}");
+    let (code, stdout, _) = cli(&config, &["apply", "-f", manifest.to_str().unwrap()], None);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.matches("unchanged").count(), 3, "{stdout}");
+
+    let (code, stdout, stderr) = cli(&config, &["get", "environments", "-p", "shop", "-o", "json"], None);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list["items"][0]["spec"]["tier"], "prod");
+    let (code, stdout, _) = cli(&config, &["get", "env", "-p", "shop"], None);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("NAME") && stdout.contains("prod"), "{stdout}");
+
+    // A bad document: the CLI names the field and the line, and exits non-zero.
+    let bad = home.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: flotilla.io/v1\nkind: Environment\nmetadata: {name: qa, project: shop}\nspec: {tier: qa, clusters: [local]}\n").unwrap();
+    let (code, stdout, stderr) = cli(&config, &["apply", "-f", bad.to_str().unwrap()], None);
+    assert_ne!(code, 0);
+    assert!(format!("{stdout}{stderr}").contains("spec.tier"), "{stdout}{stderr}");
+
+    let (code, stdout, stderr) = cli(&config, &["audit", "verify"], None);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("intact"), "{stdout}");
+    let (code, stdout, _) = cli(&config, &["audit", "query", "--kind", "Environment", "-o", "json"], None);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("\"sourceIp\": \"127.0.0.1\""), "{stdout}");
+
+    // Tamper with one record in the database; both the API and the offline check catch it.
+    drop(server);
+    let url = format!("sqlite://{}?mode=rw", data.path().join("flotilla.db").display());
+    sqlx::any::install_default_drivers();
+    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::query("UPDATE audit_records SET outcome = 'denied' WHERE seq = 3").execute(&mut connection).await.unwrap();
+    drop(connection);
+    let (code, stdout, stderr) = cli(&config, &["audit", "verify", "--data-dir", data.path().to_str().unwrap()], None);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("seq 3"), "{stdout}{stderr}");
+    let server = Server::start(data.path());
+    let (code, stdout, stderr) = cli(&config, &["--server", &server.base, "audit", "verify"], None);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_exits_78() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["server", "--data-dir"])
+        .arg(data.path())
+        .env("FLOTILLA_LOGIN__MAX_FAILURES", "many")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains("max_failures"), "{stderr}");
+}
