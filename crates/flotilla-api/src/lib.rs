@@ -28,6 +28,7 @@ use axum::middleware;
 use flotilla_config::Config;
 use flotilla_core::kinds::KindRegistry;
 use flotilla_store::Store;
+use flotilla_store::cached::CachedStore;
 use flotilla_store::sql::Clock;
 
 pub use error::ApiError;
@@ -38,7 +39,9 @@ use crate::metrics::{MeteredStore, Metrics};
 /// Builds the shared state and the router of the whole API.
 pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Router {
     let metrics = Arc::new(Metrics::default());
-    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let metered: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
+    let ttl = std::time::Duration::from_millis(config.auth_cache_ttl_ms);
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl));
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
     let state = AppState { store, kinds, config, metrics, clock, openapi };

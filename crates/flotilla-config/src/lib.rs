@@ -29,6 +29,9 @@ pub struct Config {
     /// Password of the first admin, used only on first start (else one is generated and
     /// printed once). Prefer the environment (`FLOTILLA_ADMIN_PASSWORD`) over a file.
     pub admin_password: Option<String>,
+    /// How long a replica may keep tokens, sessions, users and grants it read (milliseconds).
+    /// Its own writes invalidate at once; other replicas' writes are seen within this time.
+    pub auth_cache_ttl_ms: u64,
     pub sessions: SessionConfig,
     pub tokens: TokenConfig,
     pub login: LoginConfig,
@@ -84,6 +87,7 @@ impl Default for Config {
             database_url: None,
             trusted_proxies: Vec::new(),
             admin_password: None,
+            auth_cache_ttl_ms: 2000,
             sessions: SessionConfig { ttl_secs: 8 * 3600, secure_cookie: false },
             tokens: TokenConfig { default_ttl_days: 30, max_ttl_days: 365 },
             login: LoginConfig { max_failures: 5, window_secs: 900, lockout_secs: 30, max_lockout_secs: 3600 },
@@ -165,6 +169,12 @@ impl Config {
             && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return invalid("database_url", "must start with sqlite:, postgres:// or postgresql://".into());
+        }
+        if self.auth_cache_ttl_ms > 60_000 {
+            return invalid(
+                "auth_cache_ttl_ms",
+                format!("{} is too long: revocations must apply within a minute", self.auth_cache_ttl_ms),
+            );
         }
         if self.sessions.ttl_secs < 60 {
             return invalid("sessions.ttl_secs", format!("{} is too short (at least 60)", self.sessions.ttl_secs));

@@ -12,6 +12,7 @@
 //!   committed durably; a crash before that loses only unacknowledged mutations.
 //! - Audit records form one hash chain in commit order, across replicas.
 
+pub mod cached;
 pub mod sql;
 pub mod types;
 

@@ -138,7 +138,9 @@ pub struct ListQuery {
 }
 
 /// Largest page a list returns.
-pub const MAX_PAGE: u32 = 1000;
+pub const MAX_PAGE: u32 = 5000;
+/// Largest page of audit records.
+pub const MAX_AUDIT_PAGE: u32 = 10_000;
 /// Page size when none is asked for.
 pub const DEFAULT_PAGE: u32 = 100;
 

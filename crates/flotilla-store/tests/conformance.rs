@@ -188,6 +188,14 @@ async fn conformance_suite(url: String) {
     conformance::run_all(&store).await;
 }
 
+/// The caching decorator the API puts in front of the store is a Store too, and passes the
+/// same suite: its own writes invalidate what they change.
+async fn cached_conformance_suite(url: String) {
+    let store: Arc<dyn Store> = Arc::new(open(&url).await);
+    let cached = flotilla_store::cached::CachedStore::new(store, std::time::Duration::from_secs(60));
+    conformance::run_all(&cached).await;
+}
+
 /// What was acknowledged before the store was closed is there after it is reopened, and the
 /// audit chain continues where it ended.
 async fn survives_reopening(url: String) {
@@ -387,6 +395,11 @@ async fn replicas_share_one_chain(url: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_conformance() {
     on_sqlite(conformance_suite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cached_conformance() {
+    on_sqlite(cached_conformance_suite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 
 use super::objects::SqlBuilder;
 use crate::StoreError;
-use crate::types::{AuditPage, AuditQuery, DEFAULT_PAGE, MAX_PAGE, SummaryBy, SummaryRow};
+use crate::types::{AuditPage, AuditQuery, DEFAULT_PAGE, MAX_AUDIT_PAGE, SummaryBy, SummaryRow};
 
 const COLUMNS: &str = "seq, id, time_micros, user_name, auth, source_ip, user_agent, request_id, action, kind, project, name, outcome, message, operation_id, before_json, after_json, changes_json, prev_hash, hash";
 
@@ -105,7 +105,7 @@ fn filters(builder: &mut SqlBuilder, query: &AuditQuery) {
 pub(crate) async fn query(pool: &AnyPool, query: &AuditQuery) -> Result<AuditPage, StoreError> {
     let limit = match query.limit {
         0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE * 10),
+        n => n.min(MAX_AUDIT_PAGE),
     };
     let mut builder = SqlBuilder::new(&format!("SELECT {COLUMNS} FROM audit_records WHERE 1 = 1"));
     filters(&mut builder, query);
