@@ -32,6 +32,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The object is still referenced by others and cannot be deleted.
+    #[error("{message}")]
+    InUse { message: String, referrers: Vec<String> },
     /// Optimistic-concurrency failure: the caller's resourceVersion is stale.
     #[error("{message}")]
     Conflict { message: String, expected: u64, current: u64 },
@@ -85,6 +88,7 @@ impl ApiError {
             ApiError::Csrf => (StatusCode::FORBIDDEN, "CsrfTokenInvalid"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+            ApiError::InUse { .. } => (StatusCode::CONFLICT, "InUse"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
@@ -103,6 +107,7 @@ impl ApiError {
                 serde_json::json!({"expectedResourceVersion": expected.to_string(), "currentResourceVersion": current.to_string()})
             }
             ApiError::Locked { retry_after_secs } => serde_json::json!({"retryAfterSeconds": retry_after_secs}),
+            ApiError::InUse { referrers, .. } => serde_json::json!({"referencedBy": referrers}),
             _ => Value::Null,
         };
         ErrorBody { code, message: self.to_string(), details }
@@ -138,6 +143,10 @@ impl From<StoreError> for ApiError {
                 current,
             },
             StoreError::Operation(OperationError::Invalid(errors)) => ApiError::invalid(errors),
+            StoreError::Operation(OperationError::InUse { key, referrers }) => {
+                let message = OperationError::InUse { key, referrers: referrers.clone() }.to_string();
+                ApiError::InUse { message, referrers }
+            }
             StoreError::AuditWrite(detail) => {
                 tracing::error!(%detail, "audit write failed; change refused");
                 ApiError::AuditWrite("the audit record could not be written, so the change was not made".into())

@@ -60,6 +60,9 @@ pub enum OperationError {
     Conflict { key: ObjectKey, expected: u64, current: u64 },
     #[error("invalid {0}")]
     Invalid(ValidationErrors),
+    /// Other objects still refer to the one being deleted.
+    #[error("{key} is still referenced by {}; delete or change them first", referrers.join(", "))]
+    InUse { key: ObjectKey, referrers: Vec<String> },
 }
 
 /// What executing an operation does.

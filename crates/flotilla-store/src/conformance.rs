@@ -457,6 +457,31 @@ pub async fn references_are_checked(store: &dyn Store) {
     let errors = invalid(submit(store, &actor, operation(OperationVerb::Create, &binding, None)).await, "no user");
     assert!(has_path(&errors, "spec.user"), "the error names spec.user: {errors}");
     assert!(!has_path(&errors, "spec.project"), "the project exists: {errors}");
+
+    // What is referenced cannot be deleted; once the referrer is gone, it can.
+    let workspace_key = flotilla_core::ObjectKey::new("Workspace", None, &workspace_name);
+    let delete_workspace = Operation {
+        id: unique(),
+        verb: OperationVerb::Delete,
+        key: workspace_key.clone(),
+        object: None,
+        precondition: None,
+    };
+    match submit(store, &actor, delete_workspace.clone()).await {
+        Err(StoreError::Operation(OperationError::InUse { key, referrers })) => {
+            assert_eq!(key, workspace_key);
+            assert_eq!(referrers, vec![format!("Project/{modest_name}")], "the referrer is named");
+        }
+        other => panic!("deleting a referenced workspace must be refused as in use, got {other:?}"),
+    }
+    assert!(get(store, &workspace_key).await.is_some(), "the refused delete changed nothing");
+    let env_key = flotilla_core::ObjectKey::new("Environment", Some(modest_name.clone()), "dev");
+    let project_key = flotilla_core::ObjectKey::new("Project", None, &modest_name);
+    for key in [env_key, project_key] {
+        let delete = Operation { id: unique(), verb: OperationVerb::Delete, key, object: None, precondition: None };
+        submit(store, &actor, delete).await.expect("referrers delete in order");
+    }
+    submit(store, &actor, delete_workspace).await.expect("an unreferenced workspace deletes");
 }
 
 /// Label selectors filter on the server, with Kubernetes semantics.

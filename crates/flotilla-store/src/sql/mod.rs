@@ -190,18 +190,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn migrator(dialect: Dialect) -> Migrator {
-    let sql = match dialect {
-        Dialect::Sqlite => include_str!("../../migrations/sqlite/0001_foundation.sql"),
-        Dialect::Postgres => include_str!("../../migrations/postgres/0001_foundation.sql"),
-    };
-    Migrator::with_migrations(vec![Migration::new(
+/// The schema migrations, embedded in the binary: (version, description, SQLite, PostgreSQL).
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
         1,
-        "foundation".into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+        "foundation",
+        include_str!("../../migrations/sqlite/0001_foundation.sql"),
+        include_str!("../../migrations/postgres/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "object references",
+        include_str!("../../migrations/sqlite/0002_object_refs.sql"),
+        include_str!("../../migrations/postgres/0002_object_refs.sql"),
+    ),
+];
+
+fn migrator(dialect: Dialect) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite, postgres)| {
+            let sql = if dialect == Dialect::Sqlite { *sqlite } else { *postgres };
+            Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
 }
 
 #[async_trait]

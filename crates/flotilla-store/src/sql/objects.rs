@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use flotilla_core::kinds::Reference;
 use flotilla_core::selector::Requirement;
 use flotilla_core::{API_VERSION, Object, ObjectKey, ObjectMeta};
 use serde::{Deserialize, Serialize};
@@ -248,8 +249,8 @@ fn json_text<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }
 
-/// Inserts a new object and its labels.
-pub(crate) async fn insert(connection: &mut AnyConnection, object: &Object) -> Result<(), StoreError> {
+/// Inserts a new object and its labels; returns its row id.
+pub(crate) async fn insert(connection: &mut AnyConnection, object: &Object) -> Result<i64, StoreError> {
     let meta = &object.metadata;
     let row = sqlx::query(
         "INSERT INTO objects (kind, project, name, uid, resource_version, generation, labels, annotations, spec, status, created_micros, updated_micros) \
@@ -270,7 +271,8 @@ pub(crate) async fn insert(connection: &mut AnyConnection, object: &Object) -> R
     .fetch_one(&mut *connection)
     .await?;
     let id: i64 = row.try_get("id")?;
-    write_labels(connection, id, object).await
+    write_labels(connection, id, object).await?;
+    Ok(id)
 }
 
 /// Replaces an existing object's content (row `id`) and labels.
@@ -297,6 +299,54 @@ pub(crate) async fn delete(connection: &mut AnyConnection, id: i64) -> Result<()
     sqlx::query("DELETE FROM object_labels WHERE object_id = $1").bind(id).execute(&mut *connection).await?;
     sqlx::query("DELETE FROM objects WHERE id = $1").bind(id).execute(&mut *connection).await?;
     Ok(())
+}
+
+/// Replaces the references held by object row `id`.
+pub(crate) async fn write_references(
+    connection: &mut AnyConnection,
+    id: i64,
+    references: &[Reference],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM object_refs WHERE from_id = $1").bind(id).execute(&mut *connection).await?;
+    for reference in references {
+        sqlx::query(
+            "INSERT INTO object_refs (from_id, path, to_kind, to_project, to_name) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(reference.path.clone())
+        .bind(reference.key.kind.clone())
+        .bind(reference.key.project.clone().unwrap_or_default())
+        .bind(reference.key.name.clone())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` objects referring to `key`, as `Kind/[project/]name`.
+pub(crate) async fn referrers(
+    connection: &mut AnyConnection,
+    key: &ObjectKey,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT o.kind, o.project, o.name FROM object_refs r JOIN objects o ON o.id = r.from_id \
+         WHERE r.to_kind = $1 AND r.to_project = $2 AND r.to_name = $3 ORDER BY o.kind, o.project, o.name LIMIT $4",
+    )
+    .bind(key.kind.clone())
+    .bind(key.project.clone().unwrap_or_default())
+    .bind(key.name.clone())
+    .bind(limit)
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let project: String = row.try_get("project")?;
+            let kind: String = row.try_get("kind")?;
+            let name: String = row.try_get("name")?;
+            Ok(ObjectKey::new(kind, (!project.is_empty()).then_some(project), name).to_string())
+        })
+        .collect()
 }
 
 async fn write_labels(connection: &mut AnyConnection, id: i64, object: &Object) -> Result<(), StoreError> {

@@ -176,7 +176,9 @@ fn refusal_record(mutation: &Mutation, refusal: &StoreError, now: jiff::Timestam
         record.operation_id = Some(operation.id.clone());
     }
     let outcome = match refusal {
-        StoreError::Operation(OperationError::Conflict { .. } | OperationError::AlreadyExists(_)) => Outcome::Conflict,
+        StoreError::Operation(
+            OperationError::Conflict { .. } | OperationError::AlreadyExists(_) | OperationError::InUse { .. },
+        ) => Outcome::Conflict,
         StoreError::Operation(OperationError::NotFound(_)) => Outcome::NotFound,
         StoreError::Operation(OperationError::Invalid(_)) => Outcome::Invalid,
         _ => Outcome::Error,
@@ -238,9 +240,21 @@ async fn apply(
             }
             let row_id = current.as_ref().map(|(id, _)| *id);
             match (&planned, row_id) {
-                (Planned::Create(after), _) => objects::insert(connection, after).await?,
-                (Planned::Update { after, .. }, Some(id)) => objects::update(connection, id, after).await?,
-                (Planned::Delete(_), Some(id)) => objects::delete(connection, id).await?,
+                (Planned::Create(after), _) => {
+                    let id = objects::insert(connection, after).await?;
+                    objects::write_references(connection, id, &info.references(after)).await?;
+                }
+                (Planned::Update { after, .. }, Some(id)) => {
+                    objects::update(connection, id, after).await?;
+                    objects::write_references(connection, id, &info.references(after)).await?;
+                }
+                (Planned::Delete(_), Some(id)) => {
+                    let referrers = objects::referrers(connection, &operation.key, 5).await?;
+                    if !referrers.is_empty() {
+                        return Err(OperationError::InUse { key: operation.key.clone(), referrers }.into());
+                    }
+                    objects::delete(connection, id).await?;
+                }
                 _ => {}
             }
             if matches!(planned, Planned::Unchanged(_)) {
