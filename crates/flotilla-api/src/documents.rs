@@ -13,7 +13,40 @@ pub struct Document {
     pub index: usize,
     /// 1-based line of the body where the document starts.
     pub line: usize,
+    /// The document's own text, to locate fields in it.
+    pub text: String,
     pub value: Result<Value, String>,
+}
+
+impl Document {
+    /// The 1-based line (of the whole body) where the field at `path` (`spec.clusters[1]`)
+    /// is written, found by following its keys through the text; `None` when a key is not
+    /// written as `key:` (e.g. it is missing, which is often the error being reported).
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let lines: Vec<&str> = self.text.lines().collect();
+        let mut at = 0;
+        let mut found = None;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let key = segment.split(['[', '"']).next().unwrap_or(segment);
+            if key.is_empty() {
+                continue;
+            }
+            let offset = lines[at..].iter().position(|line| writes_key(line, key))?;
+            at += offset;
+            found = Some(self.line + at);
+        }
+        found
+    }
+}
+
+/// Whether `line` writes `key:` as a mapping key (block or flow style, quoted or not).
+fn writes_key(line: &str, key: &str) -> bool {
+    let code = line.split(" #").next().unwrap_or(line);
+    [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")].iter().any(|pattern| {
+        code.match_indices(pattern.as_str()).any(|(index, _)| {
+            index == 0 || code[..index].ends_with([' ', '{', ',', '-', '\t'])
+        })
+    })
 }
 
 /// Whether a body with this content type is JSON (else YAML, which also reads JSON).
@@ -53,6 +86,7 @@ pub fn parse_many(text: &str) -> Vec<Document> {
     chunks.push((start_line, current));
     let mut documents = Vec::new();
     for (line, chunk) in chunks {
+        let text = chunk.clone();
         let meaningful = chunk.lines().any(|l| {
             let t = l.trim();
             !t.is_empty() && !t.starts_with('#')
@@ -70,16 +104,16 @@ pub fn parse_many(text: &str) -> Vec<Document> {
         match value {
             Ok(Value::Array(items)) => {
                 for item in items {
-                    documents.push(Document { index: documents.len(), line, value: Ok(item) });
+                    documents.push(Document { index: documents.len(), line, text: text.clone(), value: Ok(item) });
                 }
             }
             Ok(Value::Object(map)) if map.get("kind").and_then(Value::as_str) == Some("List") => {
                 let items = map.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
                 for item in items {
-                    documents.push(Document { index: documents.len(), line, value: Ok(item) });
+                    documents.push(Document { index: documents.len(), line, text: text.clone(), value: Ok(item) });
                 }
             }
-            value => documents.push(Document { index: documents.len(), line, value }),
+            value => documents.push(Document { index: documents.len(), line, text, value }),
         }
     }
     documents
@@ -115,6 +149,18 @@ mod tests {
         let documents = parse_many(text);
         let error = documents[1].value.as_ref().unwrap_err();
         assert!(error.contains("line 5") || error.contains("line 6"), "{error}");
+    }
+
+    #[test]
+    fn fields_are_located_by_their_keys() {
+        let text = "kind: Workspace\n---\napiVersion: flotilla.io/v1\nkind: Environment\nmetadata:\n  name: qa\nspec:\n  clusters: [local]\n  tier: fast\n";
+        let document = &parse_many(text)[1];
+        assert_eq!(document.line_of("spec.tier"), Some(9));
+        assert_eq!(document.line_of("metadata.name"), Some(6));
+        assert_eq!(document.line_of("spec.clusters[0]"), Some(8));
+        assert_eq!(document.line_of("spec.missing"), None);
+        let flow = &parse_many("kind: Project\nmetadata: {name: a}\nspec: {workspace: x, quota: {cpu: lots}}\n")[0];
+        assert_eq!(flow.line_of("spec.quota.cpu"), Some(3));
     }
 
     #[test]

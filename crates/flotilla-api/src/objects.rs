@@ -510,6 +510,7 @@ async fn apply_one(state: &AppState, caller: &Caller, document: Document) -> App
         resource_version: None,
         error: None,
     };
+    let located = Document { value: Ok(Value::Null), ..document.clone() };
     let outcome = async {
         let value = match document.value {
             Ok(value) => value,
@@ -557,7 +558,19 @@ async fn apply_one(state: &AppState, caller: &Caller, document: Document) -> App
             };
             result.resource_version = committed.object.and_then(|o| o.metadata.resource_version);
         }
-        Err(error) => result.error = Some(error.body()),
+        Err(error) => {
+            let mut body = error.body();
+            // Point each field error at its line in the file.
+            if let Value::Array(details) = &mut body.details {
+                for detail in details {
+                    let line = detail.get("path").and_then(Value::as_str).and_then(|path| located.line_of(path));
+                    if let (Some(line), Value::Object(map)) = (line, detail) {
+                        map.insert("line".into(), json!(line));
+                    }
+                }
+            }
+            result.error = Some(body);
+        }
     }
     result
 }

@@ -283,6 +283,7 @@ spec: {tier: test, clusters: [local]}
     assert_eq!(results[1]["result"], "failed");
     assert_eq!(results[1]["line"], 6, "the document starts on line 6");
     assert_eq!(results[1]["error"]["details"][0]["path"], "spec.tier");
+    assert_eq!(results[1]["error"]["details"][0]["line"], 10, "the field error names its line in the file");
     assert_eq!(results[2]["result"], "created");
 }
 
