@@ -14,6 +14,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// `FLOTILLA_*` variables that belong to the command-line client, not to the server.
+const CLIENT_VARIABLES: &[&str] = &["server", "token", "context", "config", "password"];
+
 /// Everything the server reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +121,12 @@ pub struct Overrides {
 impl Config {
     /// Loads the layers (reading `FLOTILLA_*` from the process environment) and validates.
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
-        let env = || Env::prefixed("FLOTILLA_").split("__").map(|key| key.as_str().to_ascii_lowercase().into());
+        let env = || {
+            Env::prefixed("FLOTILLA_")
+                .filter(|key| !CLIENT_VARIABLES.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .split("__")
+                .map(|key| key.as_str().to_ascii_lowercase().into())
+        };
         // The data dir decides where the default config file is, so it is resolved first.
         let base = Figment::from(Serialized::defaults(Config::default()));
         let mut data_dir: PathBuf =
@@ -251,6 +259,21 @@ mod tests {
             jail.set_env("FLOTILLA_LOG__FORMAT", "xml");
             let error = Config::load(&overrides).unwrap_err().to_string();
             assert!(error.contains("log.format") && error.contains("xml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_variables_do_not_disturb_the_server() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FLOTILLA_SERVER", "http://127.0.0.1:8080");
+            jail.set_env("FLOTILLA_TOKEN", "flt_x");
+            jail.set_env("FLOTILLA_LISTEN", "127.0.0.1:9200");
+            let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
+            assert_eq!(Config::load(&overrides).expect("loads").listen.port(), 9200);
+            jail.set_env("FLOTILLA_LISTN", "127.0.0.1:9200");
+            let error = Config::load(&overrides).unwrap_err().to_string();
+            assert!(error.to_lowercase().contains("listn"), "a misspelt server variable is still refused: {error}");
             Ok(())
         });
     }
