@@ -35,6 +35,8 @@ pub struct FieldProblem {
     /// Dotted path (`spec.tier`); empty for the document as a whole.
     pub path: String,
     pub message: String,
+    /// Line of the applied file where the field is written, when the server located it.
+    pub line: Option<u64>,
 }
 
 impl FieldProblem {
@@ -48,7 +50,8 @@ impl FieldProblem {
                     .filter_map(|item| {
                         let message = item.get("message").and_then(Value::as_str)?;
                         let path = item.get("path").and_then(Value::as_str).unwrap_or_default();
-                        Some(FieldProblem { path: path.to_string(), message: message.to_string() })
+                        let line = item.get("line").and_then(Value::as_u64);
+                        Some(FieldProblem { path: path.to_string(), message: message.to_string(), line })
                     })
                     .collect()
             })
@@ -58,7 +61,10 @@ impl FieldProblem {
     /// `  - spec.tier: message` (the document itself when the path is empty).
     pub fn line(&self) -> String {
         let path = if self.path.is_empty() { "(document)" } else { &self.path };
-        format!("  - {path}: {}", self.message)
+        match self.line {
+            Some(line) => format!("  - {path} (line {line}): {}", self.message),
+            None => format!("  - {path}: {}", self.message),
+        }
     }
 }
 
@@ -347,6 +353,8 @@ mod tests {
         assert_eq!(single.to_string(), "invalid: 1 problem\n  - sort: bad");
         let without_details = api(422, "Invalid", "invalid: something", Value::Null);
         assert_eq!(without_details.to_string(), "invalid: something");
+        let located = api(422, "Invalid", "invalid", json!([{"path": "spec.tier", "message": "bad", "line": 10}]));
+        assert_eq!(located.to_string(), "invalid: 1 problem\n  - spec.tier (line 10): bad");
     }
 
     #[test]

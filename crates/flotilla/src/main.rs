@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 /// Flotilla: one control plane for applications on containerd and Kubernetes clusters.
 #[derive(Debug, Parser)]
-#[command(name = "flotilla", version, about, propagate_version = true)]
+#[command(name = "flotilla", version, propagate_version = true)]
 struct Cli {
     #[command(flatten)]
     global: flotilla_cli::GlobalArgs,

@@ -112,7 +112,9 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_write() {
             params.push(("continue", token.clone()));
         }
         let page = client.list("workspaces", None, &params).await.unwrap();
-        stored.extend(page["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()));
+        stored.extend(
+            page["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         token = page["metadata"]["continue"].as_str().map(str::to_string);
         if token.is_none() {
             break;
@@ -123,8 +125,17 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_write() {
     // Every stored write has its audit record, and the chain survived the crash.
     let report = client.audit_verify().await.unwrap();
     assert_eq!(report["problems"], json!([]), "{report}");
-    let created = client.audit_query(&[("action", "create".into()), ("kind", "Workspace".into()), ("outcome", "success".into()), ("limit", "10000".into())]).await.unwrap();
-    let audited: BTreeSet<String> = created["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
+    let created = client
+        .audit_query(&[
+            ("action", "create".into()),
+            ("kind", "Workspace".into()),
+            ("outcome", "success".into()),
+            ("limit", "10000".into()),
+        ])
+        .await
+        .unwrap();
+    let audited: BTreeSet<String> =
+        created["items"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(audited, stored, "each stored object has exactly its create record");
 }
 
@@ -144,7 +155,11 @@ fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (i32, String, Strin
     }
     drop(child.stdin.take());
     let output = child.wait_with_output().unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,13 +173,18 @@ async fn cli_login_apply_get_and_audit() {
     assert_ne!(code, 0);
     assert!(stderr.contains("flotilla login"), "not logged in is explained: {stderr}");
 
-    let (code, stdout, stderr) = cli(&config, &["login", &server.base, "-u", "admin", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    let (code, stdout, stderr) =
+        cli(&config, &["login", &server.base, "-u", "admin", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("admin"), "{stdout}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600, "the token file is private");
+        assert_eq!(
+            std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the token file is private"
+        );
     }
 
     let manifest = home.path().join("shop.yaml");

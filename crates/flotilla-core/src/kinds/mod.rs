@@ -18,6 +18,7 @@ mod workspace;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use jsonschema::error::ValidationErrorKind;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -371,7 +372,25 @@ impl KindRegistry {
         let mut schema_ok = true;
         for error in info.validator.iter_errors(&object.spec) {
             schema_ok = false;
-            errors.push(spec_path(&error.instance_path().to_string()), error.to_string());
+            let path = spec_path(&error.instance_path().to_string());
+            match error.kind() {
+                // One error per field, at the field's own path.
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    for name in unexpected {
+                        errors.push(format!("{path}.{name}"), "unknown field");
+                    }
+                }
+                ValidationErrorKind::Required { property } => {
+                    errors.push(format!("{path}.{}", property.as_str().unwrap_or_default()), "is required")
+                }
+                // Every allowed value, not an abbreviation.
+                ValidationErrorKind::Enum { options } => {
+                    let allowed: Vec<String> =
+                        options.as_array().map(|o| o.iter().map(ToString::to_string).collect()).unwrap_or_default();
+                    errors.push(path, format!("{} is not one of {}", error.instance(), allowed.join(", ")))
+                }
+                _ => errors.push(path, error.to_string()),
+            }
         }
         if schema_ok {
             match (info.semantic)(object) {
@@ -419,7 +438,15 @@ mod tests {
         assert!(paths.contains(&"metadata.project"), "{errors}");
         assert!(paths.contains(&"spec.tier"), "{errors}");
         assert!(paths.contains(&"spec.clusters"), "{errors}");
-        assert!(paths.iter().any(|p| p.starts_with("spec")) && errors.to_string().contains("colour"), "{errors}");
+        assert!(paths.contains(&"spec.colour"), "{errors}");
+        let tier = errors.0.iter().find(|e| e.path == "spec.tier").unwrap();
+        assert_eq!(tier.message, r#""production" is not one of "dev", "test", "staging", "prod""#);
+        let missing = registry
+            .parse_document(
+                json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": "p"}, "spec": {}}),
+            )
+            .unwrap_err();
+        assert_eq!(missing.0, vec![FieldError::new("spec.workspace", "is required")]);
     }
 
     #[test]
