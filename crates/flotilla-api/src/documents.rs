@@ -43,9 +43,8 @@ impl Document {
 fn writes_key(line: &str, key: &str) -> bool {
     let code = line.split(" #").next().unwrap_or(line);
     [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")].iter().any(|pattern| {
-        code.match_indices(pattern.as_str()).any(|(index, _)| {
-            index == 0 || code[..index].ends_with([' ', '{', ',', '-', '\t'])
-        })
+        code.match_indices(pattern.as_str())
+            .any(|(index, _)| index == 0 || code[..index].ends_with([' ', '{', ',', '-', '\t']))
     })
 }
 

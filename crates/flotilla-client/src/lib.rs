@@ -104,7 +104,8 @@ impl Client {
 
     /// A request to `path` (starting with `/`), with the token and user agent set.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("user-agent", &self.user_agent);
+        let mut request =
+            self.http.request(method, format!("{}{path}", self.base)).header("user-agent", &self.user_agent);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -113,10 +114,10 @@ impl Client {
 
     /// Sends a request; a non-2xx answer becomes [`ClientError::Api`].
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: describe_transport_error(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: describe_transport_error(&e) })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -128,11 +129,18 @@ impl Client {
     async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
         let response = self.send(request).await?;
         let text = response.text().await.map_err(|e| ClientError::Decode(e.to_string()))?;
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))
     }
 
     /// Logs in and returns a new API token.
-    pub async fn login_token(&self, username: &str, password: &str, token_name: &str, ttl_days: Option<u32>) -> Result<TokenLogin, ClientError> {
+    pub async fn login_token(
+        &self,
+        username: &str,
+        password: &str,
+        token_name: &str,
+        ttl_days: Option<u32>,
+    ) -> Result<TokenLogin, ClientError> {
         let body = serde_json::json!({"username": username, "password": password, "mode": "token", "tokenName": token_name, "ttlDays": ttl_days});
         self.json(self.request(Method::POST, "/api/v1/auth/login").json(&body)).await
     }
@@ -163,7 +171,12 @@ impl Client {
     }
 
     /// One page of a list; `params` are query parameters (`labelSelector`, `limit`, …).
-    pub async fn list(&self, plural: &str, project: Option<&str>, params: &[(&str, String)]) -> Result<Value, ClientError> {
+    pub async fn list(
+        &self,
+        plural: &str,
+        project: Option<&str>,
+        params: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
         self.json(self.request(Method::GET, &Self::collection_path(plural, project)).query(params)).await
     }
 
@@ -175,11 +188,23 @@ impl Client {
         self.json(self.request(Method::POST, &Self::collection_path(plural, project)).json(object)).await
     }
 
-    pub async fn update(&self, plural: &str, project: Option<&str>, name: &str, object: &Value) -> Result<Object, ClientError> {
+    pub async fn update(
+        &self,
+        plural: &str,
+        project: Option<&str>,
+        name: &str,
+        object: &Value,
+    ) -> Result<Object, ClientError> {
         self.json(self.request(Method::PUT, &Self::item_path(plural, project, name)).json(object)).await
     }
 
-    pub async fn delete(&self, plural: &str, project: Option<&str>, name: &str, resource_version: Option<u64>) -> Result<(), ClientError> {
+    pub async fn delete(
+        &self,
+        plural: &str,
+        project: Option<&str>,
+        name: &str,
+        resource_version: Option<u64>,
+    ) -> Result<(), ClientError> {
         let mut request = self.request(Method::DELETE, &Self::item_path(plural, project, name));
         if let Some(rv) = resource_version {
             request = request.query(&[("resourceVersion", rv.to_string())]);
@@ -189,7 +214,10 @@ impl Client {
 
     /// Applies a YAML (or JSON) stream of documents; returns the per-document results.
     pub async fn apply(&self, documents: String) -> Result<Value, ClientError> {
-        self.json(self.request(Method::POST, "/api/v1/apply").header("content-type", "application/yaml").body(documents)).await
+        self.json(
+            self.request(Method::POST, "/api/v1/apply").header("content-type", "application/yaml").body(documents),
+        )
+        .await
     }
 
     pub async fn audit_query(&self, params: &[(&str, String)]) -> Result<Value, ClientError> {
@@ -210,7 +238,10 @@ impl Client {
     }
 
     pub async fn create_token(&self, name: &str, ttl_days: Option<u32>) -> Result<Value, ClientError> {
-        self.json(self.request(Method::POST, "/api/v1/tokens").json(&serde_json::json!({"name": name, "ttlDays": ttl_days}))).await
+        self.json(
+            self.request(Method::POST, "/api/v1/tokens").json(&serde_json::json!({"name": name, "ttlDays": ttl_days})),
+        )
+        .await
     }
 
     pub async fn list_tokens(&self) -> Result<Value, ClientError> {
@@ -223,7 +254,9 @@ impl Client {
 
     pub async fn set_password(&self, user: &str, current: Option<&str>, new: &str) -> Result<(), ClientError> {
         let body = serde_json::json!({"currentPassword": current, "newPassword": new});
-        self.send(self.request(Method::PUT, &format!("/api/v1/users/{}/password", encode(user))).json(&body)).await.map(|_| ())
+        self.send(self.request(Method::PUT, &format!("/api/v1/users/{}/password", encode(user))).json(&body))
+            .await
+            .map(|_| ())
     }
 
     /// Ends the session or revokes the token this client uses.
@@ -233,7 +266,18 @@ impl Client {
 }
 
 fn encode(segment: &str) -> String {
-    segment.chars().map(|c| if c.is_ascii_alphanumeric() || "-._~".contains(c) { c.to_string() } else { format!("%{:02X}", c as u32) }).collect()
+    segment
+        .chars()
+        .map(
+            |c| {
+                if c.is_ascii_alphanumeric() || "-._~".contains(c) {
+                    c.to_string()
+                } else {
+                    format!("%{:02X}", c as u32)
+                }
+            },
+        )
+        .collect()
 }
 
 fn describe_transport_error(error: &reqwest::Error) -> String {

@@ -38,9 +38,7 @@ fn argon2() -> Argon2<'static> {
 pub fn check_password_policy(password: &str) -> Result<(), IdentityError> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        return Err(IdentityError::WeakPassword(format!(
-            "use at least {MIN_PASSWORD_CHARS} characters (got {chars})"
-        )));
+        return Err(IdentityError::WeakPassword(format!("use at least {MIN_PASSWORD_CHARS} characters (got {chars})")));
     }
     if password.chars().all(|c| c == password.chars().next().unwrap_or_default()) {
         return Err(IdentityError::WeakPassword("a password of one repeated character is guessable".into()));
@@ -50,7 +48,10 @@ pub fn check_password_policy(password: &str) -> Result<(), IdentityError> {
 
 /// Hashes a password with argon2id and a random salt (PHC string format).
 pub fn hash_password(password: &str) -> Result<String, IdentityError> {
-    argon2().hash_password(password.as_bytes()).map(|hash| hash.to_string()).map_err(|e| IdentityError::Hash(e.to_string()))
+    argon2()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| IdentityError::Hash(e.to_string()))
 }
 
 /// Verifies a password against a PHC string. A malformed hash verifies nothing.
