@@ -438,6 +438,25 @@ pub async fn references_are_checked(store: &dyn Store) {
     );
     assert!(has_path(&errors, "spec.quota.memory"), "updates are checked too: {errors}");
 
+    // The projects of a workspace share its quota: together they must fit.
+    let sibling =
+        create(store, &actor, &project(&format!("rf-sib-{suffix}"), &workspace_name, Some(json!({"cpu": "2"})))).await;
+    let crowded = project(&format!("rf-crowd-{suffix}"), &workspace_name, Some(json!({"cpu": "1"})));
+    let errors = invalid(
+        submit(store, &actor, operation(OperationVerb::Create, &crowded, None)).await,
+        "projects together over the workspace quota",
+    );
+    assert!(has_path(&errors, "spec.quota.cpu"), "the sum over the quota is named: {errors}");
+    let shrunk = workspace(&workspace_name, json!({}), json!({"quota": {"cpu": "3", "memory": "8Gi"}}));
+    let errors = invalid(
+        submit(store, &actor, operation(OperationVerb::Update, &shrunk, None)).await,
+        "workspace quota below its projects'",
+    );
+    assert!(has_path(&errors, "spec.quota.cpu"), "a workspace cannot shrink below its projects: {errors}");
+    let delete_sibling =
+        Operation { id: unique(), verb: OperationVerb::Delete, key: sibling.key(), object: None, precondition: None };
+    submit(store, &actor, delete_sibling).await.expect("the sibling deletes");
+
     let cluster_name = format!("rf-cl-{suffix}");
     let missing_cluster = environment(&modest_name, "dev", &[&cluster_name], json!({}));
     let errors =

@@ -49,6 +49,15 @@ impl Reference {
     }
 }
 
+/// The objects a write is checked against, read in its transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Related<'a> {
+    /// The objects named by [`KindSpec::references`].
+    pub referenced: &'a [Object],
+    /// The other objects sharing the budget named by [`KindSpec::budget_reference`].
+    pub siblings: &'a [Object],
+}
+
 /// Where objects of a kind live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,8 +105,19 @@ pub trait KindSpec: Serialize + DeserializeOwned + JsonSchema + 'static {
         Vec::new()
     }
 
-    /// Checks against the referenced objects (found by [`KindSpec::references`]).
-    fn validate_against(&self, _meta: &ObjectMeta, _referenced: &[Object], _errors: &mut ValidationErrors) {}
+    /// The reference whose other referrers of this kind share a budget with this object
+    /// (a Project's workspace: the projects of one workspace share its quota).
+    fn budget_reference(&self, _meta: &ObjectMeta) -> Option<Reference> {
+        None
+    }
+
+    /// Checks against the objects this one refers to, and against its budget siblings (the
+    /// other objects of this kind with the same [`KindSpec::budget_reference`]).
+    fn validate_against(&self, _meta: &ObjectMeta, _related: &Related<'_>, _errors: &mut ValidationErrors) {}
+
+    /// Checks an update against the objects that refer to this one (a workspace quota must
+    /// still hold its projects' quotas).
+    fn validate_against_dependents(&self, _meta: &ObjectMeta, _dependents: &[Object], _errors: &mut ValidationErrors) {}
 
     /// The environment an object of this kind acts in, for environment-narrowed roles.
     fn environment(&self, _meta: &ObjectMeta) -> Option<String> {
@@ -112,7 +132,9 @@ pub trait KindSpec: Serialize + DeserializeOwned + JsonSchema + 'static {
 
 type SpecCheck = dyn Fn(&Object) -> Result<Vec<FieldError>, String> + Send + Sync;
 type SpecReferences = dyn Fn(&Object) -> Vec<Reference> + Send + Sync;
-type SpecAgainst = dyn Fn(&Object, &[Object]) -> Vec<FieldError> + Send + Sync;
+type SpecAgainst = dyn Fn(&Object, &Related<'_>) -> Vec<FieldError> + Send + Sync;
+type SpecDependents = dyn Fn(&Object, &[Object]) -> Vec<FieldError> + Send + Sync;
+type SpecBudget = dyn Fn(&Object) -> Option<Reference> + Send + Sync;
 type SpecAttr = dyn Fn(&Object) -> Option<String> + Send + Sync;
 
 /// Everything the machinery knows about one kind.
@@ -128,6 +150,8 @@ pub struct KindInfo {
     semantic: Box<SpecCheck>,
     references: Box<SpecReferences>,
     against: Box<SpecAgainst>,
+    dependents: Box<SpecDependents>,
+    budget: Box<SpecBudget>,
     environment: Box<SpecAttr>,
     workspace: Box<SpecAttr>,
 }
@@ -144,9 +168,19 @@ impl KindInfo {
         (self.references)(object)
     }
 
-    /// Checks `object` against the objects it references.
-    pub fn validate_against(&self, object: &Object, referenced: &[Object]) -> Result<(), ValidationErrors> {
-        ValidationErrors((self.against)(object, referenced)).into_result()
+    /// Checks `object` against the objects it references and its budget siblings.
+    pub fn validate_against(&self, object: &Object, related: &Related<'_>) -> Result<(), ValidationErrors> {
+        ValidationErrors((self.against)(object, related)).into_result()
+    }
+
+    /// Checks an update of `object` against the objects referring to it.
+    pub fn validate_against_dependents(&self, object: &Object, dependents: &[Object]) -> Result<(), ValidationErrors> {
+        ValidationErrors((self.dependents)(object, dependents)).into_result()
+    }
+
+    /// The reference naming the budget `object` shares with its siblings, if any.
+    pub fn budget_reference(&self, object: &Object) -> Option<Reference> {
+        (self.budget)(object)
     }
 
     /// The environment `object` acts in, if any.
@@ -211,13 +245,21 @@ impl KindRegistry {
             references: Box::new(|object| {
                 typed::<S>(object).map(|s| s.references(&object.metadata)).unwrap_or_default()
             }),
-            against: Box::new(|object, referenced| {
+            against: Box::new(|object, related| {
                 let mut errors = ValidationErrors::default();
                 if let Some(spec) = typed::<S>(object) {
-                    spec.validate_against(&object.metadata, referenced, &mut errors);
+                    spec.validate_against(&object.metadata, related, &mut errors);
                 }
                 errors.0
             }),
+            dependents: Box::new(|object, dependents| {
+                let mut errors = ValidationErrors::default();
+                if let Some(spec) = typed::<S>(object) {
+                    spec.validate_against_dependents(&object.metadata, dependents, &mut errors);
+                }
+                errors.0
+            }),
+            budget: Box::new(|object| typed::<S>(object).and_then(|s| s.budget_reference(&object.metadata))),
             environment: Box::new(|object| typed::<S>(object).and_then(|s| s.environment(&object.metadata))),
             workspace: Box::new(|object| typed::<S>(object).and_then(|s| s.workspace())),
         });

@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Category, KindSpec, Reference, ResourceQuota, Scope, WorkspaceSpec};
-use crate::object::{Object, ObjectMeta};
+use super::{Category, KindSpec, Reference, Related, ResourceQuota, Scope, WorkspaceSpec};
+use crate::object::ObjectMeta;
 use crate::validation::{ValidationErrors, check_dns_label};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -40,16 +40,27 @@ impl KindSpec for ProjectSpec {
         vec![Reference::new("spec.workspace", "Workspace", None, &self.workspace)]
     }
 
-    fn validate_against(&self, _meta: &ObjectMeta, referenced: &[Object], errors: &mut ValidationErrors) {
-        let (Some(quota), Some(workspace)) = (&self.quota, referenced.iter().find(|o| o.kind == "Workspace")) else {
+    fn budget_reference(&self, _meta: &ObjectMeta) -> Option<Reference> {
+        Some(Reference::new("spec.workspace", "Workspace", None, &self.workspace))
+    }
+
+    /// The projects of a workspace share its quota: their quotas together must fit in it.
+    fn validate_against(&self, _meta: &ObjectMeta, related: &Related<'_>, errors: &mut ValidationErrors) {
+        let (Some(quota), Some(workspace)) = (&self.quota, related.referenced.iter().find(|o| o.kind == "Workspace"))
+        else {
             return;
         };
         let Ok(workspace_spec) = serde_json::from_value::<WorkspaceSpec>(workspace.spec.clone()) else {
             return;
         };
-        if let Some(outer) = &workspace_spec.quota {
-            quota.validate_within(outer, "spec.quota", &format!("workspace {:?}", self.workspace), errors);
-        }
+        let Some(outer) = &workspace_spec.quota else { return };
+        let siblings: Vec<ResourceQuota> = related
+            .siblings
+            .iter()
+            .filter_map(|o| serde_json::from_value::<ProjectSpec>(o.spec.clone()).ok())
+            .filter_map(|p| p.quota)
+            .collect();
+        quota.validate_allocation(&siblings, outer, "spec.quota", &format!("workspace {:?}", self.workspace), errors);
     }
 
     fn workspace(&self) -> Option<String> {

@@ -73,6 +73,56 @@ impl ResourceQuota {
     }
 }
 
+/// Shows an amount of one quota dimension, in its base unit.
+type ShowAmount = fn(u64) -> String;
+
+/// The dimensions of a quota, in base units, and how to show an amount of each.
+const DIMENSIONS: [(&str, ShowAmount); 3] =
+    [("cpu", |m| format!("{m}m")), ("memory", |b| format!("{b} bytes")), ("instances", |n| n.to_string())];
+
+impl ResourceQuota {
+    /// Amounts in base units, in the order of [`DIMENSIONS`]: CPU millicores, memory bytes,
+    /// instances. Unset (or unparsable) dimensions are `None`.
+    fn amounts(&self) -> [Option<u64>; 3] {
+        [
+            self.cpu.as_deref().and_then(|c| parse_cpu_millis(c).ok()),
+            self.memory.as_deref().and_then(|m| parse_bytes(m).ok()),
+            self.instances.map(u64::from),
+        ]
+    }
+
+    /// Checks that `self` plus `siblings` (what others already hold of the same budget) fits
+    /// in `outer`, dimension by dimension; the error names the totals.
+    pub fn validate_allocation(
+        &self,
+        siblings: &[ResourceQuota],
+        outer: &ResourceQuota,
+        path: &str,
+        outer_name: &str,
+        errors: &mut ValidationErrors,
+    ) {
+        let own = self.amounts();
+        let limits = outer.amounts();
+        let sibling_amounts: Vec<[Option<u64>; 3]> = siblings.iter().map(ResourceQuota::amounts).collect();
+        for (index, (field, show)) in DIMENSIONS.iter().enumerate() {
+            let Some(limit) = limits[index] else { continue };
+            let allocated: u64 = sibling_amounts.iter().filter_map(|a| a[index]).sum();
+            let requested = allocated + own[index].unwrap_or_default();
+            if requested > limit {
+                errors.push(
+                    format!("{path}.{field}"),
+                    format!(
+                        "together with the other projects ({} allocated) this makes {}, over the {outer_name} quota of {}",
+                        show(allocated),
+                        show(requested),
+                        show(limit)
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// Parses CPU into millicores: `2` -> 2000, `0.5` -> 500, `250m` -> 250.
 pub fn parse_cpu_millis(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid CPU quantity {text:?}: use cores (\"2\", \"0.5\") or millicores (\"500m\")");
@@ -143,6 +193,34 @@ mod tests {
         assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29));
         assert!(parse_bytes("12 GB").is_err());
         assert!(parse_bytes("-1").is_err());
+    }
+
+    #[test]
+    fn allocation_counts_the_siblings() {
+        let outer = ResourceQuota { cpu: Some("4".into()), memory: None, instances: Some(10) };
+        let siblings = vec![
+            ResourceQuota { cpu: Some("1500m".into()), memory: Some("1Gi".into()), instances: Some(4) },
+            ResourceQuota { cpu: Some("2".into()), memory: None, instances: None },
+        ];
+        let mut errors = ValidationErrors::default();
+        ResourceQuota { cpu: Some("500m".into()), memory: None, instances: Some(6) }.validate_allocation(
+            &siblings,
+            &outer,
+            "spec.quota",
+            "workspace",
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "exactly full is allowed: {errors}");
+        ResourceQuota { cpu: Some("501m".into()), memory: None, instances: Some(7) }.validate_allocation(
+            &siblings,
+            &outer,
+            "spec.quota",
+            "workspace",
+            &mut errors,
+        );
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["spec.quota.cpu", "spec.quota.instances"]);
+        assert!(errors.0[0].message.contains("4001m") && errors.0[0].message.contains("3500m allocated"), "{errors}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Category, KindSpec, ResourceQuota, Scope};
-use crate::object::ObjectMeta;
+use super::{Category, KindSpec, ProjectSpec, ResourceQuota, Scope};
+use crate::object::{Object, ObjectMeta};
 use crate::validation::ValidationErrors;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -30,5 +30,17 @@ impl KindSpec for WorkspaceSpec {
         if let Some(quota) = &self.quota {
             quota.validate("spec.quota", errors);
         }
+    }
+
+    /// A workspace quota cannot shrink below what its projects were given.
+    fn validate_against_dependents(&self, _meta: &ObjectMeta, dependents: &[Object], errors: &mut ValidationErrors) {
+        let Some(quota) = &self.quota else { return };
+        let projects: Vec<ResourceQuota> = dependents
+            .iter()
+            .filter(|o| o.kind == "Project")
+            .filter_map(|o| serde_json::from_value::<ProjectSpec>(o.spec.clone()).ok())
+            .filter_map(|p| p.quota)
+            .collect();
+        ResourceQuota::default().validate_allocation(&projects, quota, "spec.quota", "new workspace", errors);
     }
 }

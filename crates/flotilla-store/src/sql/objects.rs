@@ -323,6 +323,32 @@ pub(crate) async fn write_references(
     Ok(())
 }
 
+/// The objects referring to `target`, optionally only of `kind` and without `exclude`.
+pub(crate) async fn referring_objects(
+    connection: &mut AnyConnection,
+    target: &ObjectKey,
+    kind: Option<&str>,
+    exclude: Option<&ObjectKey>,
+) -> Result<Vec<Object>, StoreError> {
+    let columns: String = COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
+    let mut builder = SqlBuilder::new(&format!(
+        "SELECT DISTINCT {columns} FROM object_refs r JOIN objects o ON o.id = r.from_id WHERE r.to_kind = "
+    ));
+    builder.text(target.kind.as_str());
+    builder.push(" AND r.to_project = ").text(target.project.clone().unwrap_or_default());
+    builder.push(" AND r.to_name = ").text(target.name.as_str());
+    if let Some(kind) = kind {
+        builder.push(" AND o.kind = ").text(kind);
+    }
+    if let Some(exclude) = exclude {
+        builder.push(" AND NOT (o.kind = ").text(exclude.kind.as_str());
+        builder.push(" AND o.project = ").text(exclude.project.clone().unwrap_or_default());
+        builder.push(" AND o.name = ").text(exclude.name.as_str()).push(")");
+    }
+    let rows = builder.query().fetch_all(&mut *connection).await?;
+    rows.iter().map(|row| object_from_row(row).map(|(_, object)| object)).collect()
+}
+
 /// Up to `limit` objects referring to `key`, as `Kind/[project/]name`.
 pub(crate) async fn referrers(
     connection: &mut AnyConnection,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use flotilla_core::audit::{AuditRecord, Outcome, redact};
 use flotilla_core::diff::diff;
-use flotilla_core::kinds::KindInfo;
+use flotilla_core::kinds::{KindInfo, Related};
 use flotilla_core::operation::{OperationError, Planned, WriteStamp, plan};
 use flotilla_core::validation::ValidationErrors;
 use flotilla_core::{Object, ObjectKey};
@@ -236,7 +236,7 @@ async fn apply(
             if let Some(after) = planned.after()
                 && !matches!(planned, Planned::Unchanged(_))
             {
-                check_references(connection, &info, after).await?;
+                check_references(connection, &info, after, planned.before().is_some()).await?;
             }
             let row_id = current.as_ref().map(|(id, _)| *id);
             match (&planned, row_id) {
@@ -320,8 +320,15 @@ async fn apply(
 }
 
 /// Refuses an object whose references name objects that do not exist, or that does not fit
-/// the objects it references (e.g. a project quota above its workspace's).
-async fn check_references(connection: &mut AnyConnection, info: &KindInfo, object: &Object) -> Result<(), StoreError> {
+/// the objects it references and the siblings sharing its budget (a project's quota, with its
+/// workspace's other projects, within the workspace's), or (on update) no longer holds the
+/// objects referring to it (a workspace quota below its projects').
+async fn check_references(
+    connection: &mut AnyConnection,
+    info: &KindInfo,
+    object: &Object,
+    is_update: bool,
+) -> Result<(), StoreError> {
     let mut errors = ValidationErrors::default();
     let mut referenced = Vec::new();
     for reference in info.references(object) {
@@ -333,6 +340,17 @@ async fn check_references(connection: &mut AnyConnection, info: &KindInfo, objec
         }
     }
     errors.into_result().map_err(OperationError::Invalid)?;
-    info.validate_against(object, &referenced).map_err(OperationError::Invalid)?;
+    let siblings = match info.budget_reference(object) {
+        Some(budget) => {
+            objects::referring_objects(connection, &budget.key, Some(info.kind), Some(&object.key())).await?
+        }
+        None => Vec::new(),
+    };
+    let related = Related { referenced: &referenced, siblings: &siblings };
+    info.validate_against(object, &related).map_err(OperationError::Invalid)?;
+    if is_update {
+        let dependents = objects::referring_objects(connection, &object.key(), None, None).await?;
+        info.validate_against_dependents(object, &dependents).map_err(OperationError::Invalid)?;
+    }
     Ok(())
 }
