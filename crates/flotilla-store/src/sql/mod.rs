@@ -146,10 +146,13 @@ impl SqlStore {
                     if dialect == Dialect::Sqlite {
                         // WAL: readers never block the writer. FULL: a committed transaction
                         // survives power loss, not only a process crash.
+                        // Checkpoints run in the background (see `checkpoint_wal`), never
+                        // inside a committing transaction where they would stall the writer.
                         connection
                             .execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA wal_autocheckpoint = 0;",
                             )
                             .await?;
                     }
@@ -163,6 +166,9 @@ impl SqlStore {
         let shared = Arc::new(Shared { pool, dialect, kinds, audit_key: options.audit_key, clock });
         let (writes, queue) = mpsc::channel(options.max_batch * 4);
         tokio::spawn(writer::run(shared.clone(), queue, options.max_batch));
+        if dialect == Dialect::Sqlite {
+            tokio::spawn(checkpoint_wal(Arc::downgrade(&shared)));
+        }
         Ok(Self { shared, writes })
     }
 
@@ -173,6 +179,21 @@ impl SqlStore {
     /// The connection pool, for tests that need to reach under the store (e.g. to tamper).
     pub fn pool(&self) -> &AnyPool {
         &self.shared.pool
+    }
+}
+
+/// Copies the SQLite write-ahead log into the database file every second, off the write
+/// path (PASSIVE: never waits for, nor blocks, readers and the writer). Ends when the store
+/// is dropped.
+async fn checkpoint_wal(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&shared.pool).await {
+            tracing::warn!(%error, "WAL checkpoint failed; will retry");
+        }
     }
 }
 

@@ -301,13 +301,16 @@ pub(crate) async fn delete(connection: &mut AnyConnection, id: i64) -> Result<()
     Ok(())
 }
 
-/// Replaces the references held by object row `id`.
+/// Replaces the references held by object row `id` (`fresh`: a new row, which has none yet).
 pub(crate) async fn write_references(
     connection: &mut AnyConnection,
     id: i64,
     references: &[Reference],
+    fresh: bool,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM object_refs WHERE from_id = $1").bind(id).execute(&mut *connection).await?;
+    if !fresh {
+        sqlx::query("DELETE FROM object_refs WHERE from_id = $1").bind(id).execute(&mut *connection).await?;
+    }
     for reference in references {
         sqlx::query(
             "INSERT INTO object_refs (from_id, path, to_kind, to_project, to_name) VALUES ($1, $2, $3, $4, $5)",
@@ -375,14 +378,16 @@ pub(crate) async fn referrers(
         .collect()
 }
 
+/// Inserts the labels of object row `id`, in one statement.
 async fn write_labels(connection: &mut AnyConnection, id: i64, object: &Object) -> Result<(), StoreError> {
-    for (key, value) in &object.metadata.labels {
-        sqlx::query("INSERT INTO object_labels (object_id, key, value) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(key.clone())
-            .bind(value.clone())
-            .execute(&mut *connection)
-            .await?;
+    if object.metadata.labels.is_empty() {
+        return Ok(());
     }
+    let mut builder = SqlBuilder::new("INSERT INTO object_labels (object_id, key, value) VALUES ");
+    for (index, (key, value)) in object.metadata.labels.iter().enumerate() {
+        builder.push(if index == 0 { "(" } else { ", (" });
+        builder.int(id).push(", ").text(key.as_str()).push(", ").text(value.as_str()).push(")");
+    }
+    builder.query().execute(&mut *connection).await?;
     Ok(())
 }

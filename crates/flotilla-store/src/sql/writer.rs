@@ -242,11 +242,11 @@ async fn apply(
             match (&planned, row_id) {
                 (Planned::Create(after), _) => {
                     let id = objects::insert(connection, after).await?;
-                    objects::write_references(connection, id, &info.references(after)).await?;
+                    objects::write_references(connection, id, &info.references(after), true).await?;
                 }
                 (Planned::Update { after, .. }, Some(id)) => {
                     objects::update(connection, id, after).await?;
-                    objects::write_references(connection, id, &info.references(after)).await?;
+                    objects::write_references(connection, id, &info.references(after), false).await?;
                 }
                 (Planned::Delete(_), Some(id)) => {
                     let referrers = objects::referrers(connection, &operation.key, 5).await?;
