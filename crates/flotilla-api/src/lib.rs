@@ -28,7 +28,7 @@ use axum::middleware;
 use flotilla_config::Config;
 use flotilla_core::kinds::KindRegistry;
 use flotilla_store::Store;
-use flotilla_store::cached::CachedStore;
+use flotilla_store::cached::{CachedStore, ObjectCaching};
 use flotilla_store::sql::Clock;
 
 pub use error::ApiError;
@@ -41,7 +41,14 @@ pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>,
     let metrics = Arc::new(Metrics::default());
     let metered: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let ttl = std::time::Duration::from_millis(config.auth_cache_ttl_ms);
-    let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl));
+    // An embedded SQLite store is written by this process alone, so every object can be
+    // served from memory; a shared database is written by other replicas too.
+    let caching = if config.database_url().starts_with("sqlite:") {
+        ObjectCaching::All
+    } else {
+        ObjectCaching::AuthorizationOnly
+    };
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl, caching));
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
     let state = AppState { store, kinds, config, metrics, clock, openapi };

@@ -191,9 +191,12 @@ async fn conformance_suite(url: String) {
 /// The caching decorator the API puts in front of the store is a Store too, and passes the
 /// same suite: its own writes invalidate what they change.
 async fn cached_conformance_suite(url: String) {
+    use flotilla_store::cached::{CachedStore, ObjectCaching};
     let store: Arc<dyn Store> = Arc::new(open(&url).await);
-    let cached = flotilla_store::cached::CachedStore::new(store, std::time::Duration::from_secs(60));
-    conformance::run_all(&cached).await;
+    for caching in [ObjectCaching::AuthorizationOnly, ObjectCaching::All] {
+        let cached = CachedStore::new(store.clone(), std::time::Duration::from_secs(60), caching);
+        conformance::run_all(&cached).await;
+    }
 }
 
 /// What was acknowledged before the store was closed is there after it is reopened, and the
