@@ -14,8 +14,40 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// `FLOTILLA_*` variables that belong to the command-line client, not to the server.
-const CLIENT_VARIABLES: &[&str] = &["server", "token", "context", "config", "password"];
+/// The top-level keys of [`Config`]. Only `FLOTILLA_*` variables naming one of them (or a
+/// key nested in one, `FLOTILLA_LOGIN__MAX_FAILURES`) are configuration: the prefix is shared
+/// with the command-line client (`FLOTILLA_SERVER`, `FLOTILLA_TOKEN`, …) and scripts, so other
+/// variables are left alone (and listed by [`unrecognised_environment`] for a warning).
+/// A wrong nested key is still refused, as are unknown keys in the file.
+const KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "database_url",
+    "trusted_proxies",
+    "admin_password",
+    "auth_cache_ttl_ms",
+    "sessions",
+    "tokens",
+    "login",
+    "log",
+];
+
+/// Whether the environment variable `FLOTILLA_<rest>` is configuration.
+fn is_configuration(rest: &str) -> bool {
+    let top = rest.split("__").next().unwrap_or_default().to_ascii_lowercase();
+    KEYS.contains(&top.as_str())
+}
+
+/// `FLOTILLA_*` variables among `variables` that are not configuration, for a start-up
+/// warning (a misspelt `FLOTILLA_LISTN` is ignored, not fatal, since the prefix is shared).
+pub fn unrecognised_environment(variables: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    const CLIENT: &[&str] = &["SERVER", "TOKEN", "CONTEXT", "CONFIG", "PASSWORD"];
+    variables
+        .filter_map(|(name, _)| name.strip_prefix("FLOTILLA_").map(str::to_string))
+        .filter(|rest| !is_configuration(rest) && !CLIENT.contains(&rest.as_str()))
+        .map(|rest| format!("FLOTILLA_{rest}"))
+        .collect()
+}
 
 /// Everything the server reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +155,7 @@ impl Config {
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let env = || {
             Env::prefixed("FLOTILLA_")
-                .filter(|key| !CLIENT_VARIABLES.contains(&key.as_str().to_ascii_lowercase().as_str()))
+                .filter(|key| is_configuration(key.as_str()))
                 .split("__")
                 .map(|key| key.as_str().to_ascii_lowercase().into())
         };
@@ -229,7 +261,7 @@ fn describe(error: figment::Error) -> String {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-    use figment::Jail;
+    use figment::{Jail, Provider};
 
     #[test]
     fn defaults_then_file_then_environment_then_flags() {
@@ -264,18 +296,33 @@ mod tests {
     }
 
     #[test]
-    fn client_variables_do_not_disturb_the_server() {
+    fn other_flotilla_variables_do_not_disturb_the_server() {
         Jail::expect_with(|jail| {
             jail.set_env("FLOTILLA_SERVER", "http://127.0.0.1:8080");
-            jail.set_env("FLOTILLA_TOKEN", "flt_x");
+            jail.set_env("FLOTILLA_ROOT", "/src/project");
             jail.set_env("FLOTILLA_LISTEN", "127.0.0.1:9200");
             let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
             assert_eq!(Config::load(&overrides).expect("loads").listen.port(), 9200);
-            jail.set_env("FLOTILLA_LISTN", "127.0.0.1:9200");
+            jail.set_env("FLOTILLA_LOGIN__MAX_FAILUR", "3");
             let error = Config::load(&overrides).unwrap_err().to_string();
-            assert!(error.to_lowercase().contains("listn"), "a misspelt server variable is still refused: {error}");
+            assert!(error.to_lowercase().contains("max_failur"), "a wrong nested key is refused: {error}");
             Ok(())
         });
+        let variables =
+            [("FLOTILLA_LISTN", "x"), ("FLOTILLA_SERVER", "x"), ("FLOTILLA_LOG__LEVEL", "x"), ("PATH", "x")];
+        let unrecognised = unrecognised_environment(variables.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(unrecognised, vec!["FLOTILLA_LISTN".to_string()]);
+    }
+
+    #[test]
+    fn the_key_list_matches_the_config() {
+        let figment = Figment::from(Serialized::defaults(Config::default()));
+        let data = figment.data().expect("defaults serialize");
+        let mut keys: Vec<String> = data.values().flat_map(|dict| dict.keys().cloned()).collect();
+        keys.sort();
+        let mut listed: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(keys, listed);
     }
 
     #[test]

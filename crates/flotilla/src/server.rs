@@ -38,6 +38,9 @@ pub async fn run(args: ServerArgs) -> i32 {
         }
     };
     init_tracing(&config);
+    for variable in flotilla_config::unrecognised_environment(std::env::vars()) {
+        tracing::warn!(%variable, "ignoring an environment variable that is not a configuration key");
+    }
     match serve(config).await {
         Ok(()) => 0,
         Err(error) => {
