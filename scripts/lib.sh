@@ -11,7 +11,7 @@
 
 # Absolute path of the checkout, whatever directory the caller was started from.
 FLOTILLA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-export FLOTILLA_ROOT
+# Not exported: every script sources this file, and the server reads FLOTILLA_* variables.
 
 # rustup installs into ~/.cargo/bin, which a non-interactive shell may not have on PATH.
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then

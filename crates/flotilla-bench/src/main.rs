@@ -1,0 +1,730 @@
+//! `flotilla-bench`: the control-plane API benchmark.
+//!
+//! Starts a real `flotilla server` (the release binary given with `--flotilla`) on loopback
+//! with a temporary data directory, logs in, seeds 5,000 workspaces, and measures, each next
+//! to a floor taken in the same run:
+//!
+//! 1. authenticated `GET` of one object with `wrk`, against `wrk` on `/healthz`;
+//! 2. a list of 5,000 objects (one page);
+//! 3. audited writes, open loop at 500/s, latency from the scheduled time, against the
+//!    filesystem's fsync latency;
+//! 4. audited creates, closed loop with 128 clients, against the same client on `/healthz`;
+//! 5. after stopping the server: filling the audit chain to N records through the store's
+//!    writer, then `flotilla audit verify --data-dir`, against SHA-256 over the same bytes.
+//!
+//! It writes `docs/benchmarks.md` (or `--out`) and prints a summary. Targets are from
+//! `TARGETS.md`; a missed one is reported as MISS, not as a failure of the program.
+
+mod api;
+mod audit;
+mod machine;
+mod probe;
+mod report;
+mod server;
+mod stats;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use flotilla_client::Client;
+use sha2::{Digest, Sha256};
+
+use crate::api::ClosedLoop;
+use crate::probe::{Probe, Usage};
+use crate::report::{Report, Row, Section, Verdict, ms, ratio};
+use crate::stats::{Samples, fmt_bytes, fmt_count, fmt_duration, fmt_rate};
+
+/// Control-plane API benchmark: drives a real `flotilla server` over loopback and writes
+/// the figures, next to floors measured in the same run, to a Markdown report.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla-bench", version, args_override_self = true)]
+struct Args {
+    /// The `flotilla` binary to benchmark (a release build).
+    #[arg(long, value_name = "PATH")]
+    flotilla: PathBuf,
+    /// Where to write the report.
+    #[arg(long, value_name = "FILE", default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// Smoke run: short durations (and 50,000 audit records unless --audit-records is given).
+    #[arg(long)]
+    quick: bool,
+    /// Length of the audit chain to verify [default: 1000000, or 50000 with --quick].
+    #[arg(long, value_name = "N")]
+    audit_records: Option<u64>,
+    /// Keep the server's data directory (SQLite database, audit key) for inspection.
+    #[arg(long)]
+    keep_data: bool,
+}
+
+/// Durations and counts of one run.
+struct Plan {
+    seed: usize,
+    seed_batch: usize,
+    wrk: wrk::WrkOptions,
+    list_runs: usize,
+    write_rate: u32,
+    write_duration: Duration,
+    fsync_samples: usize,
+    closed_tasks: usize,
+    closed_duration: Duration,
+    audit_records: u64,
+    committers: usize,
+    /// Cores of this machine, for the CPU notes.
+    cores: f64,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Self {
+        let quick = args.quick;
+        Self {
+            seed: 5000,
+            seed_batch: 500,
+            wrk: wrk::WrkOptions {
+                threads: 2,
+                connections: 64,
+                duration: Duration::from_secs(if quick { 3 } else { 10 }),
+            },
+            list_runs: if quick { 5 } else { 30 },
+            write_rate: 500,
+            write_duration: Duration::from_secs(if quick { 5 } else { 20 }),
+            fsync_samples: if quick { 200 } else { 1000 },
+            closed_tasks: 128,
+            closed_duration: Duration::from_secs(if quick { 3 } else { 10 }),
+            audit_records: args.audit_records.unwrap_or(if quick { 50_000 } else { 1_000_000 }),
+            committers: 512,
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+        }
+    }
+}
+
+const GET_TARGET_INDEX: usize = 42;
+const GET_TARGET_RATE: f64 = 20_000.0;
+const LIST_LIMIT: Duration = Duration::from_millis(250);
+const WRITE_P99_LIMIT: Duration = Duration::from_millis(20);
+const MUTATIONS_TARGET: f64 = 5_000.0;
+const VERIFY_RECORDS: u64 = 1_000_000;
+const VERIFY_LIMIT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("error: at least one scenario could not run (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("[flotilla-bench] {message}");
+}
+
+/// A password nobody else knows, at least 12 characters (the server's minimum).
+fn one_time_password() -> String {
+    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    format!("bench-{}", &hex::encode(Sha256::digest(seed.as_bytes()))[..24])
+}
+
+/// Runs everything; `Ok(false)` when a scenario failed (its section says why).
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let plan = Plan::new(&args);
+    let flotilla = std::fs::canonicalize(&args.flotilla)
+        .with_context(|| format!("no flotilla binary at {}", args.flotilla.display()))?;
+    let data = tempfile::Builder::new().prefix("flotilla-bench-").tempdir().context("cannot create a data dir")?;
+    let data_dir = data.path().to_path_buf();
+    let cwd = std::env::current_dir()?;
+    let machine = machine::Machine::describe(&data_dir, &cwd);
+    progress(&format!("machine: {}; commit {}", machine.one_line(), machine.commit));
+    let command = std::env::var("FLOTILLA_BENCH_COMMAND").unwrap_or_else(|_| {
+        let cwd_prefix = format!("{}/", cwd.display());
+        std::env::args().map(|a| a.replace(&cwd_prefix, "")).collect::<Vec<_>>().join(" ")
+    });
+
+    let password = one_time_password();
+    progress("starting the server");
+    let server = server::Server::start(&flotilla, &data_dir, &password).await?;
+    let anonymous = Client::new(&server.base, None)?.with_user_agent("flotilla-bench");
+    let login = anonymous.login_token(server::ADMIN_USER, &password, "bench", None).await.context("login")?;
+    let client = anonymous.clone().with_token(Some(login.token.clone()));
+    let probe = Probe::new(Some(client.clone()), server.pid());
+    let mut usage: Vec<Usage> = Vec::new();
+
+    progress(&format!("seeding {} workspaces", plan.seed));
+    let before = probe.snapshot().await;
+    let seeded_in = api::seed(&client, plan.seed, plan.seed_batch).await.context("seeding")?;
+    usage.push(probe.usage("seeding: 5,000 workspaces through /apply", &before, &probe.snapshot().await));
+    progress(&format!("seeded in {}", fmt_duration(seeded_in)));
+
+    let mut sections = Vec::new();
+    let mut all_ran = true;
+    let mut push = |result: anyhow::Result<Section>, title: &str, method: &str| match result {
+        Ok(section) => sections.push(section),
+        Err(error) => {
+            progress(&format!("{title} failed: {error:#}"));
+            all_ran = false;
+            sections.push(Section::failed(title, method, &error));
+        }
+    };
+
+    let (title, method) = get_method(&plan);
+    progress("authenticated GET with wrk, then the /healthz floor");
+    push(get_benchmark(&plan, &server.base, &login.token, &probe, &mut usage).await, &title, &method);
+
+    let (title, method) = list_method(&plan);
+    progress("list of 5,000");
+    push(list_benchmark(&plan, &client, &probe, &mut usage).await, &title, &method);
+
+    let (title, method) = writes_method(&plan);
+    progress(&format!("audited writes at {}/s for {} s", plan.write_rate, plan.write_duration.as_secs()));
+    push(writes_benchmark(&plan, &client, &data_dir, &probe, &mut usage).await, &title, &method);
+
+    let (title, method) = mutations_method(&plan);
+    progress(&format!("audited creates, {} clients, then the /healthz floor", plan.closed_tasks));
+    push(mutations_benchmark(&plan, &client, &probe, &mut usage).await, &title, &method);
+    let mutations_section = sections.len() - 1;
+
+    progress("stopping the server");
+    server.stop().await?;
+
+    let (title, method) = audit_method(&plan);
+    progress(&format!("filling the audit chain to {} records", fmt_count(plan.audit_records)));
+    match audit_benchmark(&plan, &flotilla, &data_dir, &mut usage).await {
+        Ok((section, store_row)) => {
+            sections[mutations_section].rows.push(store_row);
+            sections.push(section);
+        }
+        Err(error) => {
+            progress(&format!("audit scenario failed: {error:#}"));
+            all_ran = false;
+            sections.push(Section::failed(title, method, &error));
+        }
+    }
+
+    let report = Report {
+        date: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        machine,
+        command,
+        quick: args.quick,
+        sections,
+        breakdown: usage,
+    };
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, report.markdown()).with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("{}", report.summary());
+    progress(&format!("report written to {}", args.out.display()));
+    if args.keep_data {
+        progress(&format!("data directory kept: {}", data.keep().display()));
+    }
+    Ok(all_ran)
+}
+
+fn get_method(plan: &Plan) -> (String, String) {
+    (
+        "Authenticated GET".into(),
+        format!(
+            "`wrk {flags} -H \"Authorization: Bearer <API token>\"` on `/api/v1/workspaces/{name}` (one object, \
+             token checked, RBAC decided, read from the store), then the floor: the same `wrk` command on \
+             `/healthz` of the same server (the same HTTP stack with no authentication and no store).",
+            flags = plan.wrk.flags(),
+            name = api::workspace_name(GET_TARGET_INDEX)
+        ),
+    )
+}
+
+async fn get_benchmark(
+    plan: &Plan,
+    base: &str,
+    token: &str,
+    probe: &Probe,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<Section> {
+    let (title, method) = get_method(plan);
+    let url = format!("{base}/api/v1/workspaces/{}", api::workspace_name(GET_TARGET_INDEX));
+    let before = probe.snapshot().await;
+    let get = wrk::run(&plan.wrk, &url, Some(token)).await?;
+    let middle = probe.snapshot().await;
+    let floor = wrk::run(&plan.wrk, &format!("{base}/healthz"), None).await?;
+    let after = probe.snapshot().await;
+    usage.push(probe.usage("authenticated GET (wrk)", &before, &middle));
+    usage.push(probe.usage("floor: /healthz (wrk)", &middle, &after));
+    let mut section = Section::new(title, method);
+    let verdict = if get.non_2xx > 0 {
+        Verdict::Miss(format!("{} responses were not 2xx: the figure is not valid", get.non_2xx))
+    } else {
+        Verdict::at_least(get.requests_per_sec, GET_TARGET_RATE)
+    };
+    section.rows.push(
+        Row::new("authenticated GET/s", fmt_rate(get.requests_per_sec))
+            .target(format!("≥ {}", fmt_rate(GET_TARGET_RATE)), verdict)
+            .floor(
+                format!("{} (`/healthz`)", fmt_rate(floor.requests_per_sec)),
+                ratio(get.requests_per_sec, floor.requests_per_sec),
+            ),
+    );
+    section.rows.push(Row::new("latency p50 / p99", format!("{} / {}", ms(get.p50), ms(get.p99))).floor(
+        format!("{} / {}", ms(floor.p50), ms(floor.p99)),
+        ratio(get.p99.as_secs_f64(), floor.p99.as_secs_f64()),
+    ));
+    section.rows.push(
+        Row::new("requests (non-2xx)", format!("{} ({})", fmt_count(get.requests), get.non_2xx))
+            .floor(format!("{} ({})", fmt_count(floor.requests), floor.non_2xx), ""),
+    );
+    let (on_get, on_floor) = (&usage[usage.len() - 2], &usage[usage.len() - 1]);
+    section.notes.push(cpu_note(
+        on_get,
+        get.requests_per_sec,
+        "authenticated GET",
+        on_floor,
+        floor.requests_per_sec,
+        plan.cores,
+    ));
+    for (which, result) in [("GET", &get), ("floor", &floor)] {
+        if let Some(errors) = &result.socket_errors {
+            section.notes.push(format!("wrk ({which}) reported: {errors}."));
+        }
+    }
+    Ok(section)
+}
+
+fn list_method(plan: &Plan) -> (String, String) {
+    (
+        "List of 5,000 objects".into(),
+        format!(
+            "`GET /api/v1/workspaces?limit=5000` as the admin, {} times one after the other (after one unmeasured \
+             request), with 5,000 workspaces of two labels each in the store. Each sample runs from sending the \
+             request until the whole body has arrived (the client parses it after the clock stops). No floor: \
+             the figures are put in perspective as bytes per response and items per second.",
+            plan.list_runs
+        ),
+    )
+}
+
+async fn list_benchmark(
+    plan: &Plan,
+    client: &Client,
+    probe: &Probe,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<Section> {
+    let (title, method) = list_method(plan);
+    let before = probe.snapshot().await;
+    let result = api::list(client, plan.seed, plan.list_runs).await?;
+    usage.push(probe.usage("list of 5,000", &before, &probe.snapshot().await));
+    let mut section = Section::new(title, method);
+    let full_page = result.items == plan.seed;
+    let verdict = if full_page {
+        Verdict::at_most(result.requests.p99, LIST_LIMIT)
+    } else {
+        Verdict::Miss(format!("a page held {} items, not {}", result.items, plan.seed))
+    };
+    section.rows.push(
+        Row::new(format!("p99 of {} lists", result.requests.count), ms(result.requests.p99))
+            .target(format!("≤ {}", ms(LIST_LIMIT)), verdict),
+    );
+    section.rows.push(Row::new("p50 / max", format!("{} / {}", ms(result.requests.p50), ms(result.requests.max))));
+    section.rows.push(Row::new("items in one response", fmt_count(result.items as u64)).target(
+        fmt_count(plan.seed as u64),
+        if full_page { Verdict::Pass } else { Verdict::Miss(format!("capped at {}", result.items)) },
+    ));
+    section.rows.push(Row::new(
+        "bytes per response",
+        format!("{} ({} B/item)", fmt_bytes(result.bytes as f64), result.bytes / result.items.max(1)),
+    ));
+    section
+        .rows
+        .push(Row::new("items/s at p50", fmt_rate(result.items as f64 / result.requests.p50.as_secs_f64().max(1e-9))));
+    if let Some((walk, items, bytes)) = &result.walk {
+        section.rows.push(
+            Row::new(
+                format!("walk of every page with continue tokens ({} items, {})", items, fmt_bytes(*bytes as f64)),
+                format!("p50 {} / p99 {}", ms(walk.p50), ms(walk.p99)),
+            )
+            .target(format!("≤ {}", ms(LIST_LIMIT)), Verdict::at_most(walk.p99, LIST_LIMIT)),
+        );
+        section.notes.push(format!(
+            "The server capped the page at {} items, so the list of 5,000 is also timed as a walk over every \
+             page (each page parsed for its continue token inside the timing).",
+            result.items
+        ));
+    }
+    Ok(section)
+}
+
+fn writes_method(plan: &Plan) -> (String, String) {
+    (
+        "Audited writes at a fixed rate".into(),
+        format!(
+            "Open loop: every {} ms for {} s the client starts a `PUT /api/v1/workspaces/bench-NNNNN` (a real change \
+             of `spec.description`, no resourceVersion precondition) in its own task, whether or not earlier \
+             ones have answered. Latency runs from the *scheduled* start, so a server that falls behind is charged \
+             for the queueing (no coordinated omission). Each write commits the object and its audit record in one \
+             durable SQLite transaction (group commit). Floor: the latency of a 4 KiB write + `fdatasync` on the \
+             same filesystem, {} times in a row, measured in the same run (a durable commit cannot beat one sync).",
+            1000 / plan.write_rate,
+            plan.write_duration.as_secs(),
+            plan.fsync_samples
+        ),
+    )
+}
+
+async fn writes_benchmark(
+    plan: &Plan,
+    client: &Client,
+    data_dir: &Path,
+    probe: &Probe,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<Section> {
+    let (title, method) = writes_method(plan);
+    let before = probe.snapshot().await;
+    let result = api::fixed_rate_updates(client, plan.seed, plan.write_rate, plan.write_duration).await?;
+    usage.push(probe.usage("audited writes at 500/s (open loop)", &before, &probe.snapshot().await));
+    let fsync = fsync_floor(data_dir, plan.fsync_samples).await?;
+    let mut section = Section::new(title, method);
+    let verdict = if result.errors > 0 {
+        Verdict::Miss(format!("{} writes failed", result.errors))
+    } else {
+        Verdict::at_most(result.latency.p99, WRITE_P99_LIMIT)
+    };
+    section.rows.push(
+        Row::new(format!("write p99 at {}/s", plan.write_rate), ms(result.latency.p99))
+            .target(format!("≤ {}", ms(WRITE_P99_LIMIT)), verdict)
+            .floor(
+                format!("fdatasync p99 {}", ms(fsync.p99)),
+                ratio(result.latency.p99.as_secs_f64(), fsync.p99.as_secs_f64()),
+            ),
+    );
+    section.rows.push(
+        Row::new(
+            "p50 / p90 / max",
+            format!("{} / {} / {}", ms(result.latency.p50), ms(result.latency.p90), ms(result.latency.max)),
+        )
+        .floor(
+            format!("fdatasync p50 {} / max {}", ms(fsync.p50), ms(fsync.max)),
+            ratio(result.latency.p50.as_secs_f64(), fsync.p50.as_secs_f64()),
+        ),
+    );
+    section.rows.push(Row::new(
+        "achieved rate (writes answered / s)",
+        format!(
+            "{} of {} scheduled/s, {} writes, {} errors",
+            fmt_rate(result.rate),
+            plan.write_rate,
+            fmt_count(result.ok),
+            result.errors
+        ),
+    ));
+    let window = Duration::from_millis(100);
+    let tail = api::tail(&result.timeline, WRITE_P99_LIMIT, window);
+    if tail.over > 0 {
+        let covered = (window * tail.windows.len() as u32).as_secs_f64() / plan.write_duration.as_secs_f64() * 100.0;
+        let reading = if covered < 10.0 {
+            "the tail comes from short stalls of the write path, not from a general slowdown"
+        } else {
+            "the tail is spread over the run: a general slowdown rather than a few stalls"
+        };
+        section.notes.push(format!(
+            "{} of {} writes ({:.2} %) took longer than {}. They were scheduled in {} distinct {} windows \
+             (starting at {} s), {covered:.1} % of the {} s run, so {reading}. The slowest ({}) was scheduled at \
+             {:.1} s.",
+            fmt_count(tail.over as u64),
+            fmt_count(result.ok),
+            tail.over as f64 / result.ok.max(1) as f64 * 100.0,
+            ms(WRITE_P99_LIMIT),
+            tail.windows.len(),
+            ms(window),
+            tail.windows.iter().take(12).map(|w| format!("{:.1}", w.as_secs_f64())).collect::<Vec<_>>().join(", "),
+            plan.write_duration.as_secs(),
+            ms(result.latency.max),
+            tail.worst_at.as_secs_f64()
+        ));
+    }
+    let phase = &usage[usage.len() - 1];
+    let route = "http PUT /api/v1/workspaces/{name}";
+    if let (Some((bound, server_slow)), Some(commit)) =
+        (phase.slower_than(route, WRITE_P99_LIMIT), phase.slower_than("store commit", WRITE_P99_LIMIT))
+    {
+        let client_slow = result.timeline.iter().filter(|(_, latency)| *latency > bound).count();
+        section.notes.push(format!(
+            "Above {} (the server's first histogram bound past the limit): {} writes as the client measured them, \
+             {} as the server measured them (its metrics middleware, from routing to response), {} store commits. \
+             Writes slow at the client but not at the server waited before the server's handler started (in \
+             the client, the kernel or the server's accept and scheduling).",
+            ms(bound),
+            fmt_count(client_slow as u64),
+            fmt_count(server_slow),
+            fmt_count(commit.1)
+        ));
+    }
+    if let Some(error) = &result.first_error {
+        section.notes.push(format!("First error: {error}"));
+    }
+    Ok(section)
+}
+
+/// Latency of `samples` sequential 4 KiB writes, each followed by `fdatasync`, in `dir`.
+async fn fsync_floor(dir: &Path, samples: usize) -> anyhow::Result<stats::Summary> {
+    let path = dir.join("fsync-floor.tmp");
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<stats::Summary> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path)?;
+        let block = vec![0x5au8; 4096];
+        let mut latencies = Samples::with_capacity(samples);
+        for _ in 0..samples {
+            let started = Instant::now();
+            file.write_all(&block)?;
+            file.sync_data()?;
+            latencies.push(started.elapsed());
+        }
+        drop(file);
+        std::fs::remove_file(&path)?;
+        Ok(latencies.summary())
+    })
+    .await??;
+    Ok(summary)
+}
+
+fn mutations_method(plan: &Plan) -> (String, String) {
+    (
+        "Audited mutations per second".into(),
+        format!(
+            "Closed loop: {} concurrent clients (one tokio runtime, one connection each) create new workspaces \
+             (`POST /api/v1/workspaces`, `tput-<client>-<i>`) for {} s, each sending its next request as soon as the \
+             previous one answered. Floor: the same {} clients and client code on `GET /healthz` for as long. \
+             The last row is the store alone: audit-only mutations committed in process by {} concurrent \
+             committers while filling the audit chain (see below), no HTTP.",
+            plan.closed_tasks,
+            plan.closed_duration.as_secs(),
+            plan.closed_tasks,
+            plan.committers
+        ),
+    )
+}
+
+async fn mutations_benchmark(
+    plan: &Plan,
+    client: &Client,
+    probe: &Probe,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<Section> {
+    let (title, method) = mutations_method(plan);
+    let before = probe.snapshot().await;
+    let writes = api::closed_loop(client, ClosedLoop::Create, plan.closed_tasks, plan.closed_duration).await?;
+    let middle = probe.snapshot().await;
+    let floor = api::closed_loop(client, ClosedLoop::Healthz, plan.closed_tasks, plan.closed_duration).await?;
+    let after = probe.snapshot().await;
+    usage.push(probe.usage("audited creates, 128 clients (closed loop)", &before, &middle));
+    usage.push(probe.usage("floor: /healthz, 128 clients (closed loop)", &middle, &after));
+    let mut section = Section::new(title, method);
+    let verdict = if writes.errors > 0 {
+        Verdict::Miss(format!("{} creates failed", writes.errors))
+    } else {
+        Verdict::at_least(writes.rate, MUTATIONS_TARGET)
+    };
+    section.rows.push(
+        Row::new("audited creates/s over HTTP", fmt_rate(writes.rate))
+            .target(format!("≥ {}", fmt_rate(MUTATIONS_TARGET)), verdict)
+            .floor(format!("{} (`/healthz`)", fmt_rate(floor.rate)), ratio(writes.rate, floor.rate)),
+    );
+    section.rows.push(
+        Row::new("latency p50 / p99", format!("{} / {}", ms(writes.latency.p50), ms(writes.latency.p99))).floor(
+            format!("{} / {}", ms(floor.latency.p50), ms(floor.latency.p99)),
+            ratio(writes.latency.p99.as_secs_f64(), floor.latency.p99.as_secs_f64()),
+        ),
+    );
+    section.rows.push(
+        Row::new("requests (errors)", format!("{} ({})", fmt_count(writes.ok), writes.errors))
+            .floor(format!("{} ({})", fmt_count(floor.ok), floor.errors), ""),
+    );
+    let (on_writes, on_floor) = (&usage[usage.len() - 2], &usage[usage.len() - 1]);
+    section.notes.push(cpu_note(on_writes, writes.rate, "audited create", on_floor, floor.rate, plan.cores));
+    if let (Some(http), Some(commit)) =
+        (on_writes.mean_of("http POST /api/v1/workspaces"), on_writes.mean_of("store commit"))
+    {
+        let share = commit.as_secs_f64() / http.as_secs_f64().max(1e-9) * 100.0;
+        let mut note = format!(
+            "Inside the server a create took {} on average, {} of it ({share:.0} %) in `Store::commit` (queueing for \
+             and running its group-commit batch).",
+            fmt_duration(http),
+            fmt_duration(commit)
+        );
+        if share > 80.0 && on_writes.server_cores.unwrap_or(0.0) < 0.75 * plan.cores {
+            note.push_str(&format!(
+                " The server was not CPU-bound ({:.2} of {} cores): the store's single writer task, which applies \
+                 the mutations of a batch one after the other, is the limit, at about {} of writer time per \
+                 create (1 / rate).",
+                on_writes.server_cores.unwrap_or(0.0),
+                plan.cores,
+                fmt_duration(Duration::from_secs_f64(1.0 / writes.rate.max(1e-9)))
+            ));
+        }
+        section.notes.push(note);
+    }
+    for (which, result) in [("creates", &writes), ("floor", &floor)] {
+        if let Some(error) = &result.first_error {
+            section.notes.push(format!("First error ({which}): {error}"));
+        }
+    }
+    Ok(section)
+}
+
+fn audit_method(plan: &Plan) -> (String, String) {
+    (
+        "Audit chain verification".into(),
+        format!(
+            "After the HTTP scenarios the server is stopped and its data directory's store is opened in process; \
+             audit-only mutations are committed through the store's writer (group commit, hash chain, durable \
+             transactions: the real write path minus HTTP) by {} concurrent committers until the chain holds {} \
+             records. Then `flotilla audit verify --data-dir DIR` runs as a subprocess and is timed from start \
+             to exit: it reads every record in order, recomputes its SHA-256 and checks every link and the \
+             stored head. Floor: one SHA-256 per record over the same number of bytes (the chain's hashed \
+             content, measured in the database), chained and hex-encoded, on one core in process.",
+            plan.committers,
+            fmt_count(plan.audit_records)
+        ),
+    )
+}
+
+async fn audit_benchmark(
+    plan: &Plan,
+    flotilla: &Path,
+    data_dir: &Path,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<(Section, Row)> {
+    let (title, method) = audit_method(plan);
+    let probe = Probe::new(None, None);
+    let before = probe.snapshot().await;
+    let generated = audit::fill_chain(data_dir, plan.audit_records, plan.committers).await?;
+    usage.push(probe.usage("filling the audit chain in process (store writer)", &before, &probe.snapshot().await));
+    progress(&format!(
+        "{} records committed in {} ({}); verifying",
+        fmt_count(generated.generated),
+        fmt_duration(generated.elapsed),
+        fmt_rate(generated.rate())
+    ));
+    let store_row = Row::new(
+        format!("audit-only mutations/s through the store ({} committers, no HTTP)", plan.committers),
+        format!(
+            "{} ({} records in {})",
+            fmt_rate(generated.rate()),
+            fmt_count(generated.generated),
+            fmt_duration(generated.elapsed)
+        ),
+    )
+    .target(format!("≥ {}", fmt_rate(MUTATIONS_TARGET)), Verdict::at_least(generated.rate(), MUTATIONS_TARGET));
+    let before = probe.snapshot().await;
+    let verified = audit::verify(flotilla, data_dir).await?;
+    usage.push(probe.usage("flotilla audit verify (subprocess)", &before, &probe.snapshot().await));
+    let floor = audit::sha256_floor(generated.records, generated.hashed_bytes).await?;
+    progress("reading the chain's rows without verifying");
+    let (read, read_rows) = audit::read_rows(data_dir).await?;
+    let (native, native_rows) = audit::read_rows_native(data_dir).await?;
+    let records = generated.records;
+    let rate = records as f64 / verified.elapsed.as_secs_f64().max(1e-9);
+    let (target, verdict) = if records == VERIFY_RECORDS {
+        (
+            format!("≤ {} for {}", fmt_duration(VERIFY_LIMIT), fmt_count(VERIFY_RECORDS)),
+            Verdict::at_most(verified.elapsed, VERIFY_LIMIT),
+        )
+    } else {
+        let needed = VERIFY_RECORDS as f64 / VERIFY_LIMIT.as_secs_f64();
+        (
+            format!("≥ {} (1 M in 10 s, scaled to {})", fmt_rate(needed), fmt_count(records)),
+            Verdict::at_least(rate, needed),
+        )
+    };
+    let mut section = Section::new(title, method);
+    let how =
+        if verified.offline_cli { "`flotilla audit verify --data-dir`" } else { "`Store::audit_verify` in process" };
+    section.rows.push(
+        Row::new(format!("verify {} records ({how})", fmt_count(records)), fmt_duration(verified.elapsed))
+            .target(target, verdict)
+            .floor(
+                format!("SHA-256 floor {}", fmt_duration(floor)),
+                ratio(verified.elapsed.as_secs_f64(), floor.as_secs_f64()),
+            ),
+    );
+    section.rows.push(
+        Row::new("records/s verified", fmt_rate(rate))
+            .floor(fmt_rate(records as f64 / floor.as_secs_f64().max(1e-9)), ""),
+    );
+    section.rows.push(
+        Row::new(
+            format!("peer: the same {} rows read as the store does (sqlx `Any`), not hashed", fmt_count(read_rows)),
+            fmt_duration(read),
+        )
+        .floor("", ratio(verified.elapsed.as_secs_f64(), read.as_secs_f64())),
+    );
+    section.rows.push(
+        Row::new(
+            format!(
+                "peer: the same {} rows through sqlx's SQLite driver directly (not `Any`), not hashed",
+                fmt_count(native_rows)
+            ),
+            fmt_duration(native),
+        )
+        .floor("", ratio(verified.elapsed.as_secs_f64(), native.as_secs_f64())),
+    );
+    section.rows.push(Row::new(
+        "hashed bytes",
+        format!("{} ({} B/record)", fmt_bytes(generated.hashed_bytes as f64), generated.hashed_bytes / records.max(1)),
+    ));
+    section.rows.push(Row::new("chain intact", verified.output.lines().last().unwrap_or_default().to_string()).target(
+        "intact",
+        if verified.intact { Verdict::Pass } else { Verdict::Miss("verification reported problems".into()) },
+    ));
+    section.rows.push(Row::new("records before filling (written over HTTP)", fmt_count(generated.existing)));
+    section.notes.push(format!(
+        "Of the verification's {}, reading the rows as the store does (sqlx `Any`) is {:.0} %, reading them \
+         through sqlx's SQLite driver directly {:.0} %, and one SHA-256 per record (the floor) {:.0} %. The peers \
+         read on one connection in this process; the verification runs in its own process.",
+        fmt_duration(verified.elapsed),
+        read.as_secs_f64() / verified.elapsed.as_secs_f64().max(1e-9) * 100.0,
+        native.as_secs_f64() / verified.elapsed.as_secs_f64().max(1e-9) * 100.0,
+        floor.as_secs_f64() / verified.elapsed.as_secs_f64().max(1e-9) * 100.0
+    ));
+    if !verified.offline_cli {
+        section.notes.push(
+            "This `flotilla` has no `audit verify --data-dir`, so the store's `audit_verify` was timed in process."
+                .to_string(),
+        );
+    }
+    Ok((section, store_row))
+}
+
+/// Server CPU per request of a phase next to its floor's, and whether the machine was full.
+fn cpu_note(phase: &Usage, rate: f64, what: &str, floor: &Usage, floor_rate: f64, cores: f64) -> String {
+    let (Some(server), Some(floor_server)) = (phase.server_cores, floor.server_cores) else {
+        return String::new();
+    };
+    let per_request = Duration::from_secs_f64(server / rate.max(1e-9));
+    let per_floor = Duration::from_secs_f64(floor_server / floor_rate.max(1e-9));
+    let mut note = format!(
+        "Server CPU per request: {} per {what}, {} per floor request. During the {what} phase the server \
+         process used {server:.2} cores, the benchmark and wrk {:.2}, the whole machine {:.2} of {cores}.",
+        fmt_duration(per_request),
+        fmt_duration(per_floor),
+        phase.client_cores,
+        phase.machine_cores
+    );
+    if phase.machine_cores > 0.9 * cores {
+        note.push_str(" The machine was saturated: the rate is bound by CPU, so the server's CPU per request is the figure to lower.");
+    }
+    note
+}
