@@ -431,6 +431,11 @@ impl KindRegistry {
                         options.as_array().map(|o| o.iter().map(ToString::to_string).collect()).unwrap_or_default();
                     errors.push(path, format!("{} is not one of {}", error.instance(), allowed.join(", ")))
                 }
+                // Schema messages quote the value; a secret's value must not travel on into
+                // error responses and audit records.
+                _ if is_secret_path(info, &path) => {
+                    errors.push(path, "has an invalid value (not shown: the field is a secret)")
+                }
                 _ => errors.push(path, error.to_string()),
             }
         }
@@ -442,6 +447,14 @@ impl KindRegistry {
         }
         errors.0
     }
+}
+
+/// Whether `path` (`spec.credentials`, `spec.credentials.token`) is, or is inside, a secret.
+fn is_secret_path(info: &KindInfo, path: &str) -> bool {
+    info.secret_paths.iter().any(|secret| {
+        let secret = format!("spec.{secret}");
+        path == secret || path.starts_with(&format!("{secret}.")) || path.starts_with(&format!("{secret}["))
+    })
 }
 
 /// `/quota/cpu` -> `spec.quota.cpu`; `/clusters/0` -> `spec.clusters[0]`.
@@ -513,6 +526,18 @@ mod tests {
             .unwrap();
         assert_eq!(object.metadata.uid, None);
         assert_eq!(object.key(), ObjectKey::new("Project", None, "shop"));
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret() {
+        let registry = KindRegistry::builtin();
+        let errors = registry
+            .parse_document(json!({"apiVersion": "flotilla.io/v1", "kind": "Cluster", "metadata": {"name": "c"},
+                "spec": {"type": "kubernetes", "apiServer": "https://k", "credentials": 31337}}))
+            .unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].path, "spec.credentials");
+        assert!(!errors.to_string().contains("31337"), "{errors}");
     }
 
     #[test]
