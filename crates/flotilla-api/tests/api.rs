@@ -157,18 +157,19 @@ async fn every_write_is_audited_with_user_ip_and_diff() {
 #[tokio::test]
 async fn a_failed_audit_write_prevents_the_change() {
     let server = TestServer::start().await;
-    sqlx::query(
-        "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
-    )
-    .execute(server.store.pool())
-    .await
-    .unwrap();
+    server
+        .store
+        .execute_unchecked(
+            "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
+        )
+        .await
+        .unwrap();
     let workspace =
         json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "doomed"}, "spec": {}});
     let error = server.admin.create("workspaces", None, &workspace).await.unwrap_err();
     assert_eq!(code(&error), "AuditWriteFailed", "{error}");
     assert_eq!(error.status(), Some(503));
-    sqlx::query("DROP TRIGGER fail_audit").execute(server.store.pool()).await.unwrap();
+    server.store.execute_unchecked("DROP TRIGGER fail_audit").await.unwrap();
     let missing = server.admin.get("workspaces", None, "doomed").await.unwrap_err();
     assert_eq!(missing.status(), Some(404), "the change did not happen");
     let report = server.admin.audit_verify().await.unwrap();
@@ -183,10 +184,7 @@ async fn tampering_with_one_record_is_detected() {
     assert_eq!(report["problems"], json!([]));
     let records = report["records"].as_u64().unwrap();
     assert!(records >= 8, "{report}");
-    sqlx::query("UPDATE audit_records SET user_name = 'mallory' WHERE seq = 5")
-        .execute(server.store.pool())
-        .await
-        .unwrap();
+    server.store.execute_unchecked("UPDATE audit_records SET user_name = 'mallory' WHERE seq = 5").await.unwrap();
     let report = server.admin.audit_verify().await.unwrap();
     let problems = report["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{report}");

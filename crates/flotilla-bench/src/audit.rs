@@ -14,9 +14,7 @@ use flotilla_core::audit::{Actor, Outcome};
 use flotilla_core::kinds::KindRegistry;
 use flotilla_store::sql::{SqlStore, SqlStoreOptions, SystemClock};
 use flotilla_store::{AuditNote, Change, Mutation, Store};
-use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 /// Every record's hash also covers its fields' length prefixes (8 bytes each, 19 fields) and
 /// the two integers `seq` and `time_micros` (8 bytes each).
@@ -52,7 +50,7 @@ async fn open(data_dir: &Path) -> anyhow::Result<SqlStore> {
 /// `target` records.
 pub async fn fill_chain(data_dir: &Path, target: u64, committers: usize) -> anyhow::Result<Generated> {
     let store = Arc::new(open(data_dir).await?);
-    let existing = head_seq(&store).await?;
+    let existing = head_seq(data_dir)?;
     let to_generate = target.saturating_sub(existing);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -96,8 +94,8 @@ pub async fn fill_chain(data_dir: &Path, target: u64, committers: usize) -> anyh
         task.await??;
     }
     let elapsed = started.elapsed();
-    let (records, content) = chain_size(&store).await?;
-    store.pool().close().await;
+    drop(store);
+    let (records, content) = chain_size(data_dir)?;
     Ok(Generated {
         existing,
         generated: to_generate,
@@ -107,14 +105,21 @@ pub async fn fill_chain(data_dir: &Path, target: u64, committers: usize) -> anyh
     })
 }
 
-async fn head_seq(store: &SqlStore) -> anyhow::Result<u64> {
-    let row = sqlx::query("SELECT seq FROM audit_head WHERE id = 1").fetch_one(store.pool()).await?;
-    Ok(row.try_get::<i64, _>("seq")? as u64)
+/// A read-only connection to the store's database, beside the store.
+fn read_only(data_dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let path = data_dir.join("flotilla.db");
+    rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn head_seq(data_dir: &Path) -> anyhow::Result<u64> {
+    let seq: i64 = read_only(data_dir)?.query_row("SELECT seq FROM audit_head WHERE id = 1", [], |row| row.get(0))?;
+    Ok(seq as u64)
 }
 
 /// Number of records and the bytes of their text fields (what the hash reads besides the
 /// fixed part).
-async fn chain_size(store: &SqlStore) -> anyhow::Result<(u64, u64)> {
+fn chain_size(data_dir: &Path) -> anyhow::Result<(u64, u64)> {
     let columns = [
         "id",
         "user_name",
@@ -135,9 +140,10 @@ async fn chain_size(store: &SqlStore) -> anyhow::Result<(u64, u64)> {
         "prev_hash",
     ];
     let sum = columns.iter().map(|c| format!("COALESCE(LENGTH(CAST({c} AS BLOB)), 0)")).collect::<Vec<_>>().join(" + ");
-    let sql = format!("SELECT COUNT(*) AS n, COALESCE(SUM({sum}), 0) AS bytes FROM audit_records");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(store.pool()).await?;
-    Ok((row.try_get::<i64, _>("n")? as u64, row.try_get::<i64, _>("bytes")? as u64))
+    let sql = format!("SELECT COUNT(*), COALESCE(SUM({sum}), 0) FROM audit_records");
+    let (records, bytes): (i64, i64) =
+        read_only(data_dir)?.query_row(&sql, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok((records as u64, bytes as u64))
 }
 
 /// What `flotilla audit verify` said and how long it took.
@@ -184,7 +190,6 @@ pub async fn verify(flotilla: &Path, data_dir: &Path) -> anyhow::Result<Verified
     let started = Instant::now();
     let report = store.audit_verify().await?;
     let elapsed = started.elapsed();
-    store.pool().close().await;
     Ok(Verified {
         elapsed,
         intact: report.is_intact(),
@@ -194,43 +199,28 @@ pub async fn verify(flotilla: &Path, data_dir: &Path) -> anyhow::Result<Verified
 }
 
 /// A peer of verification without its hashing: the same rows (every column, in `seq`
-/// order) streamed through the same database driver in process, and dropped.
+/// order) read on one read-only connection with the driver the store uses (rusqlite), each
+/// column copied out as the store copies it, then dropped.
 pub async fn read_rows(data_dir: &Path) -> anyhow::Result<(Duration, u64)> {
-    let store = open(data_dir).await?;
-    let started = Instant::now();
-    let mut rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq").fetch(store.pool());
-    let mut count = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        count += 1;
-        std::hint::black_box(row);
-    }
-    let elapsed = started.elapsed();
-    drop(rows);
-    store.pool().close().await;
-    Ok((elapsed, count))
-}
-
-/// The same read through sqlx's SQLite driver directly (not through `Any`, which the store
-/// uses to serve SQLite and PostgreSQL with one code path), on one read-only connection.
-pub async fn read_rows_native(data_dir: &Path) -> anyhow::Result<(Duration, u64)> {
-    use sqlx::ConnectOptions;
-    let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("flotilla.db"))
-        .read_only(true)
-        .connect()
-        .await?;
-    let started = Instant::now();
-    let mut count = 0u64;
-    {
-        let mut rows = sqlx::query("SELECT * FROM audit_records ORDER BY seq").fetch(&mut connection);
-        while let Some(row) = rows.try_next().await? {
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let connection = read_only(&data_dir)?;
+        let started = Instant::now();
+        let mut statement = connection.prepare("SELECT * FROM audit_records ORDER BY seq")?;
+        let columns = statement.column_count();
+        let mut rows = statement.query([])?;
+        let mut count = 0u64;
+        while let Some(row) = rows.next()? {
+            for column in 0..columns {
+                let value: rusqlite::types::Value = row.get(column)?;
+                std::hint::black_box(value);
+            }
             count += 1;
-            std::hint::black_box(row);
         }
-    }
-    let elapsed = started.elapsed();
-    sqlx::Connection::close(connection).await?;
-    Ok((elapsed, count))
+        anyhow::Ok((started.elapsed(), count))
+    })
+    .await
+    .context("reading the audit rows")?
 }
 
 /// The floor: `records` SHA-256 digests (hex-encoded, as the chain stores them) over

@@ -2,7 +2,8 @@
 //!
 //! [`Store`] is the one I/O boundary for control-plane state: declarative objects, the audit
 //! log, and identity records (password hashes, sessions, API tokens, login throttling).
-//! [`sql::SqlStore`] implements it on SQLite (the embedded default, WAL) and on PostgreSQL
+//! [`sql::SqlStore`] implements it on SQLite (the embedded default, WAL, through rusqlite) and on
+//! PostgreSQL (through sqlx)
 //! (shared by several control-plane replicas). [`conformance`] is the suite both run.
 //!
 //! # Guarantees
@@ -45,12 +46,6 @@ pub enum StoreError {
     /// The store is shutting down and accepts no more writes.
     #[error("the store is shutting down")]
     Closed,
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::Backend(error.to_string())
-    }
 }
 
 /// The control plane's state. Implementations run [`conformance`].

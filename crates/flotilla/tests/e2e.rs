@@ -226,10 +226,8 @@ async fn cli_login_apply_get_and_audit() {
 
     // Tamper with one record in the database; both the API and the offline check catch it.
     drop(server);
-    let url = format!("sqlite://{}?mode=rw", data.path().join("flotilla.db").display());
-    sqlx::any::install_default_drivers();
-    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
-    sqlx::query("UPDATE audit_records SET outcome = 'denied' WHERE seq = 3").execute(&mut connection).await.unwrap();
+    let connection = rusqlite::Connection::open(data.path().join("flotilla.db")).unwrap();
+    connection.execute("UPDATE audit_records SET outcome = 'denied' WHERE seq = 3", []).unwrap();
     drop(connection);
     let (code, stdout, stderr) = cli(&config, &["audit", "verify", "--data-dir", data.path().to_str().unwrap()], None);
     assert_ne!(code, 0, "{stdout}{stderr}");

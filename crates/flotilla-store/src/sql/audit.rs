@@ -1,14 +1,12 @@
 //! The audit log in SQL: appending to the chain, queries, the summary report, verification.
 
 use flotilla_core::audit::{AuditRecord, ChainVerifier, VerifyReport};
-use futures::TryStreamExt;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 
-use super::objects::SqlBuilder;
+use super::exec::{Bind, Executor, SqlBuilder, SqlRow};
 use crate::StoreError;
 use crate::types::{AuditPage, AuditQuery, DEFAULT_PAGE, MAX_AUDIT_PAGE, SummaryBy, SummaryRow};
 
+/// The columns of an audit row, in the positions [`record_from_row`] reads.
 const COLUMNS: &str = "seq, id, time_micros, user_name, auth, source_ip, user_agent, request_id, action, kind, project, name, outcome, message, operation_id, before_json, after_json, changes_json, prev_hash, hash";
 
 /// The chain head being advanced by the writer.
@@ -18,65 +16,68 @@ pub(crate) struct ChainHead<'a> {
 }
 
 /// Seals `record` onto the chain and inserts it; advances the head only on success.
-pub(crate) async fn append(
-    connection: &mut AnyConnection,
+pub(crate) async fn append<E: Executor>(
+    exec: &mut E,
     head: &mut ChainHead<'_>,
     mut record: AuditRecord,
 ) -> Result<(), StoreError> {
     record.seal(*head.seq + 1, head.hash);
-    sqlx::query(
+    let hash = record.hash.clone();
+    let binds = [
+        Bind::Int(record.seq as i64),
+        record.id.into(),
+        Bind::Int(record.time_micros),
+        record.user.into(),
+        record.auth.into(),
+        record.source_ip.into(),
+        record.user_agent.into(),
+        record.request_id.into(),
+        record.action.into(),
+        record.kind.into(),
+        record.project.into(),
+        record.name.into(),
+        record.outcome.into(),
+        record.message.into(),
+        record.operation_id.into(),
+        record.before.into(),
+        record.after.into(),
+        record.changes.into(),
+        record.prev_hash.into(),
+        record.hash.into(),
+    ];
+    exec.execute(
         "INSERT INTO audit_records (seq, id, time_micros, user_name, auth, source_ip, user_agent, request_id, action, kind, project, name, outcome, message, operation_id, before_json, after_json, changes_json, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        &binds,
     )
-    .bind(record.seq as i64)
-    .bind(record.id)
-    .bind(record.time_micros)
-    .bind(record.user)
-    .bind(record.auth)
-    .bind(record.source_ip)
-    .bind(record.user_agent)
-    .bind(record.request_id)
-    .bind(record.action)
-    .bind(record.kind)
-    .bind(record.project)
-    .bind(record.name)
-    .bind(record.outcome)
-    .bind(record.message)
-    .bind(record.operation_id)
-    .bind(record.before)
-    .bind(record.after)
-    .bind(record.changes)
-    .bind(record.prev_hash)
-    .bind(record.hash.clone())
-    .execute(&mut *connection)
     .await?;
     *head.seq += 1;
-    *head.hash = record.hash;
+    *head.hash = hash;
     Ok(())
 }
 
-fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+fn record_from_row(row: &dyn SqlRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
-        seq: row.try_get::<i64, _>("seq")? as u64,
-        id: row.try_get("id")?,
-        time_micros: row.try_get("time_micros")?,
-        user: row.try_get("user_name")?,
-        auth: row.try_get("auth")?,
-        source_ip: row.try_get("source_ip")?,
-        user_agent: row.try_get("user_agent")?,
-        request_id: row.try_get("request_id")?,
-        action: row.try_get("action")?,
-        kind: row.try_get("kind")?,
-        project: row.try_get("project")?,
-        name: row.try_get("name")?,
-        outcome: row.try_get("outcome")?,
-        message: row.try_get("message")?,
-        operation_id: row.try_get("operation_id")?,
-        before: row.try_get("before_json")?,
-        after: row.try_get("after_json")?,
-        changes: row.try_get("changes_json")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
+        seq: row.int(0)? as u64,
+        id: row.text(1)?,
+        time_micros: row.int(2)?,
+        user: row.text(3)?,
+        auth: row.text(4)?,
+        source_ip: row.text(5)?,
+        user_agent: row.text(6)?,
+        request_id: row.text(7)?,
+        action: row.text(8)?,
+        kind: row.opt_text(9)?,
+        project: row.opt_text(10)?,
+        name: row.opt_text(11)?,
+        outcome: row.text(12)?,
+        message: row.opt_text(13)?,
+        operation_id: row.opt_text(14)?,
+        before: row.opt_text(15)?,
+        after: row.opt_text(16)?,
+        changes: row.opt_text(17)?,
+        prev_hash: row.text(18)?,
+        hash: row.text(19)?,
     })
 }
 
@@ -102,7 +103,7 @@ fn filters(builder: &mut SqlBuilder, query: &AuditQuery) {
     }
 }
 
-pub(crate) async fn query(pool: &AnyPool, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+pub(crate) async fn query<E: Executor>(exec: &mut E, query: &AuditQuery) -> Result<AuditPage, StoreError> {
     let limit = match query.limit {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_AUDIT_PAGE),
@@ -114,14 +115,18 @@ pub(crate) async fn query(pool: &AnyPool, query: &AuditQuery) -> Result<AuditPag
     }
     builder.push(if query.newest_first { " ORDER BY seq DESC LIMIT " } else { " ORDER BY seq ASC LIMIT " });
     builder.int(i64::from(limit) + 1);
-    let rows = builder.query().fetch_all(pool).await?;
-    let more = rows.len() > limit as usize;
-    let records = rows.iter().take(limit as usize).map(record_from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut records = exec.fetch_all(&builder.sql, &builder.binds, record_from_row).await?;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
     let next_cursor = if more { records.last().map(|r| r.seq) } else { None };
     Ok(AuditPage { records, next_cursor })
 }
 
-pub(crate) async fn summary(pool: &AnyPool, query: &AuditQuery, by: SummaryBy) -> Result<Vec<SummaryRow>, StoreError> {
+pub(crate) async fn summary<E: Executor>(
+    exec: &mut E,
+    query: &AuditQuery,
+    by: SummaryBy,
+) -> Result<Vec<SummaryRow>, StoreError> {
     let key = match by {
         SummaryBy::User => "user_name",
         SummaryBy::Action => "action",
@@ -135,44 +140,41 @@ pub(crate) async fn summary(pool: &AnyPool, query: &AuditQuery, by: SummaryBy) -
     ));
     filters(&mut builder, query);
     builder.push(&format!(" GROUP BY {key} ORDER BY {key}"));
-    let rows = builder.query().fetch_all(pool).await?;
-    rows.iter()
-        .map(|row| {
-            let mut key: String = row.try_get("summary_key")?;
-            if by == SummaryBy::Day
-                && let Some(day) = key.parse::<i64>().ok().and_then(|d| jiff::Timestamp::from_second(d * 86_400).ok())
-            {
-                key = day.strftime("%Y-%m-%d").to_string();
-            }
-            Ok(SummaryRow {
-                key,
-                count: row.try_get::<i64, _>("total")? as u64,
-                denied: row.try_get::<Option<i64>, _>("denied")?.unwrap_or_default() as u64,
-                failed: row.try_get::<Option<i64>, _>("failed")?.unwrap_or_default() as u64,
-            })
+    exec.fetch_all(&builder.sql, &builder.binds, |row| {
+        let mut key = row.text(0)?;
+        if by == SummaryBy::Day
+            && let Some(day) = key.parse::<i64>().ok().and_then(|d| jiff::Timestamp::from_second(d * 86_400).ok())
+        {
+            key = day.strftime("%Y-%m-%d").to_string();
+        }
+        Ok(SummaryRow {
+            key,
+            count: row.int(1)? as u64,
+            denied: row.opt_int(2)?.unwrap_or_default() as u64,
+            failed: row.opt_int(3)?.unwrap_or_default() as u64,
         })
-        .collect()
+    })
+    .await
 }
 
-pub(crate) async fn record(pool: &AnyPool, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM audit_records WHERE seq = $1")))
-        .bind(seq as i64)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(record_from_row).transpose()
+pub(crate) async fn record<E: Executor>(exec: &mut E, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM audit_records WHERE seq = $1");
+    exec.fetch_optional(&sql, &[Bind::Int(seq as i64)], record_from_row).await
 }
 
 /// Reads the head first, then every record up to it in order: records appended meanwhile
 /// are not part of this verification and cannot be mistaken for tampering.
-pub(crate) async fn verify(pool: &AnyPool) -> Result<VerifyReport, StoreError> {
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await?;
-    let head_seq = head.try_get::<i64, _>("seq")?;
-    let head_hash: String = head.try_get("hash")?;
+pub(crate) async fn verify<E: Executor>(exec: &mut E) -> Result<VerifyReport, StoreError> {
+    let (head_seq, head_hash) = exec
+        .fetch_optional("SELECT seq, hash FROM audit_head WHERE id = 1", &[], |row| Ok((row.int(0)?, row.text(1)?)))
+        .await?
+        .ok_or_else(|| StoreError::Backend("the audit chain head row is missing".into()))?;
     let mut verifier = ChainVerifier::default();
     let sql = format!("SELECT {COLUMNS} FROM audit_records WHERE seq <= $1 ORDER BY seq");
-    let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(head_seq).fetch(pool);
-    while let Some(row) = rows.try_next().await? {
-        verifier.feed(&record_from_row(&row)?);
-    }
+    exec.for_each_row(&sql, &[Bind::Int(head_seq)], |row| {
+        verifier.feed(&record_from_row(row)?);
+        Ok(())
+    })
+    .await?;
     Ok(verifier.finish(head_seq as u64, &head_hash))
 }

@@ -1,27 +1,27 @@
-//! The SQL implementation of [`crate::Store`], on SQLite or PostgreSQL through sqlx's `Any`
-//! driver. One SQL text serves both databases (`$N` placeholders work on both); the few
-//! differences are in [`Dialect`].
+//! The SQL implementation of [`crate::Store`], on SQLite (rusqlite, the embedded default) or
+//! PostgreSQL (sqlx, shared by several replicas). The SQL is written once against
+//! [`exec::Executor`]; the few differences between the databases are in [`Dialect`].
 //!
-//! Writes go through one writer task per process ([`writer`]), which commits queued
-//! mutations in batches (group commit): one transaction and one fsync for many mutations,
-//! each inside its own savepoint so that one refused mutation does not affect the others.
+//! Writes go through one writer per process ([`writer`]), which commits queued mutations in
+//! batches (group commit): one transaction and one fsync for many mutations, each inside its
+//! own savepoint so that one refused mutation does not affect the others.
 
 mod audit;
+mod exec;
 mod identity;
 mod objects;
+mod postgres;
+mod sqlite;
 mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_core::audit::{AuditRecord, VerifyReport};
 use flotilla_core::kinds::KindRegistry;
 use flotilla_core::rbac::Grant;
 use flotilla_core::{Object, ObjectKey};
-use sqlx::any::AnyPoolOptions;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, SqlSafeStr};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::types::*;
@@ -109,91 +109,117 @@ impl Clock for SystemClock {
     }
 }
 
-/// What the writer task needs, shared with the read side.
+/// What the writer needs, shared with the read side.
 pub(crate) struct Shared {
-    pub(crate) pool: AnyPool,
     pub(crate) dialect: Dialect,
     pub(crate) kinds: Arc<KindRegistry>,
     pub(crate) audit_key: Vec<u8>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(PgPool),
+}
+
 /// [`Store`] on SQLite or PostgreSQL.
 pub struct SqlStore {
     shared: Arc<Shared>,
+    backend: Backend,
     writes: mpsc::Sender<writer::WriteRequest>,
 }
 
+/// Runs a read. On SQLite it runs on the calling thread (a point read takes microseconds);
+/// on PostgreSQL it awaits a pooled connection.
+macro_rules! read {
+    ($store:expr, |$exec:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(sqlite) => sqlite.readers.run(|$exec| futures::executor::block_on($body)),
+            Backend::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                let $exec = &mut postgres::PgExec { connection: &mut connection };
+                $body.await
+            }
+        }
+    };
+}
+
+/// Runs a read that may take long (a whole list or the audit chain). On SQLite it moves to
+/// tokio's blocking pool so that it does not hold up the async workers; `$owned` are cloned
+/// into it.
+macro_rules! long_read {
+    ($store:expr, [$($owned:ident),*], |$exec:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(sqlite) => {
+                let readers = sqlite.readers.clone();
+                $(let $owned = $owned.clone();)*
+                tokio::task::spawn_blocking(move || {
+                    $(let $owned = &$owned;)*
+                    readers.run(|$exec| futures::executor::block_on($body))
+                })
+                .await
+                .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+            }
+            Backend::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                let $exec = &mut postgres::PgExec { connection: &mut connection };
+                $body.await
+            }
+        }
+    };
+}
+
 impl SqlStore {
-    /// Connects, runs migrations, and starts the writer task.
+    /// Opens the database, runs migrations, and starts the writer.
     pub async fn connect(
         options: SqlStoreOptions,
         kinds: Arc<KindRegistry>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
         let dialect = Dialect::of_url(&options.url).ok_or_else(|| {
             StoreError::Backend(format!(
                 "unsupported database URL {:?}: use sqlite:///path or postgres://…",
                 redact_url(&options.url)
             ))
         })?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |connection, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL: readers never block the writer. FULL: a committed transaction
-                        // survives power loss, not only a process crash.
-                        // Checkpoints run in the background (see `checkpoint_wal`), never
-                        // inside a committing transaction where they would stall the writer.
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                                 PRAGMA wal_autocheckpoint = 0;",
-                            )
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&options.url)
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", redact_url(&options.url))))?;
-        migrator(dialect).run(&pool).await.map_err(|e| StoreError::Backend(format!("migrations failed: {e}")))?;
-        let shared = Arc::new(Shared { pool, dialect, kinds, audit_key: options.audit_key, clock });
-        let (writes, queue) = mpsc::channel(options.max_batch * 4);
-        tokio::spawn(writer::run(shared.clone(), queue, options.max_batch));
-        if dialect == Dialect::Sqlite {
-            tokio::spawn(checkpoint_wal(Arc::downgrade(&shared)));
-        }
-        Ok(Self { shared, writes })
+        let shared = Arc::new(Shared { dialect, kinds, audit_key: options.audit_key, clock });
+        let (backend, writes) = match dialect {
+            Dialect::Sqlite => {
+                let (url, shared, max_batch) = (options.url.clone(), shared.clone(), options.max_batch);
+                let max_readers = options.max_connections as usize;
+                let (sqlite, writes) =
+                    tokio::task::spawn_blocking(move || sqlite::start(&url, shared, max_batch, max_readers))
+                        .await
+                        .map_err(|e| StoreError::Backend(format!("opening the database failed: {e}")))??;
+                (Backend::Sqlite(sqlite), writes)
+            }
+            Dialect::Postgres => {
+                let (pool, writes) =
+                    postgres::start(&options.url, shared.clone(), options.max_batch, options.max_connections).await?;
+                (Backend::Postgres(pool), writes)
+            }
+        };
+        Ok(Self { shared, backend, writes })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.shared.dialect
     }
 
-    /// The connection pool, for tests that need to reach under the store (e.g. to tamper).
-    pub fn pool(&self) -> &AnyPool {
-        &self.shared.pool
-    }
-}
-
-/// Copies the SQLite write-ahead log into the database file every second, off the write
-/// path (PASSIVE: never waits for, nor blocks, readers and the writer). Ends when the store
-/// is dropped.
-async fn checkpoint_wal(shared: std::sync::Weak<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else { return };
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&shared.pool).await {
-            tracing::warn!(%error, "WAL checkpoint failed; will retry");
+    /// The SQLite database file, when the store is on SQLite.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => Some(sqlite.location.path()),
+            Backend::Postgres(_) => None,
         }
+    }
+
+    /// Runs one statement under the store, bypassing it: for tests that tamper with what the
+    /// store wrote. Returns the number of rows changed.
+    #[cfg(any(test, feature = "testsuite"))]
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<u64, StoreError> {
+        use exec::Executor;
+        read!(self, |exec| exec.execute(sql, &[]))
     }
 }
 
@@ -227,17 +253,6 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     ),
 ];
 
-fn migrator(dialect: Dialect) -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|(version, description, sqlite, postgres)| {
-            let sql = if dialect == Dialect::Sqlite { *sqlite } else { *postgres };
-            Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
-}
-
 #[async_trait]
 impl Store for SqlStore {
     async fn commit(&self, mutation: Mutation) -> Result<Committed, StoreError> {
@@ -247,56 +262,57 @@ impl Store for SqlStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
-        objects::get(&self.shared.pool, key).await
+        read!(self, |exec| objects::get(exec, key))
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ObjectPage, StoreError> {
-        objects::list(&self.shared.pool, query).await
+        long_read!(self, [query], |exec| objects::list(exec, query))
     }
 
     async fn grants_of(&self, user: &str) -> Result<Vec<Grant>, StoreError> {
-        identity::grants_of(&self.shared, user).await
+        let dialect = self.shared.dialect;
+        read!(self, |exec| identity::grants_of(exec, dialect, user))
     }
 
     async fn password_hash(&self, user: &str) -> Result<Option<String>, StoreError> {
-        identity::password_hash(&self.shared.pool, user).await
+        read!(self, |exec| identity::password_hash(exec, user))
     }
 
     async fn session(&self, id_hash: &str) -> Result<Option<Session>, StoreError> {
-        identity::session(&self.shared.pool, id_hash).await
+        read!(self, |exec| identity::session(exec, id_hash))
     }
 
     async fn token_by_secret(&self, secret_hash: &str) -> Result<Option<ApiToken>, StoreError> {
-        identity::token_by_secret(&self.shared.pool, secret_hash).await
+        read!(self, |exec| identity::token_by_secret(exec, secret_hash))
     }
 
     async fn tokens_of(&self, user: &str) -> Result<Vec<ApiToken>, StoreError> {
-        identity::tokens_of(&self.shared.pool, user).await
+        read!(self, |exec| identity::tokens_of(exec, user))
     }
 
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleState>, StoreError> {
-        identity::throttle(&self.shared.pool, key).await
+        read!(self, |exec| identity::throttle(exec, key))
     }
 
     async fn audit_query(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
-        audit::query(&self.shared.pool, query).await
+        long_read!(self, [query], |exec| audit::query(exec, query))
     }
 
     async fn audit_summary(&self, query: &AuditQuery, by: SummaryBy) -> Result<Vec<SummaryRow>, StoreError> {
-        audit::summary(&self.shared.pool, query, by).await
+        long_read!(self, [query], |exec| audit::summary(exec, query, by))
     }
 
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
-        audit::verify(&self.shared.pool).await
+        long_read!(self, [], |exec| audit::verify(exec))
     }
 
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
-        audit::record(&self.shared.pool, seq).await
+        read!(self, |exec| audit::record(exec, seq))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.shared.pool).await?;
-        Ok(())
+        use exec::Executor;
+        read!(self, |exec| exec.fetch_optional("SELECT 1", &[], |row| row.int(0))).map(|_| ())
     }
 }
 

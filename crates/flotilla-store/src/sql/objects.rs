@@ -7,63 +7,19 @@ use flotilla_core::kinds::Reference;
 use flotilla_core::selector::Requirement;
 use flotilla_core::{API_VERSION, Object, ObjectKey, ObjectMeta};
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Executor, Row};
 
+use super::exec::{Bind, Executor, SqlBuilder, SqlRow};
 use crate::StoreError;
 use crate::types::{DEFAULT_PAGE, ListQuery, MAX_PAGE, ObjectPage, SortBy};
 
+/// The columns of an object row, in the positions [`object_from_row`] reads.
 const COLUMNS: &str = "id, kind, project, name, uid, resource_version, generation, labels, annotations, spec, status, created_micros, updated_micros";
+const CREATED_COLUMN: usize = 11;
+const UPDATED_COLUMN: usize = 12;
 
-/// A value bound to a `$N` placeholder of a dynamically built query.
-#[derive(Debug, Clone)]
-pub(crate) enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Builds SQL text with numbered placeholders and collects their values.
-#[derive(Debug, Default)]
-pub(crate) struct SqlBuilder {
-    pub(crate) sql: String,
-    pub(crate) binds: Vec<Bind>,
-}
-
-impl SqlBuilder {
-    pub(crate) fn new(sql: &str) -> Self {
-        Self { sql: sql.to_string(), binds: Vec::new() }
-    }
-
-    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
-        self.sql.push_str(sql);
-        self
-    }
-
-    /// Appends a placeholder bound to `value`.
-    pub(crate) fn bind(&mut self, value: Bind) -> &mut Self {
-        self.binds.push(value);
-        self.sql.push_str(&format!("${}", self.binds.len()));
-        self
-    }
-
-    pub(crate) fn text(&mut self, value: impl Into<String>) -> &mut Self {
-        self.bind(Bind::Text(value.into()))
-    }
-
-    pub(crate) fn int(&mut self, value: i64) -> &mut Self {
-        self.bind(Bind::Int(value))
-    }
-
-    pub(crate) fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
-        let mut query = sqlx::query(AssertSqlSafe(self.sql.clone()));
-        for bind in &self.binds {
-            query = match bind {
-                Bind::Text(text) => query.bind(text.clone()),
-                Bind::Int(int) => query.bind(*int),
-            };
-        }
-        query
-    }
+/// [`COLUMNS`] of the objects table aliased `o`.
+fn o_columns() -> String {
+    COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
 }
 
 pub(crate) fn micros_to_timestamp(micros: i64) -> Option<jiff::Timestamp> {
@@ -74,50 +30,41 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str, column: &str) -> Resul
     serde_json::from_str(text).map_err(|e| StoreError::Backend(format!("corrupt {column} column: {e}")))
 }
 
-pub(crate) fn object_from_row(row: &AnyRow) -> Result<(i64, Object), StoreError> {
-    let id: i64 = row.try_get("id")?;
-    let project: String = row.try_get("project")?;
-    let labels: String = row.try_get("labels")?;
-    let annotations: String = row.try_get("annotations")?;
-    let spec: String = row.try_get("spec")?;
-    let status: String = row.try_get("status")?;
+pub(crate) fn object_from_row(row: &dyn SqlRow) -> Result<(i64, Object), StoreError> {
+    let id = row.int(0)?;
+    let project = row.text(2)?;
     let object = Object {
         api_version: API_VERSION.to_string(),
-        kind: row.try_get("kind")?,
+        kind: row.text(1)?,
         metadata: ObjectMeta {
-            name: row.try_get("name")?,
+            name: row.text(3)?,
             project: if project.is_empty() { None } else { Some(project) },
-            uid: Some(row.try_get("uid")?),
-            labels: parse_json(&labels, "labels")?,
-            annotations: parse_json(&annotations, "annotations")?,
-            resource_version: Some(row.try_get::<i64, _>("resource_version")?.to_string()),
-            generation: Some(row.try_get("generation")?),
-            creation_timestamp: micros_to_timestamp(row.try_get("created_micros")?),
-            update_timestamp: micros_to_timestamp(row.try_get("updated_micros")?),
+            uid: Some(row.text(4)?),
+            labels: parse_json(&row.text(7)?, "labels")?,
+            annotations: parse_json(&row.text(8)?, "annotations")?,
+            resource_version: Some(row.int(5)?.to_string()),
+            generation: Some(row.int(6)?),
+            creation_timestamp: micros_to_timestamp(row.int(CREATED_COLUMN)?),
+            update_timestamp: micros_to_timestamp(row.int(UPDATED_COLUMN)?),
         },
-        spec: parse_json(&spec, "spec")?,
-        status: parse_json(&status, "status")?,
+        spec: parse_json(&row.text(9)?, "spec")?,
+        status: parse_json(&row.text(10)?, "status")?,
     };
     Ok((id, object))
 }
 
-/// Reads one object (with its row id) through any executor: the pool or a transaction.
-pub(crate) async fn get_with_id<'e, E>(executor: E, key: &ObjectKey) -> Result<Option<(i64, Object)>, StoreError>
-where
-    E: Executor<'e, Database = Any>,
-{
+/// Reads one object with its row id.
+pub(crate) async fn get_with_id<E: Executor>(
+    exec: &mut E,
+    key: &ObjectKey,
+) -> Result<Option<(i64, Object)>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM objects WHERE kind = $1 AND project = $2 AND name = $3");
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(key.kind.clone())
-        .bind(key.project.clone().unwrap_or_default())
-        .bind(key.name.clone())
-        .fetch_optional(executor)
-        .await?;
-    row.as_ref().map(object_from_row).transpose()
+    let binds = [key.kind.as_str().into(), key.project.clone().unwrap_or_default().into(), key.name.as_str().into()];
+    exec.fetch_optional(&sql, &binds, object_from_row).await
 }
 
-pub(crate) async fn get(pool: &AnyPool, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
-    Ok(get_with_id(pool, key).await?.map(|(_, object)| object))
+pub(crate) async fn get<E: Executor>(exec: &mut E, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+    Ok(get_with_id(exec, key).await?.map(|(_, object)| object))
 }
 
 /// Where the previous page ended.
@@ -175,7 +122,7 @@ fn label_condition(builder: &mut SqlBuilder, requirement: &Requirement) {
     }
 }
 
-pub(crate) async fn list(pool: &AnyPool, query: &ListQuery) -> Result<ObjectPage, StoreError> {
+pub(crate) async fn list<E: Executor>(exec: &mut E, query: &ListQuery) -> Result<ObjectPage, StoreError> {
     let limit = match query.limit {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
@@ -185,8 +132,7 @@ pub(crate) async fn list(pool: &AnyPool, query: &ListQuery) -> Result<ObjectPage
         SortBy::CreationTimestamp => ("o.created_micros", true),
         SortBy::UpdateTimestamp => ("o.updated_micros", true),
     };
-    let columns: String = COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
-    let mut builder = SqlBuilder::new(&format!("SELECT {columns} FROM objects o WHERE o.kind = "));
+    let mut builder = SqlBuilder::new(&format!("SELECT {} FROM objects o WHERE o.kind = ", o_columns()));
     builder.text(query.kind.as_str());
     if let Some(project) = &query.project {
         builder.push(" AND o.project = ").text(project.as_str());
@@ -219,20 +165,28 @@ pub(crate) async fn list(pool: &AnyPool, query: &ListQuery) -> Result<ObjectPage
     let direction = if query.descending { "DESC" } else { "ASC" };
     builder.push(&format!(" ORDER BY {column} {direction}, o.id {direction} LIMIT "));
     builder.int(i64::from(limit) + 1);
-    let rows = builder.query().fetch_all(pool).await?;
+    let sort_column = match query.sort {
+        SortBy::CreationTimestamp => Some(CREATED_COLUMN),
+        SortBy::UpdateTimestamp => Some(UPDATED_COLUMN),
+        SortBy::Name => None,
+    };
+    let rows = exec
+        .fetch_all(&builder.sql, &builder.binds, |row| {
+            let sort_number = match sort_column {
+                Some(column) => row.int(column)?,
+                None => 0,
+            };
+            Ok((object_from_row(row)?, sort_number))
+        })
+        .await?;
+    let more = rows.len() > limit as usize;
     let mut items = Vec::with_capacity(rows.len().min(limit as usize));
     let mut last: Option<(i64, i64, String)> = None;
-    for row in rows.iter().take(limit as usize) {
-        let (id, object) = object_from_row(row)?;
-        let sort_number: i64 = match query.sort {
-            SortBy::CreationTimestamp => row.try_get("created_micros")?,
-            SortBy::UpdateTimestamp => row.try_get("updated_micros")?,
-            SortBy::Name => 0,
-        };
+    for ((id, object), sort_number) in rows.into_iter().take(limit as usize) {
         last = Some((id, sort_number, object.metadata.name.clone()));
         items.push(object);
     }
-    let continue_token = match (rows.len() > limit as usize, last) {
+    let continue_token = match (more, last) {
         (true, Some((id, number, name))) => {
             Some(encode_token(&ContinueToken { t: (!numeric).then_some(name), n: numeric.then_some(number), id }))
         }
@@ -250,92 +204,100 @@ fn json_text<T: Serialize>(value: &T) -> String {
 }
 
 /// Inserts a new object and its labels; returns its row id.
-pub(crate) async fn insert(connection: &mut AnyConnection, object: &Object) -> Result<i64, StoreError> {
+pub(crate) async fn insert<E: Executor>(exec: &mut E, object: &Object) -> Result<i64, StoreError> {
     let meta = &object.metadata;
-    let row = sqlx::query(
-        "INSERT INTO objects (kind, project, name, uid, resource_version, generation, labels, annotations, spec, status, created_micros, updated_micros) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-    )
-    .bind(object.kind.clone())
-    .bind(meta.project.clone().unwrap_or_default())
-    .bind(meta.name.clone())
-    .bind(meta.uid.clone().unwrap_or_default())
-    .bind(object.resource_version().unwrap_or_default() as i64)
-    .bind(meta.generation.unwrap_or(1))
-    .bind(json_text(&meta.labels))
-    .bind(json_text(&meta.annotations))
-    .bind(json_text(&object.spec))
-    .bind(json_text(&object.status))
-    .bind(micros(meta.creation_timestamp))
-    .bind(micros(meta.update_timestamp))
-    .fetch_one(&mut *connection)
-    .await?;
-    let id: i64 = row.try_get("id")?;
-    write_labels(connection, id, object).await?;
+    let binds = [
+        object.kind.as_str().into(),
+        meta.project.clone().unwrap_or_default().into(),
+        meta.name.as_str().into(),
+        meta.uid.clone().unwrap_or_default().into(),
+        Bind::Int(object.resource_version().unwrap_or_default() as i64),
+        Bind::Int(meta.generation.unwrap_or(1)),
+        json_text(&meta.labels).into(),
+        json_text(&meta.annotations).into(),
+        json_text(&object.spec).into(),
+        json_text(&object.status).into(),
+        Bind::Int(micros(meta.creation_timestamp)),
+        Bind::Int(micros(meta.update_timestamp)),
+    ];
+    let id = exec
+        .fetch_optional(
+            "INSERT INTO objects (kind, project, name, uid, resource_version, generation, labels, annotations, spec, status, created_micros, updated_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+            &binds,
+            |row| row.int(0),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Backend("INSERT … RETURNING id returned no row".into()))?;
+    write_labels(exec, id, object).await?;
     Ok(id)
 }
 
 /// Replaces an existing object's content (row `id`) and labels.
-pub(crate) async fn update(connection: &mut AnyConnection, id: i64, object: &Object) -> Result<(), StoreError> {
+pub(crate) async fn update<E: Executor>(exec: &mut E, id: i64, object: &Object) -> Result<(), StoreError> {
     let meta = &object.metadata;
-    sqlx::query(
+    let binds = [
+        Bind::Int(object.resource_version().unwrap_or_default() as i64),
+        Bind::Int(meta.generation.unwrap_or(1)),
+        json_text(&meta.labels).into(),
+        json_text(&meta.annotations).into(),
+        json_text(&object.spec).into(),
+        json_text(&object.status).into(),
+        Bind::Int(micros(meta.update_timestamp)),
+        Bind::Int(id),
+    ];
+    exec.execute(
         "UPDATE objects SET resource_version = $1, generation = $2, labels = $3, annotations = $4, spec = $5, status = $6, updated_micros = $7 WHERE id = $8",
+        &binds,
     )
-    .bind(object.resource_version().unwrap_or_default() as i64)
-    .bind(meta.generation.unwrap_or(1))
-    .bind(json_text(&meta.labels))
-    .bind(json_text(&meta.annotations))
-    .bind(json_text(&object.spec))
-    .bind(json_text(&object.status))
-    .bind(micros(meta.update_timestamp))
-    .bind(id)
-    .execute(&mut *connection)
     .await?;
-    sqlx::query("DELETE FROM object_labels WHERE object_id = $1").bind(id).execute(&mut *connection).await?;
-    write_labels(connection, id, object).await
+    exec.execute("DELETE FROM object_labels WHERE object_id = $1", &[Bind::Int(id)]).await?;
+    write_labels(exec, id, object).await
 }
 
-pub(crate) async fn delete(connection: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM object_labels WHERE object_id = $1").bind(id).execute(&mut *connection).await?;
-    sqlx::query("DELETE FROM objects WHERE id = $1").bind(id).execute(&mut *connection).await?;
+pub(crate) async fn delete<E: Executor>(exec: &mut E, id: i64) -> Result<(), StoreError> {
+    exec.execute("DELETE FROM object_labels WHERE object_id = $1", &[Bind::Int(id)]).await?;
+    exec.execute("DELETE FROM objects WHERE id = $1", &[Bind::Int(id)]).await?;
     Ok(())
 }
 
 /// Replaces the references held by object row `id` (`fresh`: a new row, which has none yet).
-pub(crate) async fn write_references(
-    connection: &mut AnyConnection,
+pub(crate) async fn write_references<E: Executor>(
+    exec: &mut E,
     id: i64,
     references: &[Reference],
     fresh: bool,
 ) -> Result<(), StoreError> {
     if !fresh {
-        sqlx::query("DELETE FROM object_refs WHERE from_id = $1").bind(id).execute(&mut *connection).await?;
+        exec.execute("DELETE FROM object_refs WHERE from_id = $1", &[Bind::Int(id)]).await?;
     }
     for reference in references {
-        sqlx::query(
+        let binds = [
+            Bind::Int(id),
+            reference.path.as_str().into(),
+            reference.key.kind.as_str().into(),
+            reference.key.project.clone().unwrap_or_default().into(),
+            reference.key.name.as_str().into(),
+        ];
+        exec.execute(
             "INSERT INTO object_refs (from_id, path, to_kind, to_project, to_name) VALUES ($1, $2, $3, $4, $5)",
+            &binds,
         )
-        .bind(id)
-        .bind(reference.path.clone())
-        .bind(reference.key.kind.clone())
-        .bind(reference.key.project.clone().unwrap_or_default())
-        .bind(reference.key.name.clone())
-        .execute(&mut *connection)
         .await?;
     }
     Ok(())
 }
 
 /// The objects referring to `target`, optionally only of `kind` and without `exclude`.
-pub(crate) async fn referring_objects(
-    connection: &mut AnyConnection,
+pub(crate) async fn referring_objects<E: Executor>(
+    exec: &mut E,
     target: &ObjectKey,
     kind: Option<&str>,
     exclude: Option<&ObjectKey>,
 ) -> Result<Vec<Object>, StoreError> {
-    let columns: String = COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
     let mut builder = SqlBuilder::new(&format!(
-        "SELECT DISTINCT {columns} FROM object_refs r JOIN objects o ON o.id = r.from_id WHERE r.to_kind = "
+        "SELECT DISTINCT {} FROM object_refs r JOIN objects o ON o.id = r.from_id WHERE r.to_kind = ",
+        o_columns()
     ));
     builder.text(target.kind.as_str());
     builder.push(" AND r.to_project = ").text(target.project.clone().unwrap_or_default());
@@ -348,38 +310,35 @@ pub(crate) async fn referring_objects(
         builder.push(" AND o.project = ").text(exclude.project.clone().unwrap_or_default());
         builder.push(" AND o.name = ").text(exclude.name.as_str()).push(")");
     }
-    let rows = builder.query().fetch_all(&mut *connection).await?;
-    rows.iter().map(|row| object_from_row(row).map(|(_, object)| object)).collect()
+    exec.fetch_all(&builder.sql, &builder.binds, |row| object_from_row(row).map(|(_, object)| object)).await
 }
 
 /// Up to `limit` objects referring to `key`, as `Kind/[project/]name`.
-pub(crate) async fn referrers(
-    connection: &mut AnyConnection,
+pub(crate) async fn referrers<E: Executor>(
+    exec: &mut E,
     key: &ObjectKey,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let rows = sqlx::query(
+    let binds = [
+        key.kind.as_str().into(),
+        key.project.clone().unwrap_or_default().into(),
+        key.name.as_str().into(),
+        Bind::Int(limit),
+    ];
+    exec.fetch_all(
         "SELECT o.kind, o.project, o.name FROM object_refs r JOIN objects o ON o.id = r.from_id \
          WHERE r.to_kind = $1 AND r.to_project = $2 AND r.to_name = $3 ORDER BY o.kind, o.project, o.name LIMIT $4",
+        &binds,
+        |row| {
+            let project = row.text(1)?;
+            Ok(ObjectKey::new(row.text(0)?, (!project.is_empty()).then_some(project), row.text(2)?).to_string())
+        },
     )
-    .bind(key.kind.clone())
-    .bind(key.project.clone().unwrap_or_default())
-    .bind(key.name.clone())
-    .bind(limit)
-    .fetch_all(&mut *connection)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let project: String = row.try_get("project")?;
-            let kind: String = row.try_get("kind")?;
-            let name: String = row.try_get("name")?;
-            Ok(ObjectKey::new(kind, (!project.is_empty()).then_some(project), name).to_string())
-        })
-        .collect()
+    .await
 }
 
 /// Inserts the labels of object row `id`, in one statement.
-async fn write_labels(connection: &mut AnyConnection, id: i64, object: &Object) -> Result<(), StoreError> {
+async fn write_labels<E: Executor>(exec: &mut E, id: i64, object: &Object) -> Result<(), StoreError> {
     if object.metadata.labels.is_empty() {
         return Ok(());
     }
@@ -388,6 +347,6 @@ async fn write_labels(connection: &mut AnyConnection, id: i64, object: &Object) 
         builder.push(if index == 0 { "(" } else { ", (" });
         builder.int(id).push(", ").text(key.as_str()).push(", ").text(value.as_str()).push(")");
     }
-    builder.query().execute(&mut *connection).await?;
+    exec.execute(&builder.sql, &builder.binds).await?;
     Ok(())
 }

@@ -14,8 +14,6 @@
 //! - No caller is acknowledged before the commit; if the commit fails, every caller of the
 //!   batch gets an error and nothing of the batch is visible.
 
-use std::sync::Arc;
-
 use flotilla_core::audit::{AuditRecord, Outcome, redact};
 use flotilla_core::diff::diff;
 use flotilla_core::kinds::{KindInfo, Related};
@@ -23,9 +21,9 @@ use flotilla_core::operation::{OperationError, Planned, WriteStamp, plan};
 use flotilla_core::validation::ValidationErrors;
 use flotilla_core::{Object, ObjectKey};
 use serde_json::Value;
-use sqlx::{AnyConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::exec::{Bind, Executor};
 use super::{Shared, audit, identity, objects};
 use crate::StoreError;
 use crate::types::{AuditNote, Change, Committed, LoginGrant, Mutation};
@@ -35,33 +33,46 @@ pub(crate) struct WriteRequest {
     pub(crate) reply: oneshot::Sender<Result<Committed, StoreError>>,
 }
 
-/// Runs until every sender is dropped.
-pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<WriteRequest>, max_batch: usize) {
-    let mut mutations = Vec::with_capacity(max_batch);
-    let mut replies = Vec::with_capacity(max_batch);
-    while let Some(first) = queue.recv().await {
-        mutations.push(first.mutation);
-        replies.push(first.reply);
-        while mutations.len() < max_batch {
+/// The mutations of one batch and the callers waiting for them.
+pub(crate) struct Batch {
+    pub(crate) mutations: Vec<Mutation>,
+    replies: Vec<oneshot::Sender<Result<Committed, StoreError>>>,
+}
+
+impl Batch {
+    pub(crate) fn with_capacity(max_batch: usize) -> Self {
+        Self { mutations: Vec::with_capacity(max_batch), replies: Vec::with_capacity(max_batch) }
+    }
+
+    /// Takes `first` and whatever else is already queued, up to `max_batch`.
+    pub(crate) fn fill(&mut self, first: WriteRequest, queue: &mut mpsc::Receiver<WriteRequest>, max_batch: usize) {
+        self.push(first);
+        while self.mutations.len() < max_batch {
             match queue.try_recv() {
-                Ok(request) => {
-                    mutations.push(request.mutation);
-                    replies.push(request.reply);
-                }
+                Ok(request) => self.push(request),
                 Err(_) => break,
             }
         }
-        let results = match commit_batch(&shared, &mutations).await {
+    }
+
+    fn push(&mut self, request: WriteRequest) {
+        self.mutations.push(request.mutation);
+        self.replies.push(request.reply);
+    }
+
+    /// Answers every caller of the batch (all with the error if the batch failed) and empties it.
+    pub(crate) fn finish(&mut self, outcome: Result<Vec<Result<Committed, StoreError>>, StoreError>) {
+        let results = match outcome {
             Ok(results) => results,
             Err(error) => {
-                tracing::error!(%error, batch = mutations.len(), "write batch failed; nothing of it was committed");
-                mutations.iter().map(|_| Err(StoreError::Backend(error.to_string()))).collect()
+                tracing::error!(%error, batch = self.mutations.len(), "write batch failed; nothing of it was committed");
+                self.mutations.iter().map(|_| Err(StoreError::Backend(error.to_string()))).collect()
             }
         };
-        for (reply, result) in replies.drain(..).zip(results) {
+        for (reply, result) in self.replies.drain(..).zip(results) {
             let _ = reply.send(result);
         }
-        mutations.clear();
+        self.mutations.clear();
     }
 }
 
@@ -78,47 +89,69 @@ struct Applied {
     record: AuditRecord,
 }
 
-async fn commit_batch(
+/// Commits `mutations` in one transaction on `exec`; rolls everything back if any statement
+/// outside a mutation's own savepoint (or the commit) fails.
+pub(crate) async fn commit_batch<E: Executor>(
     shared: &Shared,
+    exec: &mut E,
     mutations: &[Mutation],
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
-    let mut tx = shared.pool.begin_with(shared.dialect.begin_write()).await?;
-    let row = sqlx::query(shared.dialect.select_head_for_update()).fetch_one(&mut *tx).await?;
-    let mut head = Head { seq: row.try_get::<i64, _>("seq")? as u64, hash: row.try_get("hash")? };
+    exec.execute(shared.dialect.begin_write(), &[]).await?;
+    let written = match write_batch(shared, exec, mutations).await {
+        Ok(results) => exec.execute("COMMIT", &[]).await.map(|_| results),
+        Err(error) => Err(error),
+    };
+    if written.is_err() {
+        // Best effort: a failed COMMIT may already have ended the transaction.
+        let _ = exec.execute("ROLLBACK", &[]).await;
+    }
+    written
+}
+
+async fn write_batch<E: Executor>(
+    shared: &Shared,
+    exec: &mut E,
+    mutations: &[Mutation],
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let head = exec
+        .fetch_optional(shared.dialect.select_head_for_update(), &[], |row| {
+            Ok(Head { seq: row.int(0)? as u64, hash: row.text(1)? })
+        })
+        .await?;
+    let mut head = head.ok_or_else(|| StoreError::Backend("the audit chain head row is missing".into()))?;
     let mut results = Vec::with_capacity(mutations.len());
     for mutation in mutations {
-        sqlx::query("SAVEPOINT mutation").execute(&mut *tx).await?;
+        exec.execute("SAVEPOINT mutation", &[]).await?;
         let now = to_micros(shared.clock.now());
         let seq = head.seq + 1;
-        let result = match apply(shared, &mut tx, mutation, seq, now).await {
-            Ok(applied) => match audit::append(&mut tx, &mut head_ref(&mut head), applied.record).await {
+        let result = match apply(shared, exec, mutation, seq, now).await {
+            Ok(applied) => match audit::append(exec, &mut head_ref(&mut head), applied.record).await {
                 Ok(()) => Ok(Committed { seq, outcome: applied.outcome, object: applied.object }),
                 Err(error) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                    exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
                     Err(StoreError::AuditWrite(error.to_string()))
                 }
             },
             Err(refusal) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
                 let record = refusal_record(mutation, &refusal, now);
-                match audit::append(&mut tx, &mut head_ref(&mut head), record).await {
+                match audit::append(exec, &mut head_ref(&mut head), record).await {
                     Ok(()) => Err(refusal),
                     Err(error) => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT mutation").execute(&mut *tx).await?;
+                        exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
                         Err(StoreError::AuditWrite(error.to_string()))
                     }
                 }
             }
         };
-        sqlx::query("RELEASE SAVEPOINT mutation").execute(&mut *tx).await?;
+        exec.execute("RELEASE SAVEPOINT mutation", &[]).await?;
         results.push(result);
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(head.seq as i64)
-        .bind(head.hash.clone())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    exec.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[Bind::Int(head.seq as i64), Bind::Text(head.hash.clone())],
+    )
+    .await?;
     Ok(results)
 }
 
@@ -208,9 +241,9 @@ fn redacted_json(shared: &Shared, info: &KindInfo, object: &Object) -> Value {
     value
 }
 
-async fn apply(
+async fn apply<E: Executor>(
     shared: &Shared,
-    connection: &mut AnyConnection,
+    exec: &mut E,
     mutation: &Mutation,
     seq: u64,
     now: jiff::Timestamp,
@@ -230,30 +263,30 @@ async fn apply(
                 errors.push("kind", format!("unknown kind {:?}", operation.key.kind));
                 OperationError::Invalid(errors)
             })?;
-            let current = objects::get_with_id(&mut *connection, &operation.key).await?;
+            let current = objects::get_with_id(exec, &operation.key).await?;
             let stamp = WriteStamp { resource_version: seq, now, new_uid: uuid::Uuid::new_v4().to_string() };
             let planned = plan(operation, current.as_ref().map(|(_, o)| o), &stamp)?;
             if let Some(after) = planned.after()
                 && !matches!(planned, Planned::Unchanged(_))
             {
-                check_references(connection, &info, after, planned.before().is_some()).await?;
+                check_references(exec, &info, after, planned.before().is_some()).await?;
             }
             let row_id = current.as_ref().map(|(id, _)| *id);
             match (&planned, row_id) {
                 (Planned::Create(after), _) => {
-                    let id = objects::insert(connection, after).await?;
-                    objects::write_references(connection, id, &info.references(after), true).await?;
+                    let id = objects::insert(exec, after).await?;
+                    objects::write_references(exec, id, &info.references(after), true).await?;
                 }
                 (Planned::Update { after, .. }, Some(id)) => {
-                    objects::update(connection, id, after).await?;
-                    objects::write_references(connection, id, &info.references(after), false).await?;
+                    objects::update(exec, id, after).await?;
+                    objects::write_references(exec, id, &info.references(after), false).await?;
                 }
                 (Planned::Delete(_), Some(id)) => {
-                    let referrers = objects::referrers(connection, &operation.key, 5).await?;
+                    let referrers = objects::referrers(exec, &operation.key, 5).await?;
                     if !referrers.is_empty() {
                         return Err(OperationError::InUse { key: operation.key.clone(), referrers }.into());
                     }
-                    objects::delete(connection, id).await?;
+                    objects::delete(exec, id).await?;
                 }
                 _ => {}
             }
@@ -274,10 +307,10 @@ async fn apply(
         }
         Change::SetPassword { user, password_hash } => {
             let user_key = ObjectKey::new("User", None, user);
-            if objects::get_with_id(&mut *connection, &user_key).await?.is_none() {
+            if objects::get_with_id(exec, &user_key).await?.is_none() {
                 return Err(OperationError::NotFound(user_key).into());
             }
-            identity::set_password(connection, user, password_hash, now).await?;
+            identity::set_password(exec, user, password_hash, now).await?;
             record.message = Some("password changed".into());
         }
         Change::Login { user, outcome: login_outcome, message, grant, throttle } => {
@@ -285,25 +318,25 @@ async fn apply(
             outcome = *login_outcome;
             record.message = message.clone();
             for (key, state) in throttle {
-                identity::set_throttle(connection, key, state.as_ref()).await?;
+                identity::set_throttle(exec, key, state.as_ref()).await?;
             }
             match grant {
-                Some(LoginGrant::Session(session)) => identity::insert_session(connection, session).await?,
+                Some(LoginGrant::Session(session)) => identity::insert_session(exec, session).await?,
                 Some(LoginGrant::Token(token)) => {
-                    identity::insert_token(connection, token).await?;
+                    identity::insert_token(exec, token).await?;
                     record.kind = Some("ApiToken".into());
                     record.name = Some(token.id.clone());
                 }
                 None => {}
             }
         }
-        Change::EndSession { id_hash, .. } => identity::delete_session(connection, id_hash).await?,
+        Change::EndSession { id_hash, .. } => identity::delete_session(exec, id_hash).await?,
         Change::CreateToken(token) => {
-            identity::insert_token(connection, token).await?;
+            identity::insert_token(exec, token).await?;
             record.after = Some(serde_json::to_string(token).unwrap_or_default());
         }
         Change::RevokeToken { id, user } => {
-            if !identity::revoke_token(connection, id, user, now).await? {
+            if !identity::revoke_token(exec, id, user, now).await? {
                 return Err(OperationError::NotFound(ObjectKey::new("ApiToken", None, id)).into());
             }
         }
@@ -323,8 +356,8 @@ async fn apply(
 /// the objects it references and the siblings sharing its budget (a project's quota, with its
 /// workspace's other projects, within the workspace's), or (on update) no longer holds the
 /// objects referring to it (a workspace quota below its projects').
-async fn check_references(
-    connection: &mut AnyConnection,
+async fn check_references<E: Executor>(
+    exec: &mut E,
     info: &KindInfo,
     object: &Object,
     is_update: bool,
@@ -332,7 +365,7 @@ async fn check_references(
     let mut errors = ValidationErrors::default();
     let mut referenced = Vec::new();
     for reference in info.references(object) {
-        match objects::get_with_id(&mut *connection, &reference.key).await? {
+        match objects::get_with_id(exec, &reference.key).await? {
             Some((_, found)) => referenced.push(found),
             None => {
                 errors.push(reference.path, format!("{} {:?} does not exist", reference.key.kind, reference.key.name))
@@ -341,15 +374,13 @@ async fn check_references(
     }
     errors.into_result().map_err(OperationError::Invalid)?;
     let siblings = match info.budget_reference(object) {
-        Some(budget) => {
-            objects::referring_objects(connection, &budget.key, Some(info.kind), Some(&object.key())).await?
-        }
+        Some(budget) => objects::referring_objects(exec, &budget.key, Some(info.kind), Some(&object.key())).await?,
         None => Vec::new(),
     };
     let related = Related { referenced: &referenced, siblings: &siblings };
     info.validate_against(object, &related).map_err(OperationError::Invalid)?;
     if is_update {
-        let dependents = objects::referring_objects(connection, &object.key(), None, None).await?;
+        let dependents = objects::referring_objects(exec, &object.key(), None, None).await?;
         info.validate_against_dependents(object, &dependents).map_err(OperationError::Invalid)?;
     }
     Ok(())
