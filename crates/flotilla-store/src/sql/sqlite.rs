@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
@@ -77,6 +77,9 @@ impl Location {
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", self.path.display())))?;
         connection.busy_timeout(Duration::from_secs(10))?;
         connection.set_prepared_statement_cache_capacity(128);
+        // The writer's savepoints keep their undo pages in a statement journal: in memory, not
+        // in a temporary file written for every mutation.
+        connection.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;")?;
         if !self.flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
             // Checkpoints run in the background (`checkpoint_wal`), never inside a committing
             // transaction where they would stall the writer.
@@ -175,10 +178,16 @@ pub(crate) fn start(
         .name("flotilla-sqlite-writer".into())
         .spawn(move || {
             let mut batch = writer::Batch::with_capacity(max_batch);
+            let mut last_checkpoint = Instant::now();
             while let Some(first) = queue.blocking_recv() {
                 batch.fill(first, &mut queue, max_batch);
                 let mut exec = SqliteExec { connection: &mut connection };
                 batch.finish(futures::executor::block_on(writer::commit_batch(&shared, &mut exec, &batch.mutations)));
+                let since = last_checkpoint.elapsed();
+                if (since >= WRITER_CHECKPOINT_IDLE && queue.is_empty()) || since >= WRITER_CHECKPOINT_BUSY {
+                    finish_checkpoint(&connection);
+                    last_checkpoint = Instant::now();
+                }
             }
         })
         .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer thread: {e}")))?;
@@ -191,16 +200,52 @@ pub(crate) fn start(
     Ok((Sqlite { readers, location }, writes))
 }
 
-/// Copies the write-ahead log into the database file every second, off the write path
-/// (PASSIVE: never waits for, nor blocks, readers and the writer). Ends with the store.
+/// How often the writer, when it has nothing queued, completes the background checkpoint.
+const WRITER_CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+/// How often it does so even when writes keep coming.
+const WRITER_CHECKPOINT_BUSY: Duration = Duration::from_secs(10);
+
+/// Completes the checkpoint on the writer's own connection, between batches.
+///
+/// The background checkpointer copies the bulk of the log while writes go on, so it never
+/// catches up with the last frames; and SQLite only starts the log over from its beginning
+/// when a write finds it entirely copied. Without this the log grows for as long as writes
+/// continue, and every commit appends to a growing file, whose `fsync` then has to commit
+/// file-system metadata too (and waits behind whatever else the file system is flushing).
+/// Here no write can land in between, so the next write restarts the log: commits overwrite
+/// blocks the file already has.
+fn finish_checkpoint(connection: &Connection) {
+    let started = Instant::now();
+    match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+        Ok(frames) if started.elapsed() >= SLOW_CHECKPOINT => {
+            tracing::warn!(frames, elapsed = ?started.elapsed(), "slow WAL checkpoint in the writer")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "WAL checkpoint in the writer failed; will retry"),
+    }
+}
+
+/// A checkpoint taking this long is logged: its writes and fsync compete with the writer's.
+const SLOW_CHECKPOINT: Duration = Duration::from_millis(50);
+
+/// How often the background checkpointer runs. Often, so that each checkpoint's writes and
+/// `fsync` of the database file are small: a large flush delays the writer's own `fsync` of
+/// the log behind it on the disk.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Copies the write-ahead log into the database file, off the write path (PASSIVE: never
+/// waits for, nor blocks, readers and the writer). Ends with the store.
 fn checkpoint_wal(connection: Connection, alive: Weak<Readers>) {
     loop {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(CHECKPOINT_INTERVAL);
         if alive.strong_count() == 0 {
             return;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(2)) {
+            Ok(pages) if started.elapsed() >= SLOW_CHECKPOINT => {
+                tracing::warn!(pages, elapsed = ?started.elapsed(), "slow WAL checkpoint")
+            }
             Ok(pages) => tracing::debug!(pages, elapsed = ?started.elapsed(), "WAL checkpoint"),
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed; will retry"),
         }

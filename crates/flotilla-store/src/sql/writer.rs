@@ -14,6 +14,8 @@
 //! - No caller is acknowledged before the commit; if the commit fails, every caller of the
 //!   batch gets an error and nothing of the batch is visible.
 
+use std::time::{Duration, Instant};
+
 use flotilla_core::audit::{AuditRecord, Outcome, redact};
 use flotilla_core::diff::diff;
 use flotilla_core::kinds::{KindInfo, Related};
@@ -96,17 +98,32 @@ pub(crate) async fn commit_batch<E: Executor>(
     exec: &mut E,
     mutations: &[Mutation],
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let started = Instant::now();
     exec.execute(shared.dialect.begin_write(), &[]).await?;
+    let began = started.elapsed();
+    let mut committing = Duration::ZERO;
     let written = match write_batch(shared, exec, mutations).await {
-        Ok(results) => exec.execute("COMMIT", &[]).await.map(|_| results),
+        Ok(results) => {
+            let commit_started = Instant::now();
+            let committed = exec.execute("COMMIT", &[]).await.map(|_| results);
+            committing = commit_started.elapsed();
+            committed
+        }
         Err(error) => Err(error),
     };
     if written.is_err() {
         // Best effort: a failed COMMIT may already have ended the transaction.
         let _ = exec.execute("ROLLBACK", &[]).await;
     }
+    let elapsed = started.elapsed();
+    if elapsed >= SLOW_BATCH {
+        tracing::warn!(batch = mutations.len(), ?elapsed, begin = ?began, commit = ?committing, "slow write batch");
+    }
     written
 }
+
+/// A batch taking this long is logged: it delays every caller in it.
+const SLOW_BATCH: Duration = Duration::from_millis(50);
 
 async fn write_batch<E: Executor>(
     shared: &Shared,
