@@ -199,10 +199,15 @@ pub fn present(info: &KindInfo, mut object: Object) -> Object {
         for segment in path.split('.') {
             cursor = cursor.and_then(|value| value.get_mut(segment));
         }
-        if let Some(value) = cursor
-            && !value.is_null()
-        {
-            *value = Value::String("(redacted)".into());
+        match cursor {
+            // A map of secrets (a Secret's `data`): its keys are shown, not its values.
+            Some(Value::Object(members)) => {
+                for member in members.values_mut() {
+                    *member = Value::String("(redacted)".into());
+                }
+            }
+            Some(value) if !value.is_null() => *value = Value::String("(redacted)".into()),
+            _ => {}
         }
     }
     object

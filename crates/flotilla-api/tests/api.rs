@@ -399,6 +399,18 @@ async fn secrets_never_leave_in_clear_text() {
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("super-secret-token"), "{text}");
     assert!(records[0]["after"]["spec"]["credentials"].as_str().unwrap().starts_with("hmac-sha256:"));
+
+    // A Secret shows its keys, never its values, in answers and in the audit log.
+    server.seed_shop().await;
+    let secret = json!({"apiVersion": "flotilla.io/v1", "kind": "Secret", "metadata": {"name": "db", "project": "shop"},
+        "spec": {"environment": "test", "data": {"password": "hunter2-db-password"}}});
+    let created = server.admin.create("secrets", Some("shop"), &secret).await.unwrap();
+    assert_eq!(created.spec["data"], json!({"password": "(redacted)"}));
+    let listed = server.admin.list("secrets", Some("shop"), &[]).await.unwrap();
+    assert_eq!(listed["items"][0]["spec"]["data"], json!({"password": "(redacted)"}));
+    let records = audit_of(&server, &[("kind", "Secret"), ("name", "db")]).await;
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("hunter2-db-password"), "{text}");
 }
 
 #[tokio::test]

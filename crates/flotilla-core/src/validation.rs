@@ -56,6 +56,16 @@ impl ValidationErrors {
 /// Maximum length of an object name (a DNS label, so names can appear in DNS names).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// A key of a configuration or secret map (it may become a file name): `None` when valid.
+pub fn check_data_key(key: &str) -> Option<String> {
+    let valid = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    (!valid).then(|| "keys are letters, digits, '-', '_' and '.' (at most 253, not . or ..)".to_string())
+}
+
 /// Checks a DNS-1123 label: lowercase alphanumerics and `-`, starting and ending with an
 /// alphanumeric, at most 63 characters. Returns what is wrong, if anything.
 pub fn check_dns_label(value: &str) -> Option<String> {

@@ -7,11 +7,13 @@
 //! express. Later modules add kinds (Application, Template, Pipeline, …) by implementing the
 //! trait and calling [`KindRegistry::register`]; nothing else in the machinery changes.
 
+mod application;
 mod cluster;
 mod environment;
 mod project;
 pub mod quantity;
 mod role_binding;
+mod secret;
 mod user;
 mod workspace;
 
@@ -24,11 +26,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use application::{
+    Amounts, ApplicationSpec, Component, EnvVar, ExecProbe, FileMount, HttpProbe, IntOrPercent, PersistentVolume, Port,
+    PortRef, Probe, Probes, Protocol, Resources, RestartPolicy, Scheduling, ScratchVolume, SecretKeyRef, TcpProbe,
+    UpdateStrategy, Volume,
+};
 pub use cluster::{ClusterSpec, ClusterType};
 pub use environment::{EnvironmentSpec, Tier};
 pub use project::ProjectSpec;
 pub use quantity::ResourceQuota;
 pub use role_binding::RoleBindingSpec;
+pub use secret::SecretSpec;
 pub use user::UserSpec;
 pub use workspace::WorkspaceSpec;
 
@@ -207,7 +215,8 @@ pub struct KindRegistry {
 }
 
 impl KindRegistry {
-    /// The foundation kinds: Workspace, Project, Environment, Cluster, User, RoleBinding.
+    /// The built-in kinds: the foundation's (Workspace, Project, Environment, Cluster, User,
+    /// RoleBinding) and the container service's (Secret, Application).
     pub fn builtin() -> Self {
         let mut registry = Self::default();
         registry.register::<WorkspaceSpec>();
@@ -216,6 +225,8 @@ impl KindRegistry {
         registry.register::<ClusterSpec>();
         registry.register::<UserSpec>();
         registry.register::<RoleBindingSpec>();
+        registry.register::<SecretSpec>();
+        registry.register::<ApplicationSpec>();
         registry
     }
 

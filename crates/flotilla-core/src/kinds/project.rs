@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Category, KindSpec, Reference, Related, ResourceQuota, Scope, WorkspaceSpec};
+use super::{ApplicationSpec, Category, KindSpec, Reference, Related, ResourceQuota, Scope, WorkspaceSpec};
+use crate::object::Object;
 use crate::object::ObjectMeta;
 use crate::validation::{ValidationErrors, check_dns_label};
 
@@ -60,7 +61,33 @@ impl KindSpec for ProjectSpec {
             .filter_map(|o| serde_json::from_value::<ProjectSpec>(o.spec.clone()).ok())
             .filter_map(|p| p.quota)
             .collect();
-        quota.validate_allocation(&siblings, outer, "spec.quota", &format!("workspace {:?}", self.workspace), errors);
+        quota.validate_allocation(
+            &siblings,
+            outer,
+            "spec.quota",
+            &format!("workspace {:?}", self.workspace),
+            "the other projects",
+            errors,
+        );
+    }
+
+    /// A quota cannot shrink below what the project's applications already hold.
+    fn validate_against_dependents(&self, meta: &ObjectMeta, dependents: &[Object], errors: &mut ValidationErrors) {
+        let Some(quota) = &self.quota else { return };
+        let applications: Vec<ResourceQuota> = dependents
+            .iter()
+            .filter(|o| o.kind == "Application")
+            .filter_map(|o| serde_json::from_value::<ApplicationSpec>(o.spec.clone()).ok())
+            .map(|a| a.usage())
+            .collect();
+        ResourceQuota::default().validate_allocation(
+            &applications,
+            quota,
+            "spec.quota",
+            &format!("new project {:?}", meta.name),
+            "its applications",
+            errors,
+        );
     }
 
     fn workspace(&self) -> Option<String> {

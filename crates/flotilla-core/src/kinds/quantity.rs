@@ -99,6 +99,7 @@ impl ResourceQuota {
         outer: &ResourceQuota,
         path: &str,
         outer_name: &str,
+        others_name: &str,
         errors: &mut ValidationErrors,
     ) {
         let own = self.amounts();
@@ -112,7 +113,7 @@ impl ResourceQuota {
                 errors.push(
                     format!("{path}.{field}"),
                     format!(
-                        "together with the other projects ({} allocated) this makes {}, over the {outer_name} quota of {}",
+                        "together with {others_name} ({} allocated) this makes {}, over the {outer_name} quota of {}",
                         show(allocated),
                         show(requested),
                         show(limit)
@@ -208,6 +209,7 @@ mod tests {
             &outer,
             "spec.quota",
             "workspace",
+            "the other projects",
             &mut errors,
         );
         assert!(errors.is_empty(), "exactly full is allowed: {errors}");
@@ -216,6 +218,7 @@ mod tests {
             &outer,
             "spec.quota",
             "workspace",
+            "the other projects",
             &mut errors,
         );
         let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();

@@ -41,6 +41,13 @@ impl KindSpec for WorkspaceSpec {
             .filter_map(|o| serde_json::from_value::<ProjectSpec>(o.spec.clone()).ok())
             .filter_map(|p| p.quota)
             .collect();
-        ResourceQuota::default().validate_allocation(&projects, quota, "spec.quota", "new workspace", errors);
+        ResourceQuota::default().validate_allocation(
+            &projects,
+            quota,
+            "spec.quota",
+            "new workspace",
+            "its projects",
+            errors,
+        );
     }
 }
