@@ -1,0 +1,210 @@
+//! containerd for the embedded runtime: an existing one reachable on a socket, or one of our
+//! own with its config, root and state under a directory of the data dir.
+//!
+//! Our containerd runs in its own process group with its own socket. When `flotilla server`
+//! is killed, containerd and the containers (whose shims are separate processes anyway) keep
+//! running, and the next start adopts the containerd it finds on the socket. A clean shutdown
+//! stops containerd (SIGTERM, then SIGKILL after a grace period); containers keep running
+//! under their shims and are picked up again when containerd comes back.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::LocalError;
+use crate::cri::Cri;
+
+/// How to run our own containerd.
+#[derive(Debug, Clone)]
+pub struct OwnContainerd {
+    /// Everything of it lives here: config, root, state, socket, CNI configuration, log.
+    pub dir: PathBuf,
+    /// The pod sandbox image, already imported (see [`crate::images`]).
+    pub pause_image: String,
+    /// The `containerd` binary.
+    pub binary: PathBuf,
+    /// Where the CNI plugins are (Debian: `/usr/lib/cni`).
+    pub cni_bin_dir: PathBuf,
+}
+
+impl OwnContainerd {
+    pub fn new(dir: impl Into<PathBuf>, pause_image: impl Into<String>) -> Self {
+        Self {
+            dir: dir.into(),
+            pause_image: pause_image.into(),
+            binary: PathBuf::from("containerd"),
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.join("cni")
+    }
+
+    /// Registry host configuration (`certs.d/HOST:PORT/hosts.toml`).
+    pub fn registry_config_dir(&self) -> PathBuf {
+        self.dir.join("certs.d")
+    }
+
+    /// The configuration file's text. `restrict_oom_score_adj`: these hosts do not grant
+    /// CAP_SYS_RESOURCE, without which every sandbox fails to start.
+    pub fn config(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "{pause}"
+    netns_mounts_under_state_dir = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    max_container_log_line_size = 16384
+    restrict_oom_score_adj = true
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+          Root = "{d}/runc"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "{bin}"
+      conf_dir = "{d}/cni"
+      max_conf_num = 1
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "{d}/certs.d"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{d}/opt"
+"#,
+            pause = self.pause_image,
+            bin = self.cni_bin_dir.display(),
+        )
+    }
+}
+
+/// A containerd the runtime talks to.
+#[derive(Debug)]
+pub struct Containerd {
+    socket: PathBuf,
+    /// Set when we started it in this process.
+    child: Option<Child>,
+}
+
+/// Whether a CRI call succeeds on `socket` within a short time.
+async fn answers(socket: &Path) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), Cri::connect(socket)).await {
+        Ok(Ok(mut cri)) => cri.version().await.is_ok(),
+        _ => false,
+    }
+}
+
+impl Containerd {
+    /// An existing containerd on `socket` (its CRI plugin must be enabled).
+    pub async fn existing(socket: impl Into<PathBuf>) -> Result<Self, LocalError> {
+        let socket = socket.into();
+        if !answers(&socket).await {
+            return Err(LocalError::Containerd(format!(
+                "no containerd with the CRI plugin answers on {}",
+                socket.display()
+            )));
+        }
+        Ok(Self { socket, child: None })
+    }
+
+    /// Adopts our own containerd if it is still running (we were restarted), else starts it.
+    pub async fn own(options: &OwnContainerd) -> Result<Self, LocalError> {
+        let socket = options.socket();
+        if answers(&socket).await {
+            tracing::info!(socket = %socket.display(), "adopting the running containerd");
+            return Ok(Self { socket, child: None });
+        }
+        for dir in [options.dir.clone(), options.cni_conf_dir(), options.registry_config_dir()] {
+            std::fs::create_dir_all(&dir).map_err(LocalError::io(format!("cannot create {}", dir.display())))?;
+        }
+        let config = options.dir.join("config.toml");
+        std::fs::write(&config, options.config())
+            .map_err(LocalError::io(format!("cannot write {}", config.display())))?;
+        // A stale socket of a containerd that died would make it fail to listen.
+        let _ = std::fs::remove_file(&socket);
+        let log_path = options.dir.join("containerd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(LocalError::io(format!("cannot open {}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(LocalError::io("cannot duplicate the containerd log"))?;
+        let child = Command::new(&options.binary)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| LocalError::Containerd(format!("cannot run {}: {e}", options.binary.display())))?;
+        let mut containerd = Self { socket: socket.clone(), child: Some(child) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if answers(&socket).await {
+                tracing::info!(socket = %socket.display(), elapsed = ?started.elapsed(), "containerd started");
+                return Ok(containerd);
+            }
+            if let Some(child) = containerd.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                return Err(LocalError::Containerd(format!(
+                    "containerd exited ({status}) while starting; last lines of {}:\n{}",
+                    log_path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        containerd.stop().await;
+        Err(LocalError::Containerd(format!("containerd did not answer on {} within 30 s", socket.display())))
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Whether this process started it (and so stops it).
+    pub fn is_own_child(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stops a containerd we started: SIGTERM, then SIGKILL after 10 s. Containers keep
+    /// running under their shims. Does nothing to one we adopted or found.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!("containerd did not stop within 10 s of SIGTERM; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+}

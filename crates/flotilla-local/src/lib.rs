@@ -1,0 +1,39 @@
+//! The embedded single-node runtime (cluster driver `local`): applications run as pods on
+//! this machine through containerd's CRI plugin, with runc and the CNI plugins, the way a
+//! kubelet runs them.
+//!
+//! - [`containerd`]: finds a reachable containerd, or starts one of our own with its config,
+//!   root and state under the data dir (as k3s does) and stops it cleanly.
+//! - [`cri`]: the Kubernetes CRI API (RuntimeService, ImageService) over containerd's socket.
+//! - [`oci_archive`]: builds OCI image archives (tests, the pause image).
+//! - [`images`]: imports image archives into containerd.
+//! - [`cni`]: the bridge network of an environment, as a CNI configuration.
+
+pub mod cni;
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod oci_archive;
+
+/// Errors of the embedded runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// containerd could not be reached or started.
+    #[error("containerd: {0}")]
+    Containerd(String),
+    /// A CRI call failed; `call` names it.
+    #[error("{call}: {status}")]
+    Cri { call: &'static str, status: String },
+    /// An image could not be built, imported or pulled.
+    #[error("image: {0}")]
+    Image(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl LocalError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+        let context = context.into();
+        move |source| LocalError::Io { context, source }
+    }
+}
