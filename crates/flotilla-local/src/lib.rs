@@ -8,11 +8,13 @@
 //! - [`oci_archive`]: builds OCI image archives (tests, the pause image).
 //! - [`images`]: imports image archives into containerd.
 //! - [`cni`]: the bridge network of an environment, as a CNI configuration.
+//! - [`instance`]: one instance of a component as a CRI pod sandbox and container.
 
 pub mod cni;
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod instance;
 pub mod oci_archive;
 
 /// Errors of the embedded runtime.

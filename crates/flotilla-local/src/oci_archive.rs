@@ -146,8 +146,10 @@ impl ImageSpec {
 /// `/bin/busybox`), with the applets tests use linked, running `cmd`.
 pub fn busybox_image(busybox: &Path, cmd: Vec<String>) -> Result<ImageSpec, LocalError> {
     let content = std::fs::read(busybox).map_err(LocalError::io(format!("cannot read {}", busybox.display())))?;
-    let applets =
-        ["sh", "sleep", "httpd", "wget", "nslookup", "cat", "echo", "ls", "hostname", "true", "false", "kill"];
+    let applets = [
+        "sh", "sleep", "httpd", "wget", "nslookup", "cat", "echo", "ls", "hostname", "true", "false", "kill", "dd",
+        "stat",
+    ];
     Ok(ImageSpec {
         files: vec![LayerFile { path: "bin/busybox".into(), mode: 0o755, content }],
         links: applets.iter().map(|a| (format!("bin/{a}"), "busybox".to_string())).collect(),

@@ -1,0 +1,203 @@
+//! One instance of a component as a CRI pod: the sandbox (hostname, network, published
+//! ports, log directory) and its container (image, command, env, files, volumes, CPU and
+//! memory limits), labelled so that the runtime finds its own pods again after a restart.
+//!
+//! Configuration and secret files are written under the instance's directory on the host
+//! and bind-mounted read-only, one by one; secret files are readable by their owner only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use flotilla_core::kinds::Protocol;
+use flotilla_driver::workload::{ComponentWorkload, VolumeSource, Workload, labels};
+
+use crate::LocalError;
+use crate::cri::api;
+
+/// The label naming an instance (its pod).
+pub const INSTANCE_LABEL: &str = "flotilla.io/instance";
+
+/// CFS period for CPU limits, as the kubelet uses.
+const CPU_PERIOD_MICROS: i64 = 100_000;
+
+/// One instance to create.
+#[derive(Debug, Clone)]
+pub struct InstancePlan<'a> {
+    pub workload: &'a Workload,
+    pub component: &'a ComponentWorkload,
+    /// Unique and DNS-safe: `<component>-<revision>-<suffix>`.
+    pub name: String,
+    /// The pod namespace: the environment's network is chosen by it.
+    pub namespace: String,
+    /// Where this instance's files and logs live on the host.
+    pub dir: PathBuf,
+    /// Where named persistent volumes live: `<volumes_dir>/<volume name>`.
+    pub volumes_dir: PathBuf,
+    /// DNS servers and search domains for the instance.
+    pub dns: Option<api::DnsConfig>,
+}
+
+impl InstancePlan<'_> {
+    fn labels(&self) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self.workload.labels(&self.component.name).into_iter().collect();
+        labels.insert(INSTANCE_LABEL.to_string(), self.name.clone());
+        labels
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// The log file of the instance's container.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_dir().join(format!("{}.log", self.component.name))
+    }
+
+    /// The pod sandbox.
+    pub fn sandbox(&self) -> api::PodSandboxConfig {
+        let port_mappings = self
+            .component
+            .ports
+            .iter()
+            .filter_map(|port| {
+                port.publish.map(|host_port| api::PortMapping {
+                    protocol: match port.protocol {
+                        Protocol::Tcp => api::Protocol::Tcp as i32,
+                        Protocol::Udp => api::Protocol::Udp as i32,
+                    },
+                    container_port: i32::from(port.port),
+                    host_port: i32::from(host_port),
+                    host_ip: String::new(),
+                })
+            })
+            .collect();
+        api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: self.name.clone(),
+                uid: self.name.clone(),
+                namespace: self.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: self.name.clone(),
+            log_directory: self.log_dir().display().to_string(),
+            dns_config: self.dns.clone(),
+            port_mappings,
+            labels: self.labels(),
+            linux: Some(api::LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Writes the configuration and secret files the container mounts; returns the mounts.
+    pub fn write_files(&self) -> Result<Vec<api::Mount>, LocalError> {
+        use std::os::unix::fs::PermissionsExt;
+        let files_dir = self.dir.join("files");
+        let mut mounts = Vec::with_capacity(self.component.files.len());
+        for (index, file) in self.component.files.iter().enumerate() {
+            let host = files_dir.join(index.to_string());
+            std::fs::create_dir_all(&files_dir)
+                .map_err(LocalError::io(format!("cannot create {}", files_dir.display())))?;
+            std::fs::write(&host, &file.content).map_err(LocalError::io(format!("cannot write {}", host.display())))?;
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(file.mode))
+                .map_err(LocalError::io(format!("cannot set the mode of {}", host.display())))?;
+            mounts.push(api::Mount {
+                container_path: file.path.clone(),
+                host_path: host.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// The volume mounts, creating the host directories they need.
+    pub fn volume_mounts(&self) -> Result<Vec<api::Mount>, LocalError> {
+        let mut mounts = Vec::with_capacity(self.component.volumes.len());
+        for volume in &self.component.volumes {
+            let host: PathBuf = match &volume.source {
+                VolumeSource::Persistent { .. } => self.volumes_dir.join(&volume.name),
+                VolumeSource::Scratch { .. } => self.dir.join("scratch").join(&volume.name),
+                VolumeSource::HostPath { path } => PathBuf::from(path),
+            };
+            if !matches!(volume.source, VolumeSource::HostPath { .. }) {
+                std::fs::create_dir_all(&host).map_err(LocalError::io(format!("cannot create {}", host.display())))?;
+            }
+            mounts.push(api::Mount {
+                container_path: volume.mount_path.clone(),
+                host_path: host.display().to_string(),
+                readonly: volume.read_only,
+                ..Default::default()
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// The container, given the mounts of [`Self::write_files`] and [`Self::volume_mounts`].
+    pub fn container(&self, mounts: Vec<api::Mount>) -> api::ContainerConfig {
+        let component = self.component;
+        let resources = api::LinuxContainerResources {
+            cpu_period: component.cpu_limit_millis.map_or(0, |_| CPU_PERIOD_MICROS),
+            cpu_quota: component.cpu_limit_millis.map_or(0, cpu_quota),
+            cpu_shares: cpu_shares(component.cpu_request_millis.or(component.cpu_limit_millis)),
+            memory_limit_in_bytes: component.memory_limit_bytes.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            ..Default::default()
+        };
+        api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata { name: component.name.clone(), attempt: 0 }),
+            image: Some(api::ImageSpec { image: component.image.clone(), ..Default::default() }),
+            command: component.command.clone(),
+            args: component.args.clone(),
+            envs: component
+                .env
+                .iter()
+                .map(|(key, value)| api::KeyValue { key: key.clone(), value: value.clone() })
+                .collect(),
+            mounts,
+            labels: self.labels(),
+            log_path: format!("{}.log", component.name),
+            linux: Some(api::LinuxContainerConfig { resources: Some(resources), security_context: None }),
+            ..Default::default()
+        }
+    }
+}
+
+/// CPU quota per period for a limit in millicores (100m → 10 ms per 100 ms).
+fn cpu_quota(millis: u64) -> i64 {
+    (i64::try_from(millis).unwrap_or(i64::MAX / 100) * CPU_PERIOD_MICROS / 1000).max(1000)
+}
+
+/// CPU shares for a request in millicores, as the kubelet computes them (1 core = 1024).
+fn cpu_shares(millis: Option<u64>) -> i64 {
+    match millis {
+        None => 2,
+        Some(millis) => (i64::try_from(millis).unwrap_or(i64::MAX / 1024) * 1024 / 1000).max(2),
+    }
+}
+
+/// The label selector of everything of one workload.
+pub fn workload_selector(workload: &flotilla_driver::workload::WorkloadKey) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::PROJECT.to_string(), workload.project.clone()),
+        (labels::ENVIRONMENT.to_string(), workload.environment.clone()),
+        (labels::APPLICATION.to_string(), workload.application.clone()),
+    ])
+}
+
+/// A directory for instance `name` under `root`.
+pub fn instance_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("instances").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_converted_as_the_kubelet_does() {
+        assert_eq!(cpu_quota(500), 50_000);
+        assert_eq!(cpu_quota(2000), 200_000);
+        assert_eq!(cpu_quota(1), 1000, "the kernel's minimum quota");
+        assert_eq!(cpu_shares(Some(250)), 256);
+        assert_eq!(cpu_shares(None), 2);
+    }
+}
