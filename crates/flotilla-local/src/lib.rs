@@ -7,10 +7,12 @@
 //! - [`cri`]: the Kubernetes CRI API (RuntimeService, ImageService) over containerd's socket.
 //! - [`oci_archive`]: builds OCI image archives (tests, the pause image).
 //! - [`images`]: imports image archives into containerd.
-//! - [`cni`]: the bridge network of an environment, as a CNI configuration.
+//! - [`cni`]: a plain bridge network, as a CNI configuration.
+//! - [`cni_plugin`]: `flotilla-net`, the CNI plugin giving each environment an isolated network.
 //! - [`instance`]: one instance of a component as a CRI pod sandbox and container.
 
 pub mod cni;
+pub mod cni_plugin;
 pub mod containerd;
 pub mod cri;
 pub mod images;

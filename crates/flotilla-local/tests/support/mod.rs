@@ -1,11 +1,15 @@
 //! A containerd of our own for one test, with a bridge network and the pause image, torn
 //! down afterwards (also when the test fails): see [`with_runtime`].
 
+// Each test crate includes this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use flotilla_local::cni::BridgeNetwork;
+use flotilla_local::cni_plugin::{self, EnvironmentNetwork, PluginConfig};
 use flotilla_local::containerd::{Containerd, OwnContainerd};
 use flotilla_local::cri::Cri;
 use flotilla_local::{images, oci_archive};
@@ -43,9 +47,46 @@ impl Runtime {
     }
 }
 
+/// How the test's containerd networks its pods.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Pods labelled so are removed afterwards (besides those with [`Runtime::selector`]).
+    pub cleanup_labels: Vec<HashMap<String, String>>,
+    /// When set, pods get the network of their namespace through `flotilla-net`:
+    /// (namespace, bridge, subnet). Otherwise all share one plain bridge.
+    pub environments: Vec<(String, String, String)>,
+}
+
+/// Removes the isolation rules of `bridges`, and the isolation chain once no bridge uses it.
+async fn remove_isolation(bridges: &[String]) {
+    let iptables = |args: Vec<String>| async move {
+        tokio::process::Command::new("iptables").arg("-w").args(args).output().await.ok()
+    };
+    for bridge in bridges {
+        let rule = ["-D", "FLOTILLA-ISOLATION", "-i", bridge, "-o", bridge, "-j", "ACCEPT"];
+        let _ = iptables(rule.iter().map(|s| s.to_string()).collect()).await;
+    }
+    let listed = iptables(vec!["-S".into(), "FLOTILLA-ISOLATION".into()]).await;
+    let accepts = listed.map(|o| String::from_utf8_lossy(&o.stdout).matches("-j ACCEPT").count()).unwrap_or(0);
+    if accepts == 0 {
+        let _ = iptables(vec!["-D".into(), "FORWARD".into(), "-j".into(), "FLOTILLA-ISOLATION".into()]).await;
+        let _ = iptables(vec!["-F".into(), "FLOTILLA-ISOLATION".into()]).await;
+        let _ = iptables(vec!["-X".into(), "FLOTILLA-ISOLATION".into()]).await;
+    }
+}
+
 /// Runs `test` against a fresh containerd of our own, then removes every pod it labelled
 /// with [`Runtime::selector`] (or with `cleanup_labels`), the network and containerd.
 pub async fn with_runtime<F, Fut>(cleanup_labels: Vec<HashMap<String, String>>, test: F)
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    with_runtime_options(Options { cleanup_labels, environments: Vec::new() }, test).await
+}
+
+/// [`with_runtime`] with [`Options`].
+pub async fn with_runtime_options<F, Fut>(options: Options, test: F)
 where
     F: FnOnce(Runtime) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -57,20 +98,45 @@ where
     // Short: the socket path must fit in 108 bytes.
     let dir = PathBuf::from(format!("/var/tmp/flt-{short}"));
     std::fs::create_dir_all(&dir).expect("test directory");
-    let own = OwnContainerd::new(dir.join("containerd"), PAUSE);
-    let mut containerd = Containerd::own(&own).await.expect("our containerd starts");
-    let bridge = format!("flt{short}");
+    let mut own = OwnContainerd::new(dir.join("containerd"), PAUSE);
     let octet = u8::from_str_radix(&id[6..8], 16).expect("hex");
-    let network =
-        BridgeNetwork { name: format!("test-{short}"), bridge: bridge.clone(), subnet: format!("10.213.{octet}.0/24") };
-    network.install(&own.cni_conf_dir()).expect("network config");
+    let mut bridges = Vec::new();
+    if options.environments.is_empty() {
+        let bridge = format!("tst{short}");
+        let network = BridgeNetwork {
+            name: format!("test-{short}"),
+            bridge: bridge.clone(),
+            subnet: format!("10.213.{octet}.0/24"),
+        };
+        network.install(&own.cni_conf_dir()).expect("network config");
+        bridges.push(bridge);
+    } else {
+        let bin_dir = dir.join("cni-bin");
+        cni_plugin::prepare_bin_dir(&bin_dir, Path::new(env!("CARGO_BIN_EXE_flotilla-net")), &own.cni_bin_dir)
+            .expect("CNI plugin directory");
+        let config = PluginConfig {
+            networks_dir: dir.join("networks"),
+            delegate_dir: own.cni_bin_dir.clone(),
+            ipam_dir: dir.join("ipam"),
+        };
+        std::fs::create_dir_all(own.cni_conf_dir()).expect("CNI configuration directory");
+        let conflist = serde_json::to_vec_pretty(&cni_plugin::conflist(&config)).expect("conflist");
+        std::fs::write(own.cni_conf_dir().join("10-flotilla.conflist"), conflist).expect("conflist");
+        for (namespace, bridge, subnet) in &options.environments {
+            let network = EnvironmentNetwork { bridge: bridge.clone(), subnet: subnet.clone() };
+            network.install(&config.networks_dir, namespace).expect("environment network");
+            bridges.push(bridge.clone());
+        }
+        own.cni_bin_dir = bin_dir;
+    }
+    let mut containerd = Containerd::own(&own).await.expect("our containerd starts");
     let pause = dir.join("pause.tar");
     oci_archive::pause_image(Path::new(BUSYBOX)).expect("pause image").write_archive(PAUSE, &pause).expect("archive");
     images::import(&own.socket(), &pause).await.expect("import the pause image");
 
     let runtime =
         Runtime { id, short, dir: dir.clone(), socket: own.socket(), subnet_prefix: format!("10.213.{octet}.") };
-    let mut selectors = cleanup_labels;
+    let mut selectors = options.cleanup_labels;
     selectors.push(runtime.selector());
     let outcome = tokio::spawn(test(runtime)).await;
 
@@ -83,7 +149,12 @@ where
         }
     }
     containerd.stop().await;
-    let _ = tokio::process::Command::new("ip").args(["link", "delete", &bridge]).status().await;
+    for bridge in &bridges {
+        let _ = tokio::process::Command::new("ip").args(["link", "delete", bridge]).status().await;
+    }
+    if !options.environments.is_empty() {
+        remove_isolation(&bridges).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
