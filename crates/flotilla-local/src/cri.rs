@@ -139,6 +139,28 @@ impl Cri {
             .ok_or_else(|| LocalError::Cri { call: "ContainerStatus", status: format!("no status for {id}") })
     }
 
+    pub async fn list_containers(
+        &mut self,
+        labels: std::collections::HashMap<String, String>,
+    ) -> Result<Vec<api::Container>, LocalError> {
+        let filter = api::ContainerFilter { label_selector: labels, ..Default::default() };
+        let request = api::ListContainersRequest { filter: Some(filter) };
+        Ok(self.runtime.list_containers(request).await.map_err(failed("ListContainers"))?.into_inner().containers)
+    }
+
+    /// Stops a container: SIGTERM, then SIGKILL after `timeout_seconds`.
+    pub async fn stop_container(&mut self, id: &str, timeout_seconds: i64) -> Result<(), LocalError> {
+        let request = api::StopContainerRequest { container_id: id.to_string(), timeout: timeout_seconds };
+        self.runtime.stop_container(request).await.map_err(failed("StopContainer"))?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&mut self, id: &str) -> Result<(), LocalError> {
+        let request = api::RemoveContainerRequest { container_id: id.to_string() };
+        self.runtime.remove_container(request).await.map_err(failed("RemoveContainer"))?;
+        Ok(())
+    }
+
     /// Runs `command` in a running container and waits for it (at most `timeout_seconds`).
     pub async fn exec_sync(
         &mut self,

@@ -10,14 +10,20 @@
 //! - [`cni`]: a plain bridge network, as a CNI configuration.
 //! - [`cni_plugin`]: `flotilla-net`, the CNI plugin giving each environment an isolated network.
 //! - [`instance`]: one instance of a component as a CRI pod sandbox and container.
+//! - [`networks`]: the network of each environment, allocated on first use.
+//! - [`probe`]: HTTP, TCP and exec health probes.
+//! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
 
 pub mod cni;
 pub mod cni_plugin;
 pub mod containerd;
 pub mod cri;
+pub mod driver;
 pub mod images;
 pub mod instance;
+pub mod networks;
 pub mod oci_archive;
+pub mod probe;
 
 /// Errors of the embedded runtime.
 #[derive(Debug, thiserror::Error)]

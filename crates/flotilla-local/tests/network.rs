@@ -73,6 +73,7 @@ async fn pods_reach_their_own_environment_and_not_another() {
             (prod.clone(), format!("flt{short}p"), format!("10.214.{octet}.0/24")),
             (test.clone(), format!("flt{short}t"), format!("10.215.{octet}.0/24")),
         ],
+        per_environment_networks: true,
     };
     support::with_runtime_options(options, move |runtime| async move {
         let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"prod data\n".to_vec() };

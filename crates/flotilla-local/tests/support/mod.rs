@@ -28,6 +28,10 @@ pub struct Runtime {
     pub socket: PathBuf,
     /// `10.213.N.` : the prefix of the test network's addresses.
     pub subnet_prefix: String,
+    /// Where `flotilla-net` reads environment networks (per-environment mode only).
+    pub networks_dir: Option<PathBuf>,
+    /// A second octet for environment subnets (`10.<octet>.N.0/24`) unique to this run.
+    pub network_octet: u8,
 }
 
 impl Runtime {
@@ -55,6 +59,9 @@ pub struct Options {
     /// When set, pods get the network of their namespace through `flotilla-net`:
     /// (namespace, bridge, subnet). Otherwise all share one plain bridge.
     pub environments: Vec<(String, String, String)>,
+    /// Use `flotilla-net` even with no environments declared here (a driver allocates them
+    /// in [`Runtime::networks_dir`]).
+    pub per_environment_networks: bool,
 }
 
 /// Removes the isolation rules of `bridges`, and the isolation chain once no bridge uses it.
@@ -82,7 +89,7 @@ where
     F: FnOnce(Runtime) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    with_runtime_options(Options { cleanup_labels, environments: Vec::new() }, test).await
+    with_runtime_options(Options { cleanup_labels, ..Options::default() }, test).await
 }
 
 /// [`with_runtime`] with [`Options`].
@@ -101,7 +108,9 @@ where
     let mut own = OwnContainerd::new(dir.join("containerd"), PAUSE);
     let octet = u8::from_str_radix(&id[6..8], 16).expect("hex");
     let mut bridges = Vec::new();
-    if options.environments.is_empty() {
+    let per_environment = options.per_environment_networks || !options.environments.is_empty();
+    let networks_dir = dir.join("networks");
+    if !per_environment {
         let bridge = format!("tst{short}");
         let network = BridgeNetwork {
             name: format!("test-{short}"),
@@ -115,7 +124,7 @@ where
         cni_plugin::prepare_bin_dir(&bin_dir, Path::new(env!("CARGO_BIN_EXE_flotilla-net")), &own.cni_bin_dir)
             .expect("CNI plugin directory");
         let config = PluginConfig {
-            networks_dir: dir.join("networks"),
+            networks_dir: networks_dir.clone(),
             delegate_dir: own.cni_bin_dir.clone(),
             ipam_dir: dir.join("ipam"),
         };
@@ -134,8 +143,15 @@ where
     oci_archive::pause_image(Path::new(BUSYBOX)).expect("pause image").write_archive(PAUSE, &pause).expect("archive");
     images::import(&own.socket(), &pause).await.expect("import the pause image");
 
-    let runtime =
-        Runtime { id, short, dir: dir.clone(), socket: own.socket(), subnet_prefix: format!("10.213.{octet}.") };
+    let runtime = Runtime {
+        id,
+        short,
+        dir: dir.clone(),
+        socket: own.socket(),
+        subnet_prefix: format!("10.213.{octet}."),
+        networks_dir: per_environment.then(|| networks_dir.clone()),
+        network_octet: 216 + octet % 32,
+    };
     let mut selectors = options.cleanup_labels;
     selectors.push(runtime.selector());
     let outcome = tokio::spawn(test(runtime)).await;
@@ -149,10 +165,21 @@ where
         }
     }
     containerd.stop().await;
+    if per_environment {
+        // Networks a driver allocated during the test.
+        for entry in std::fs::read_dir(&networks_dir).into_iter().flatten().flatten() {
+            if let Ok(network) =
+                serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(entry.path()).unwrap_or_default())
+                && !bridges.contains(&network.bridge)
+            {
+                bridges.push(network.bridge);
+            }
+        }
+    }
     for bridge in &bridges {
         let _ = tokio::process::Command::new("ip").args(["link", "delete", bridge]).status().await;
     }
-    if !options.environments.is_empty() {
+    if per_environment {
         remove_isolation(&bridges).await;
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,879 @@
+//! [`LocalDriver`]: the embedded runtime as a [`ClusterDriver`].
+//!
+//! # Expected flow
+//! `apply` records the desired workload and wakes the reconciler. The reconciler (one task)
+//! runs every `interval` and, per workload: reads every instance's container from the CRI,
+//! restarts exited containers per their restart policy with a doubling back-off (a crash
+//! loop), runs startup, liveness and readiness probes, kills containers whose liveness fails,
+//! and moves each component one step along its rolling update ([`rollout::next_step`]). A
+//! rollout that makes no progress within the component's progress deadline is reported as
+//! `DeadlineExceeded`; rolling back is the control plane's decision.
+//!
+//! # Restarts of the control plane
+//! Pods carry labels naming their workload, component, revision and instance. A new driver
+//! adopts the pods it finds; nothing is restarted. Until the control plane applies the
+//! workload again, adopted instances are kept running as they are.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use flotilla_core::kinds::RestartPolicy;
+use flotilla_driver::rollout::{self, Progress, Strategy};
+use flotilla_driver::status::{
+    ComponentStatus, Event, EventType, InstanceState, InstanceStatus, RolloutPhase, WorkloadStatus,
+};
+use flotilla_driver::workload::{ComponentWorkload, ResolvedProbe, Workload, WorkloadKey, labels};
+use flotilla_driver::{ClusterDriver, DriverError, ExecOutput, InstanceMetrics, LogLine, LogQuery};
+use futures::stream::BoxStream;
+use tokio::sync::{Mutex, Notify, broadcast};
+
+use crate::LocalError;
+use crate::cri::{Cri, api};
+use crate::instance::{INSTANCE_LABEL, InstancePlan, instance_dir, workload_selector};
+use crate::networks::NetworkAllocator;
+use crate::probe;
+
+/// Settings of the embedded runtime.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Instance directories (files, logs) and persistent volumes live here.
+    pub root: PathBuf,
+    /// How often the reconciler runs.
+    pub interval: Duration,
+    /// First restart delay of a crashing container; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Events kept per workload.
+    pub max_events: usize,
+}
+
+impl LocalOptions {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            interval: Duration::from_millis(250),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_events: 200,
+        }
+    }
+}
+
+impl From<LocalError> for DriverError {
+    fn from(error: LocalError) -> Self {
+        match error {
+            LocalError::Containerd(message) => DriverError::Unreachable(message),
+            other => DriverError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Consecutive results of one probe.
+#[derive(Debug, Default, Clone)]
+struct ProbeTracker {
+    successes: u32,
+    failures: u32,
+    last_run: Option<Instant>,
+}
+
+impl ProbeTracker {
+    fn due(&self, probe: &ResolvedProbe, started: Instant) -> bool {
+        let now = Instant::now();
+        if now < started + Duration::from_secs(u64::from(probe.initial_delay_seconds)) {
+            return false;
+        }
+        self.last_run.is_none_or(|last| now >= last + Duration::from_secs(u64::from(probe.period_seconds)))
+    }
+
+    fn record(&mut self, ok: bool) {
+        self.last_run = Some(Instant::now());
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+        }
+    }
+}
+
+/// One instance (pod) the driver looks after.
+#[derive(Debug)]
+struct Tracked {
+    name: String,
+    component: String,
+    revision: u64,
+    sandbox_id: String,
+    container_id: Option<String>,
+    attempt: u32,
+    ip: Option<String>,
+    state: InstanceState,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    started: Option<Instant>,
+    started_micros: Option<i64>,
+    started_up: bool,
+    ready: bool,
+    startup: ProbeTracker,
+    readiness: ProbeTracker,
+    liveness: ProbeTracker,
+}
+
+/// Per-component rollout tracking.
+#[derive(Debug, Clone)]
+struct RolloutTracker {
+    revision: u64,
+    last: Progress,
+    since: Instant,
+    phase: RolloutPhase,
+}
+
+/// What the driver knows of one workload.
+#[derive(Debug, Default)]
+struct WorkloadState {
+    desired: Option<Workload>,
+    /// Every revision that still has instances (each is probed and restarted by its own
+    /// spec), the desired one included.
+    revisions: BTreeMap<u64, Workload>,
+    instances: BTreeMap<String, Tracked>,
+    events: VecDeque<Event>,
+    rollouts: HashMap<String, RolloutTracker>,
+    warnings: Vec<String>,
+    published: Option<WorkloadStatus>,
+}
+
+impl WorkloadState {
+    fn event(
+        &mut self,
+        max: usize,
+        kind: EventType,
+        reason: &str,
+        message: String,
+        component: Option<&str>,
+        instance: Option<&str>,
+    ) {
+        if kind == EventType::Warning {
+            tracing::warn!(reason, %message, instance, "workload event");
+        } else {
+            tracing::info!(reason, %message, instance, "workload event");
+        }
+        self.events.push_back(Event {
+            time_micros: jiff::Timestamp::now().as_microsecond(),
+            kind,
+            reason: reason.to_string(),
+            message,
+            component: component.map(str::to_string),
+            instance: instance.map(str::to_string),
+        });
+        while self.events.len() > max {
+            self.events.pop_front();
+        }
+    }
+
+    fn status(&self) -> WorkloadStatus {
+        let mut components = Vec::new();
+        if let Some(desired) = &self.desired {
+            for component in &desired.components {
+                let of: Vec<&Tracked> = self.instances.values().filter(|i| i.component == component.name).collect();
+                components.push(ComponentStatus {
+                    name: component.name.clone(),
+                    desired: component.replicas,
+                    updated: of.iter().filter(|i| i.revision == desired.revision).count() as u32,
+                    ready: of.iter().filter(|i| i.ready).count() as u32,
+                    // A tracker of an earlier revision says nothing about this one yet.
+                    phase: self
+                        .rollouts
+                        .get(&component.name)
+                        .filter(|r| r.revision == desired.revision)
+                        .map_or(RolloutPhase::Progressing, |r| r.phase),
+                });
+            }
+        }
+        WorkloadStatus {
+            revision: self.desired.as_ref().map_or(0, |d| d.revision),
+            components,
+            instances: self
+                .instances
+                .values()
+                .map(|i| InstanceStatus {
+                    name: i.name.clone(),
+                    component: i.component.clone(),
+                    revision: i.revision,
+                    state: i.state.clone(),
+                    ip: i.ip.clone(),
+                    restarts: i.restarts,
+                    started_micros: i.started_micros,
+                })
+                .collect(),
+            events: self.events.iter().cloned().collect(),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+struct Inner {
+    cri: Cri,
+    options: LocalOptions,
+    networks: NetworkAllocator,
+    workloads: Mutex<HashMap<WorkloadKey, WorkloadState>>,
+    wake: Notify,
+    changes: broadcast::Sender<(WorkloadKey, WorkloadStatus)>,
+}
+
+/// The embedded runtime.
+pub struct LocalDriver {
+    inner: Arc<Inner>,
+    reconciler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalDriver {
+    fn drop(&mut self) {
+        // Pods keep running: stopping the driver is not stopping the applications.
+        self.reconciler.abort();
+    }
+}
+
+fn micros_now() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+/// A DNS-safe, unique instance name: `<component>-<revision>-<5 hex>`.
+fn instance_name(component: &str, revision: u64) -> String {
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..5];
+    let mut base = format!("{component}-{revision}");
+    base.truncate(56);
+    format!("{base}-{suffix}")
+}
+
+impl LocalDriver {
+    /// Starts the driver on a CRI connection, adopting the pods it finds.
+    pub async fn start(cri: Cri, networks: NetworkAllocator, options: LocalOptions) -> Result<Self, LocalError> {
+        let (changes, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            cri,
+            options,
+            networks,
+            workloads: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            changes,
+        });
+        inner.adopt().await?;
+        let reconciler = tokio::spawn(reconcile_forever(inner.clone()));
+        Ok(Self { inner, reconciler })
+    }
+}
+
+/// Runs until the driver is dropped (which aborts it).
+async fn reconcile_forever(driver: Arc<Inner>) {
+    loop {
+        driver.reconcile_all().await;
+        let _ = tokio::time::timeout(driver.options.interval, driver.wake.notified()).await;
+    }
+}
+
+impl Inner {
+    /// Rebuilds the state from the pods on the runtime (after a restart of the control plane).
+    async fn adopt(&self) -> Result<(), LocalError> {
+        let mut cri = self.cri.clone();
+        let sandboxes = cri.list_pod_sandboxes(HashMap::new()).await?;
+        let containers = cri.list_containers(HashMap::new()).await?;
+        let mut workloads = self.workloads.lock().await;
+        for sandbox in sandboxes {
+            let label = |key: &str| sandbox.labels.get(key).cloned();
+            let (Some(project), Some(environment), Some(application), Some(component), Some(revision), Some(name)) = (
+                label(labels::PROJECT),
+                label(labels::ENVIRONMENT),
+                label(labels::APPLICATION),
+                label(labels::COMPONENT),
+                label(labels::REVISION).and_then(|r| r.parse::<u64>().ok()),
+                label(INSTANCE_LABEL),
+            ) else {
+                continue;
+            };
+            if sandbox.state != api::PodSandboxState::SandboxReady as i32 {
+                let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+                continue;
+            }
+            let latest = containers.iter().filter(|c| c.pod_sandbox_id == sandbox.id).max_by_key(|c| c.created_at);
+            let key = WorkloadKey { project, environment, application };
+            let ip = cri.pod_ip(&sandbox.id).await.ok().flatten();
+            let running = latest.is_some_and(|c| c.state == api::ContainerState::ContainerRunning as i32);
+            let tracked = Tracked {
+                name: name.clone(),
+                component,
+                revision,
+                sandbox_id: sandbox.id.clone(),
+                container_id: latest.map(|c| c.id.clone()),
+                attempt: latest.and_then(|c| c.metadata.as_ref()).map_or(0, |m| m.attempt),
+                ip,
+                state: InstanceState::Running { ready: running },
+                restarts: latest.and_then(|c| c.metadata.as_ref()).map_or(0, |m| m.attempt),
+                backoff: self.options.initial_backoff,
+                restart_at: None,
+                started: Some(Instant::now()),
+                started_micros: latest.map(|c| c.created_at / 1000),
+                started_up: true,
+                ready: running,
+                startup: ProbeTracker::default(),
+                readiness: ProbeTracker::default(),
+                liveness: ProbeTracker::default(),
+            };
+            tracing::info!(instance = %name, workload = %key, "adopted a running instance");
+            workloads.entry(key).or_default().instances.insert(name, tracked);
+        }
+        Ok(())
+    }
+
+    async fn reconcile_all(&self) {
+        let keys: Vec<WorkloadKey> = self.workloads.lock().await.keys().cloned().collect();
+        for key in keys {
+            let mut workloads = self.workloads.lock().await;
+            let Some(state) = workloads.get_mut(&key) else { continue };
+            if let Err(error) = self.reconcile(&key, state).await {
+                tracing::warn!(workload = %key, %error, "reconcile failed; will retry");
+            }
+            let status = state.status();
+            if state.published.as_ref() != Some(&status) {
+                state.published = Some(status.clone());
+                let _ = self.changes.send((key.clone(), status));
+            }
+        }
+    }
+
+    async fn reconcile(&self, key: &WorkloadKey, state: &mut WorkloadState) -> Result<(), LocalError> {
+        let mut cri = self.cri.clone();
+        let max_events = self.options.max_events;
+        let desired = state.desired.clone();
+        let names: Vec<String> = state.instances.keys().cloned().collect();
+        for name in names {
+            let (revision, component_name) = {
+                let tracked = &state.instances[&name];
+                (tracked.revision, tracked.component.clone())
+            };
+            let spec = state.revisions.get(&revision).cloned();
+            let component = spec.as_ref().and_then(|w| w.components.iter().find(|c| c.name == component_name));
+            self.look_after(&mut cri, state, &name, spec.as_ref(), component, max_events).await?;
+        }
+        let Some(desired) = desired else { return Ok(()) };
+        let live: std::collections::BTreeSet<u64> = state.instances.values().map(|i| i.revision).collect();
+        state.revisions.retain(|revision, _| *revision == desired.revision || live.contains(revision));
+        // Components no longer wanted.
+        let gone: Vec<String> = state
+            .instances
+            .values()
+            .filter(|i| !desired.components.iter().any(|c| c.name == i.component))
+            .map(|i| i.name.clone())
+            .collect();
+        for name in gone {
+            self.stop_instance(&mut cri, state, &name, "the component was removed from the application").await;
+        }
+        for component in &desired.components {
+            self.roll(&mut cri, key, state, &desired, component).await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts, probes and state of one instance.
+    async fn look_after(
+        &self,
+        cri: &mut Cri,
+        state: &mut WorkloadState,
+        name: &str,
+        revision: Option<&Workload>,
+        component: Option<&ComponentWorkload>,
+        max_events: usize,
+    ) -> Result<(), LocalError> {
+        let Some(instance) = state.instances.get_mut(name) else { return Ok(()) };
+        let Some(container_id) = instance.container_id.clone() else { return Ok(()) };
+        let status = match cri.container_status(&container_id).await {
+            Ok(status) => status,
+            Err(error) => {
+                instance.state = InstanceState::Pending { reason: error.to_string() };
+                instance.ready = false;
+                return Ok(());
+            }
+        };
+        if status.state == api::ContainerState::ContainerExited as i32 {
+            instance.ready = false;
+            let oom = status.reason == "OOMKilled";
+            let policy = component.map_or(RestartPolicy::Always, |c| c.restart_policy);
+            let restart = match policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => status.exit_code != 0,
+                RestartPolicy::Never => false,
+            };
+            if !restart {
+                instance.state =
+                    if oom { InstanceState::OomKilled } else { InstanceState::Exited { exit_code: status.exit_code } };
+                return Ok(());
+            }
+            let Some(component) = component else { return Ok(()) };
+            match instance.restart_at {
+                None => {
+                    // Ran for a while: a fresh failure, not a loop.
+                    if instance.started.is_some_and(|s| s.elapsed() >= Duration::from_secs(60)) {
+                        instance.backoff = self.options.initial_backoff;
+                    }
+                    let backoff = instance.backoff;
+                    instance.restart_at = Some(Instant::now() + backoff);
+                    instance.state = if oom {
+                        InstanceState::OomKilled
+                    } else {
+                        InstanceState::CrashLoop { exit_code: status.exit_code, backoff_seconds: backoff.as_secs() }
+                    };
+                    instance.backoff = (backoff * 2).min(self.options.max_backoff);
+                    let (reason, message) = if oom {
+                        ("OOMKilled", format!("killed for exceeding its memory limit; restarting in {backoff:?}"))
+                    } else {
+                        ("BackOff", format!("exited with {}; restarting in {backoff:?}", status.exit_code))
+                    };
+                    let (component_name, instance_name) = (instance.component.clone(), instance.name.clone());
+                    state.event(
+                        max_events,
+                        EventType::Warning,
+                        reason,
+                        message,
+                        Some(&component_name),
+                        Some(&instance_name),
+                    );
+                }
+                Some(at) if Instant::now() >= at => {
+                    let _ = cri.remove_container(&container_id).await;
+                    instance.attempt += 1;
+                    instance.restarts += 1;
+                    instance.restart_at = None;
+                    if let Some(workload) = revision {
+                        self.start_container(cri, workload, component, instance).await?;
+                    }
+                    let (component_name, instance_name, restarts) =
+                        (instance.component.clone(), instance.name.clone(), instance.restarts);
+                    state.event(
+                        max_events,
+                        EventType::Normal,
+                        "Restarted",
+                        format!("restart {restarts}"),
+                        Some(&component_name),
+                        Some(&instance_name),
+                    );
+                }
+                Some(_) => {}
+            }
+            return Ok(());
+        }
+        if status.state != api::ContainerState::ContainerRunning as i32 {
+            instance.state = InstanceState::Pending { reason: "container created".into() };
+            return Ok(());
+        }
+        // Running: probes.
+        let Some(component) = component else {
+            instance.ready = true;
+            instance.state = InstanceState::Running { ready: true };
+            return Ok(());
+        };
+        let started = *instance.started.get_or_insert_with(Instant::now);
+        let ip = instance.ip.clone();
+        let mut failure: Option<(String, String)> = None;
+        if !instance.started_up {
+            match &component.startup {
+                None => instance.started_up = true,
+                Some(probe) if instance.startup.due(probe, started) => {
+                    let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                    instance.startup.record(result.is_ok());
+                    if result.is_ok() && instance.startup.successes >= probe.success_threshold {
+                        instance.started_up = true;
+                    } else if let Err(why) = result
+                        && instance.startup.failures >= probe.failure_threshold
+                    {
+                        failure = Some(("startup".into(), why));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if instance.started_up && failure.is_none() {
+            if let Some(probe) = &component.liveness
+                && instance.liveness.due(probe, started)
+            {
+                let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                instance.liveness.record(result.is_ok());
+                if let Err(why) = result
+                    && instance.liveness.failures >= probe.failure_threshold
+                {
+                    failure = Some(("liveness".into(), why));
+                }
+            }
+            match &component.readiness {
+                None => instance.ready = true,
+                Some(probe) if instance.readiness.due(probe, started) => {
+                    let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                    instance.readiness.record(result.is_ok());
+                    if result.is_ok() && instance.readiness.successes >= probe.success_threshold {
+                        instance.ready = true;
+                    } else if instance.readiness.failures >= probe.failure_threshold {
+                        instance.ready = false;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        instance.state = InstanceState::Running { ready: instance.ready };
+        if let Some((which, why)) = failure {
+            instance.ready = false;
+            instance.started = None;
+            instance.started_up = false;
+            instance.startup = ProbeTracker::default();
+            instance.liveness = ProbeTracker::default();
+            instance.readiness = ProbeTracker::default();
+            let (component_name, instance_name) = (instance.component.clone(), instance.name.clone());
+            state.event(
+                max_events,
+                EventType::Warning,
+                "Unhealthy",
+                format!("{which} probe failed: {why}; killing the container"),
+                Some(&component_name),
+                Some(&instance_name),
+            );
+            cri.stop_container(&container_id, 5).await?;
+        }
+        Ok(())
+    }
+
+    async fn probe(
+        &self,
+        cri: &mut Cri,
+        probe: &ResolvedProbe,
+        ip: Option<&str>,
+        container: &str,
+    ) -> Result<(), String> {
+        let timeout = Duration::from_secs(u64::from(probe.timeout_seconds));
+        probe::run(cri, &probe.action, ip, container, timeout).await
+    }
+
+    /// One step of the rolling update of `component`.
+    async fn roll(
+        &self,
+        cri: &mut Cri,
+        key: &WorkloadKey,
+        state: &mut WorkloadState,
+        workload: &Workload,
+        component: &ComponentWorkload,
+    ) -> Result<(), LocalError> {
+        let max_events = self.options.max_events;
+        let instances: Vec<rollout::Instance<String>> = state
+            .instances
+            .values()
+            .filter(|i| i.component == component.name)
+            .map(|i| rollout::Instance { id: i.name.clone(), current: i.revision == workload.revision, ready: i.ready })
+            .collect();
+        let progress = Progress::of(&instances);
+        let strategy = Strategy {
+            replicas: component.replicas,
+            max_surge: component.max_surge,
+            max_unavailable: component.max_unavailable,
+        };
+        // Progress tracking.
+        let tracker = state.rollouts.entry(component.name.clone()).or_insert(RolloutTracker {
+            revision: workload.revision,
+            last: progress,
+            since: Instant::now(),
+            phase: RolloutPhase::Progressing,
+        });
+        if tracker.revision != workload.revision {
+            *tracker = RolloutTracker {
+                revision: workload.revision,
+                last: progress,
+                since: Instant::now(),
+                phase: RolloutPhase::Progressing,
+            };
+        }
+        let advanced = progress.updated_ready > tracker.last.updated_ready || progress.old < tracker.last.old;
+        if advanced {
+            tracker.since = Instant::now();
+        }
+        tracker.last = progress;
+        let complete = progress.is_complete(component.replicas);
+        let previous = tracker.phase;
+        tracker.phase = if complete {
+            RolloutPhase::Complete
+        } else if previous == RolloutPhase::DeadlineExceeded
+            || tracker.since.elapsed() > Duration::from_secs(u64::from(component.progress_deadline_seconds))
+        {
+            RolloutPhase::DeadlineExceeded
+        } else {
+            RolloutPhase::Progressing
+        };
+        let phase = tracker.phase;
+        if phase != previous {
+            match phase {
+                RolloutPhase::Complete => state.event(
+                    max_events,
+                    EventType::Normal,
+                    "RolloutComplete",
+                    format!("revision {} is ready on {} instances", workload.revision, component.replicas),
+                    Some(&component.name),
+                    None,
+                ),
+                RolloutPhase::DeadlineExceeded => state.event(
+                    max_events,
+                    EventType::Warning,
+                    "ProgressDeadlineExceeded",
+                    format!(
+                        "revision {} made no progress for {} s ({} of {} updated instances ready)",
+                        workload.revision,
+                        component.progress_deadline_seconds,
+                        progress.updated_ready,
+                        component.replicas
+                    ),
+                    Some(&component.name),
+                    None,
+                ),
+                RolloutPhase::Progressing => {}
+            }
+        }
+        let step = rollout::next_step(strategy, &instances);
+        for name in &step.stop {
+            self.stop_instance(cri, state, name, "replaced or scaled down").await;
+        }
+        for _ in 0..step.start {
+            let name = instance_name(&component.name, workload.revision);
+            match self.create_instance(cri, key, workload, component, &name).await {
+                Ok(tracked) => {
+                    state.event(
+                        max_events,
+                        EventType::Normal,
+                        "Started",
+                        format!("instance of revision {} started", workload.revision),
+                        Some(&component.name),
+                        Some(&name),
+                    );
+                    state.instances.insert(name, tracked);
+                }
+                Err(error) => {
+                    state.event(
+                        max_events,
+                        EventType::Warning,
+                        "FailedCreate",
+                        error.to_string(),
+                        Some(&component.name),
+                        Some(&name),
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn plan<'a>(&self, workload: &'a Workload, component: &'a ComponentWorkload, name: &str) -> InstancePlan<'a> {
+        InstancePlan {
+            workload,
+            component,
+            name: name.to_string(),
+            namespace: NetworkAllocator::namespace(&workload.key.project, &workload.key.environment),
+            dir: instance_dir(&self.options.root, name),
+            volumes_dir: self
+                .options
+                .root
+                .join("volumes")
+                .join(&workload.key.project)
+                .join(&workload.key.environment)
+                .join(&workload.key.application),
+            dns: None,
+        }
+    }
+
+    async fn create_instance(
+        &self,
+        cri: &mut Cri,
+        key: &WorkloadKey,
+        workload: &Workload,
+        component: &ComponentWorkload,
+        name: &str,
+    ) -> Result<Tracked, LocalError> {
+        let plan = self.plan(workload, component, name);
+        self.networks.ensure(&plan.namespace)?;
+        std::fs::create_dir_all(plan.log_dir())
+            .map_err(LocalError::io(format!("cannot create {}", plan.log_dir().display())))?;
+        if cri.image_id(&component.image).await?.is_none() {
+            cri.pull_image(&component.image).await?;
+        }
+        let sandbox_id = cri.run_pod_sandbox(plan.sandbox()).await?;
+        let mut tracked = Tracked {
+            name: name.to_string(),
+            component: component.name.clone(),
+            revision: workload.revision,
+            sandbox_id: sandbox_id.clone(),
+            container_id: None,
+            attempt: 0,
+            ip: cri.pod_ip(&sandbox_id).await.ok().flatten(),
+            state: InstanceState::Pending { reason: "starting".into() },
+            restarts: 0,
+            backoff: self.options.initial_backoff,
+            restart_at: None,
+            started: None,
+            started_micros: None,
+            started_up: false,
+            ready: false,
+            startup: ProbeTracker::default(),
+            readiness: ProbeTracker::default(),
+            liveness: ProbeTracker::default(),
+        };
+        if let Err(error) = self.start_container(cri, workload, component, &mut tracked).await {
+            let _ = cri.stop_pod_sandbox(&sandbox_id).await;
+            let _ = cri.remove_pod_sandbox(&sandbox_id).await;
+            return Err(error);
+        }
+        tracing::debug!(workload = %key, instance = name, "instance created");
+        Ok(tracked)
+    }
+
+    async fn start_container(
+        &self,
+        cri: &mut Cri,
+        workload: &Workload,
+        component: &ComponentWorkload,
+        tracked: &mut Tracked,
+    ) -> Result<(), LocalError> {
+        let plan = self.plan(workload, component, &tracked.name);
+        let mut mounts = plan.write_files()?;
+        mounts.extend(plan.volume_mounts()?);
+        let mut config = plan.container(mounts);
+        if let Some(metadata) = config.metadata.as_mut() {
+            metadata.attempt = tracked.attempt;
+        }
+        config.log_path = format!("{}.{}.log", component.name, tracked.attempt);
+        let id = cri.create_container(&tracked.sandbox_id, config, plan.sandbox()).await?;
+        cri.start_container(&id).await?;
+        tracked.container_id = Some(id);
+        tracked.started = Some(Instant::now());
+        tracked.started_micros = Some(micros_now());
+        tracked.started_up = false;
+        tracked.ready = false;
+        tracked.startup = ProbeTracker::default();
+        tracked.readiness = ProbeTracker::default();
+        tracked.liveness = ProbeTracker::default();
+        tracked.state = InstanceState::Running { ready: false };
+        Ok(())
+    }
+
+    async fn stop_instance(&self, cri: &mut Cri, state: &mut WorkloadState, name: &str, why: &str) {
+        let Some(instance) = state.instances.remove(name) else { return };
+        let _ = cri.stop_pod_sandbox(&instance.sandbox_id).await;
+        let _ = cri.remove_pod_sandbox(&instance.sandbox_id).await;
+        let _ = std::fs::remove_dir_all(instance_dir(&self.options.root, name));
+        state.event(
+            self.options.max_events,
+            EventType::Normal,
+            "Killing",
+            format!("stopped instance of revision {}: {why}", instance.revision),
+            Some(&instance.component),
+            Some(name),
+        );
+    }
+}
+
+#[async_trait]
+impl ClusterDriver for LocalDriver {
+    async fn apply(&self, workload: &Workload) -> Result<(), DriverError> {
+        let mut workloads = self.inner.workloads.lock().await;
+        let state = workloads.entry(workload.key.clone()).or_default();
+        let warnings: Vec<String> = workload
+            .components
+            .iter()
+            .filter(|c| !c.scheduling.node_selector.is_empty() || c.scheduling.spread)
+            .map(|c| {
+                format!("component {:?}: scheduling hints are ignored on the single-node embedded runtime", c.name)
+            })
+            .collect();
+        state.warnings = warnings;
+        state.revisions.insert(workload.revision, workload.clone());
+        state.desired = Some(workload.clone());
+        drop(workloads);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    async fn delete(&self, key: &WorkloadKey, keep_volumes: bool) -> Result<(), DriverError> {
+        let mut workloads = self.inner.workloads.lock().await;
+        let mut cri = self.inner.cri.clone();
+        let state = workloads.remove(key);
+        // Everything labelled as this workload's, including what the state may have missed.
+        for sandbox in cri.list_pod_sandboxes(workload_selector(key)).await? {
+            cri.stop_pod_sandbox(&sandbox.id).await?;
+            cri.remove_pod_sandbox(&sandbox.id).await?;
+            if let Some(name) = sandbox.labels.get(INSTANCE_LABEL) {
+                let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
+            }
+        }
+        if !keep_volumes {
+            let volumes = self
+                .inner
+                .options
+                .root
+                .join("volumes")
+                .join(&key.project)
+                .join(&key.environment)
+                .join(&key.application);
+            let _ = std::fs::remove_dir_all(volumes);
+        }
+        drop(state);
+        Ok(())
+    }
+
+    async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {
+        let workloads = self.inner.workloads.lock().await;
+        workloads.get(key).map(WorkloadState::status).ok_or_else(|| DriverError::NotFound(key.to_string()))
+    }
+
+    fn watch(&self) -> BoxStream<'static, (WorkloadKey, WorkloadStatus)> {
+        let receiver = self.inner.changes.subscribe();
+        Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(change) => return Some((change, receiver)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }))
+    }
+
+    async fn logs(
+        &self,
+        key: &WorkloadKey,
+        _query: LogQuery,
+    ) -> Result<BoxStream<'static, Result<LogLine, DriverError>>, DriverError> {
+        Err(DriverError::Failed(format!("logs of {key}: not implemented in the embedded runtime yet")))
+    }
+
+    async fn exec(
+        &self,
+        key: &WorkloadKey,
+        component: &str,
+        instance: Option<&str>,
+        command: Vec<String>,
+    ) -> Result<ExecOutput, DriverError> {
+        let container = {
+            let workloads = self.inner.workloads.lock().await;
+            let state = workloads.get(key).ok_or_else(|| DriverError::NotFound(key.to_string()))?;
+            state
+                .instances
+                .values()
+                .filter(|i| i.component == component && instance.is_none_or(|n| n == i.name))
+                .filter(|i| matches!(i.state, InstanceState::Running { .. }))
+                .find_map(|i| i.container_id.clone())
+                .ok_or_else(|| DriverError::NotFound(format!("a running instance of {component} in {key}")))?
+        };
+        let mut cri = self.inner.cri.clone();
+        let output = cri.exec_sync(&container, command, 60).await?;
+        Ok(ExecOutput { exit_code: output.exit_code, stdout: output.stdout, stderr: output.stderr })
+    }
+
+    async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
+        Err(DriverError::Failed(format!("metrics of {key}: not implemented in the embedded runtime yet")))
+    }
+}

@@ -1,0 +1,197 @@
+//! The embedded runtime as a cluster driver, for real: an application of two components
+//! comes up with its replicas ready, a new revision rolls out, a crashed container and a
+//! container failing its liveness probe are restarted, a revision that never becomes ready
+//! is reported past its progress deadline while the old one keeps serving, a new driver
+//! adopts running instances without restarting them, and delete removes everything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use flotilla_core::kinds::ApplicationSpec;
+use flotilla_driver::status::{EventType, RolloutPhase, WorkloadStatus};
+use flotilla_driver::workload::{Workload, WorkloadKey};
+use flotilla_driver::{ClusterDriver, DriverError};
+use flotilla_local::cri::Cri;
+use flotilla_local::driver::{LocalDriver, LocalOptions};
+use flotilla_local::instance::workload_selector;
+use flotilla_local::networks::NetworkAllocator;
+use flotilla_local::oci_archive::LayerFile;
+use serde_json::{Value, json};
+
+const IMAGE: &str = "flotilla.local/test/app:1";
+
+fn key(short: &str) -> WorkloadKey {
+    WorkloadKey { project: format!("p{short}"), environment: "test".into(), application: "shop".into() }
+}
+
+fn workload(key: &WorkloadKey, revision: u64, spec: Value) -> Workload {
+    let spec: ApplicationSpec = serde_json::from_value(spec).unwrap();
+    Workload::resolve(key.clone(), revision, &spec, &|_| None).unwrap()
+}
+
+fn web(replicas: u32, greeting: &str, readiness_port: u16, deadline: u32) -> Value {
+    json!({
+        "name": "web", "image": IMAGE, "replicas": replicas,
+        "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "env": [{"name": "GREETING", "value": greeting}],
+        "ports": [{"name": "http", "port": 8080}],
+        "probes": {"readiness": {"http": {"port": readiness_port, "path": "/"}, "periodSeconds": 1}},
+        "update": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": deadline}
+    })
+}
+
+async fn start_driver(runtime: &support::Runtime) -> LocalDriver {
+    let cri = Cri::connect(&runtime.socket).await.unwrap();
+    let networks = NetworkAllocator::new(runtime.networks_dir.clone().unwrap(), runtime.network_octet);
+    LocalDriver::start(cri, networks, LocalOptions::new(runtime.dir.join("runtime"))).await.unwrap()
+}
+
+/// Polls the driver's status until `done` holds (at most `seconds`).
+async fn wait_for(
+    driver: &LocalDriver,
+    key: &WorkloadKey,
+    seconds: u64,
+    what: &str,
+    done: impl Fn(&WorkloadStatus) -> bool,
+) -> WorkloadStatus {
+    let started = Instant::now();
+    loop {
+        if let Ok(status) = driver.status(key).await
+            && done(&status)
+        {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(seconds) {
+            panic!("{what} within {seconds} s; last status: {:#?}", driver.status(key).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn component<'a>(status: &'a WorkloadStatus, name: &str) -> &'a flotilla_driver::status::ComponentStatus {
+    status.components.iter().find(|c| c.name == name).unwrap()
+}
+
+fn complete(status: &WorkloadStatus, revision: u64) -> bool {
+    status.revision == revision
+        && status.components.iter().all(|c| c.phase == RolloutPhase::Complete)
+        && status.instances.iter().all(|i| i.revision == revision && i.is_ready())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let key = key(&short);
+    let options = support::Options {
+        cleanup_labels: vec![workload_selector(&key)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(options, move |runtime| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let driver = start_driver(&runtime).await;
+        let worker = json!({
+            "name": "worker", "image": IMAGE,
+            "command": ["/bin/sh", "-c", "touch /tmp/healthy; sleep 3; rm /tmp/healthy; exec sleep 3600"],
+            "probes": {"liveness": {"exec": {"command": ["/bin/cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1, "initialDelaySeconds": 1}}
+        });
+        let v1 = workload(&key, 1, json!({"environment": "test", "components": [web(3, "one", 8080, 600), worker.clone()]}));
+        driver.apply(&v1).await.unwrap();
+        let status = wait_for(&driver, &key, 30, "3 web instances ready", |s| {
+            component(s, "web").ready == 3 && component(s, "web").phase == RolloutPhase::Complete
+        })
+        .await;
+        let web_ips: Vec<String> = status.instances.iter().filter(|i| i.component == "web").filter_map(|i| i.ip.clone()).collect();
+        assert_eq!(web_ips.len(), 3);
+        let output = driver.exec(&key, "web", None, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "one");
+
+        // The worker's liveness probe starts failing after 3 s: it is restarted.
+        let status = wait_for(&driver, &key, 30, "the worker restarted after failing liveness", |s| {
+            s.instances.iter().any(|i| i.component == "worker" && i.restarts >= 1)
+        })
+        .await;
+        assert!(status.events.iter().any(|e| e.reason == "Unhealthy" && e.kind == EventType::Warning), "{:#?}", status.events);
+
+        // A crashed web container is restarted in its pod.
+        let victim = status.instances.iter().find(|i| i.component == "web").unwrap().name.clone();
+        let mut cri = Cri::connect(&runtime.socket).await.unwrap();
+        let containers = cri.list_containers(std::collections::HashMap::from([("flotilla.io/instance".to_string(), victim.clone())])).await.unwrap();
+        cri.stop_container(&containers[0].id, 0).await.unwrap();
+        wait_for(&driver, &key, 30, "the stopped web container restarted and ready", |s| {
+            s.instances.iter().any(|i| i.name == victim && i.restarts >= 1 && i.is_ready())
+        })
+        .await;
+
+        // Revision 2 rolls out one instance at a time.
+        let v2 = workload(&key, 2, json!({"environment": "test", "components": [web(3, "two", 8080, 600), worker.clone()]}));
+        driver.apply(&v2).await.unwrap();
+        // (The worker keeps failing its liveness probe, so only the web component is judged.)
+        let status = wait_for(&driver, &key, 60, "revision 2 of web complete", |s| {
+            s.revision == 2 && component(s, "web").phase == RolloutPhase::Complete
+        })
+        .await;
+        assert_eq!(status.instances.iter().filter(|i| i.component == "web").count(), 3);
+        assert!(status.events.iter().any(|e| e.reason == "Killing"), "old instances were stopped");
+        let output = driver.exec(&key, "web", None, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()]).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "two");
+
+        // A new driver (the control plane restarted) adopts the instances: nothing restarts.
+        let before: Vec<(String, u32)> = status.instances.iter().map(|i| (i.name.clone(), i.restarts)).collect();
+        drop(driver);
+        let driver = start_driver(&runtime).await;
+        driver.apply(&v2).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = driver.status(&key).await.unwrap();
+        let mut names: Vec<String> = after.instances.iter().map(|i| i.name.clone()).collect();
+        names.sort();
+        let mut expected: Vec<String> = before.iter().map(|(n, _)| n.clone()).collect();
+        expected.sort();
+        assert_eq!(names, expected, "the same instances, adopted: {after:#?}");
+
+        driver.delete(&key, false).await.unwrap();
+        assert!(matches!(driver.status(&key).await, Err(DriverError::NotFound(_))));
+        let left = cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap();
+        assert!(left.is_empty(), "delete removed every pod: {left:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_never_becomes_ready_misses_its_deadline_and_the_old_one_keeps_serving() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let key = key(&short);
+    let options = support::Options {
+        cleanup_labels: vec![workload_selector(&key)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(options, move |runtime| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let driver = start_driver(&runtime).await;
+        driver
+            .apply(&workload(&key, 1, json!({"environment": "test", "components": [web(2, "one", 8080, 600)]})))
+            .await
+            .unwrap();
+        wait_for(&driver, &key, 30, "revision 1 complete", |s| complete(s, 1)).await;
+        // Revision 2's readiness probe asks a port nothing listens on.
+        driver
+            .apply(&workload(&key, 2, json!({"environment": "test", "components": [web(2, "two", 9999, 3)]})))
+            .await
+            .unwrap();
+        let status = wait_for(&driver, &key, 30, "revision 2 past its deadline", |s| {
+            s.revision == 2 && component(s, "web").phase == RolloutPhase::DeadlineExceeded
+        })
+        .await;
+        let serving = status.instances.iter().filter(|i| i.revision == 1 && i.is_ready()).count();
+        assert_eq!(serving, 2, "maxUnavailable 0: both old instances still serve: {status:#?}");
+        assert!(status.events.iter().any(|e| e.reason == "ProgressDeadlineExceeded"), "{:#?}", status.events);
+        driver.delete(&key, false).await.unwrap();
+    })
+    .await;
+}
