@@ -43,6 +43,8 @@ impl Server {
             .arg(data_dir)
             .env("FLOTILLA_ADMIN_PASSWORD", admin_password)
             .env("FLOTILLA_LOG__LEVEL", "warn")
+            // The API benchmark measures the control plane, not the embedded runtime.
+            .env("FLOTILLA_RUNTIME__ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "tokens",
     "login",
     "log",
+    "runtime",
 ];
 
 /// Whether the environment variable `FLOTILLA_<rest>` is configuration.
@@ -71,6 +72,35 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub login: LoginConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// The embedded runtime (the `local` cluster): containerd, runc and CNI on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Run applications on this machine. Off: the control plane only drives other clusters.
+    pub enabled: bool,
+    /// A containerd to use instead of starting our own (its CRI plugin must be enabled).
+    pub containerd_socket: Option<PathBuf>,
+    /// Where the standard CNI plugins are.
+    pub cni_bin_dir: PathBuf,
+    /// A static busybox, from which the pod sandbox image is built.
+    pub busybox: PathBuf,
+    /// Environment networks are `10.<network_octet>.N.0/24`.
+    pub network_octet: u8,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            containerd_socket: None,
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+            busybox: PathBuf::from("/bin/busybox"),
+            network_octet: 89,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +157,7 @@ impl Default for Config {
             tokens: TokenConfig { default_ttl_days: 30, max_ttl_days: 365 },
             login: LoginConfig { max_failures: 5, window_secs: 900, lockout_secs: 30, max_lockout_secs: 3600 },
             log: LogConfig { level: "info".into(), format: "text".into() },
+            runtime: RuntimeConfig::default(),
         }
     }
 }

@@ -13,12 +13,14 @@
 //! - [`networks`]: the network of each environment, allocated on first use.
 //! - [`probe`]: HTTP, TCP and exec health probes.
 //! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
+//! - [`embedded`]: bringing it all up under the data dir.
 
 pub mod cni;
 pub mod cni_plugin;
 pub mod containerd;
 pub mod cri;
 pub mod driver;
+pub mod embedded;
 pub mod images;
 pub mod instance;
 pub mod networks;

@@ -25,6 +25,11 @@ enum Top {
 }
 
 fn main() {
+    // containerd runs this binary as the `flotilla-net` CNI plugin (see flotilla_local::cni_plugin).
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    if invoked_as.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == flotilla_local::cni_plugin::PLUGIN_NAME) {
+        std::process::exit(flotilla_local::cni_plugin::main());
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

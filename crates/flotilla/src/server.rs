@@ -125,13 +125,52 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             flotilla_api::bootstrap::ADMIN_USER,
         );
     }
+    let runtime = start_runtime(&config).await;
     let app = flotilla_api::app(store, kinds, Arc::new(config), clock);
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown_signal()).await?;
+    if let Some(runtime) = runtime {
+        runtime.stop().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the embedded runtime (the `local` cluster) unless disabled. A runtime that cannot
+/// start (no containerd, not root, …) does not keep the control plane down: the error is
+/// logged and the control plane serves without it.
+async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::EmbeddedRuntime> {
+    if !config.runtime.enabled {
+        tracing::info!("embedded runtime disabled (runtime.enabled = false)");
+        return None;
+    }
+    let started = async {
+        let data_dir = std::fs::canonicalize(&config.data_dir)
+            .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
+        let options = flotilla_local::embedded::EmbeddedOptions {
+            dir: data_dir.join("runtime"),
+            containerd_socket: config.runtime.containerd_socket.clone(),
+            cni_bin_dir: config.runtime.cni_bin_dir.clone(),
+            busybox: config.runtime.busybox.clone(),
+            network_plugin: std::env::current_exe().context("cannot find the flotilla executable")?,
+            network_octet: config.runtime.network_octet,
+        };
+        anyhow::Ok(flotilla_local::embedded::EmbeddedRuntime::start(&options).await?)
+    };
+    match started.await {
+        Ok(runtime) => {
+            tracing::info!(socket = %runtime.containerd.socket().display(), "embedded runtime ready");
+            Some(runtime)
+        }
+        Err(error) => {
+            tracing::error!(
+                "the embedded runtime could not start, so applications cannot run on this machine: {error:#}"
+            );
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -28,6 +28,8 @@ impl Server {
             .arg(data_dir)
             .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
             .env("FLOTILLA_LOG__LEVEL", "warn")
+            // These tests are about the control plane; tests/runtime.rs covers the runtime.
+            .env("FLOTILLA_RUNTIME__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
