@@ -161,6 +161,24 @@ impl Cri {
         Ok(())
     }
 
+    pub async fn container_stats(&mut self, id: &str) -> Result<api::ContainerStats, LocalError> {
+        let request = api::ContainerStatsRequest { container_id: id.to_string() };
+        let response = self.runtime.container_stats(request).await.map_err(failed("ContainerStats"))?;
+        response
+            .into_inner()
+            .stats
+            .ok_or_else(|| LocalError::Cri { call: "ContainerStats", status: format!("no stats for {id}") })
+    }
+
+    pub async fn pod_sandbox_stats(&mut self, id: &str) -> Result<api::PodSandboxStats, LocalError> {
+        let request = api::PodSandboxStatsRequest { pod_sandbox_id: id.to_string() };
+        let response = self.runtime.pod_sandbox_stats(request).await.map_err(failed("PodSandboxStats"))?;
+        response
+            .into_inner()
+            .stats
+            .ok_or_else(|| LocalError::Cri { call: "PodSandboxStats", status: format!("no stats for {id}") })
+    }
+
     /// Runs `command` in a running container and waits for it (at most `timeout_seconds`).
     pub async fn exec_sync(
         &mut self,

@@ -32,7 +32,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 
 use crate::LocalError;
 use crate::cri::{Cri, api};
-use crate::instance::{INSTANCE_LABEL, InstancePlan, instance_dir, workload_selector};
+use crate::instance::{INSTANCE_LABEL, InstancePlan, disk_io, instance_dir, remove_pod_cgroup, workload_selector};
 use crate::networks::NetworkAllocator;
 use crate::probe;
 
@@ -764,6 +764,7 @@ impl Inner {
         let Some(instance) = state.instances.remove(name) else { return };
         let _ = cri.stop_pod_sandbox(&instance.sandbox_id).await;
         let _ = cri.remove_pod_sandbox(&instance.sandbox_id).await;
+        remove_pod_cgroup(name);
         let _ = std::fs::remove_dir_all(instance_dir(&self.options.root, name));
         state.event(
             self.options.max_events,
@@ -806,6 +807,7 @@ impl ClusterDriver for LocalDriver {
             cri.stop_pod_sandbox(&sandbox.id).await?;
             cri.remove_pod_sandbox(&sandbox.id).await?;
             if let Some(name) = sandbox.labels.get(INSTANCE_LABEL) {
+                remove_pod_cgroup(name);
                 let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
             }
         }
@@ -873,7 +875,49 @@ impl ClusterDriver for LocalDriver {
         Ok(ExecOutput { exit_code: output.exit_code, stdout: output.stdout, stderr: output.stderr })
     }
 
+    /// CPU and memory from the CRI's container stats, network from the pod's, disk I/O from
+    /// the pod's `blkio` cgroup (zero where the kernel does not account blkio, as on hosts
+    /// whose root `blkio.throttle.io_service_bytes` reads "Total 0").
     async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
-        Err(DriverError::Failed(format!("metrics of {key}: not implemented in the embedded runtime yet")))
+        let instances: Vec<(String, String, Option<String>)> = {
+            let workloads = self.inner.workloads.lock().await;
+            let state = workloads.get(key).ok_or_else(|| DriverError::NotFound(key.to_string()))?;
+            state.instances.values().map(|i| (i.name.clone(), i.sandbox_id.clone(), i.container_id.clone())).collect()
+        };
+        let mut cri = self.inner.cri.clone();
+        let value = |v: Option<&api::UInt64Value>| v.map_or(0, |v| v.value);
+        let mut metrics = Vec::with_capacity(instances.len());
+        for (name, sandbox, container) in instances {
+            let Some(container) = container else { continue };
+            let Ok(stats) = cri.container_stats(&container).await else { continue };
+            let network = cri
+                .pod_sandbox_stats(&sandbox)
+                .await
+                .ok()
+                .and_then(|s| s.linux)
+                .and_then(|l| l.network)
+                .map(|n| n.interfaces.into_iter().chain(n.default_interface).collect::<Vec<_>>())
+                .unwrap_or_default();
+            // The default interface may also be listed among the interfaces: count each once.
+            let mut seen = std::collections::BTreeMap::new();
+            for interface in network {
+                seen.insert(
+                    interface.name.clone(),
+                    (value(interface.rx_bytes.as_ref()), value(interface.tx_bytes.as_ref())),
+                );
+            }
+            let (read, write) = disk_io(&name);
+            metrics.push(InstanceMetrics {
+                instance: name,
+                time_micros: micros_now(),
+                cpu_usage_nanos: value(stats.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref())),
+                memory_bytes: value(stats.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref())),
+                network_rx_bytes: seen.values().map(|(rx, _)| rx).sum(),
+                network_tx_bytes: seen.values().map(|(_, tx)| tx).sum(),
+                disk_read_bytes: read,
+                disk_write_bytes: write,
+            });
+        }
+        Ok(metrics)
     }
 }

@@ -83,7 +83,7 @@ impl InstancePlan<'_> {
             dns_config: self.dns.clone(),
             port_mappings,
             labels: self.labels(),
-            linux: Some(api::LinuxPodSandboxConfig::default()),
+            linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: pod_cgroup(&self.name), ..Default::default() }),
             ..Default::default()
         }
     }
@@ -171,6 +171,40 @@ fn cpu_shares(millis: Option<u64>) -> i64 {
     match millis {
         None => 2,
         Some(millis) => (i64::try_from(millis).unwrap_or(i64::MAX / 1024) * 1024 / 1000).max(2),
+    }
+}
+
+/// The cgroup (below each controller's root) holding an instance's containers; the runtime
+/// reads its I/O counters and removes it with the instance (runc never removes parents).
+pub fn pod_cgroup(instance: &str) -> String {
+    format!("/flotilla/{instance}")
+}
+
+/// Bytes read and written by the instance's containers (cgroup v1 `blkio`).
+pub fn disk_io(instance: &str) -> (u64, u64) {
+    let path = format!("/sys/fs/cgroup/blkio{}/blkio.throttle.io_service_bytes", pod_cgroup(instance));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut totals = (0, 0);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [_, operation, bytes] = fields.as_slice() {
+            let bytes: u64 = bytes.parse().unwrap_or(0);
+            match *operation {
+                "Read" => totals.0 += bytes,
+                "Write" => totals.1 += bytes,
+                _ => {}
+            }
+        }
+    }
+    totals
+}
+
+/// Removes an instance's pod cgroup from every controller (after its sandbox is removed).
+pub fn remove_pod_cgroup(instance: &str) {
+    let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    for controller in controllers.flatten() {
+        let path = controller.path().join(pod_cgroup(instance).trim_start_matches('/'));
+        let _ = std::fs::remove_dir(path);
     }
 }
 

@@ -195,3 +195,42 @@ async fn a_revision_that_never_becomes_ready_misses_its_deadline_and_the_old_one
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_come_back_per_instance() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let key = key(&short);
+    let options = support::Options {
+        cleanup_labels: vec![workload_selector(&key)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(options, move |runtime| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let driver = start_driver(&runtime).await;
+        driver
+            .apply(&workload(&key, 1, json!({"environment": "test", "components": [web(1, "one", 8080, 600)]})))
+            .await
+            .unwrap();
+        let status = wait_for(&driver, &key, 30, "ready", |s| complete(s, 1)).await;
+        let instance = status.instances[0].name.clone();
+        let metrics = driver.metrics(&key).await.unwrap();
+        assert_eq!(metrics.len(), 1);
+        let m = &metrics[0];
+        assert_eq!(m.instance, instance);
+        assert!(m.cpu_usage_nanos > 0, "{m:?}");
+        assert!(m.memory_bytes > 0, "{m:?}");
+        assert!(m.network_rx_bytes > 0 && m.network_tx_bytes > 0, "the readiness probes' traffic: {m:?}");
+        // Disk I/O is read from the pod's blkio cgroup, which this machine's kernel does not
+        // account (its root reads "Total 0"): not asserted here.
+        let cgroup = format!("/sys/fs/cgroup/memory/flotilla/{instance}");
+        assert!(std::path::Path::new(&cgroup).exists(), "the instance's containers are in its pod cgroup");
+        driver.delete(&key, false).await.unwrap();
+        assert!(
+            !std::path::Path::new(&cgroup).exists(),
+            "the instance's cgroup is removed with it"
+        );
+    })
+    .await;
+}

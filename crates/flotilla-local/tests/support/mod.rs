@@ -161,6 +161,9 @@ where
             for sandbox in cri.list_pod_sandboxes(selector).await.unwrap_or_default() {
                 let _ = cri.stop_pod_sandbox(&sandbox.id).await;
                 let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+                if let Some(instance) = sandbox.labels.get(flotilla_local::instance::INSTANCE_LABEL) {
+                    flotilla_local::instance::remove_pod_cgroup(instance);
+                }
             }
         }
     }
