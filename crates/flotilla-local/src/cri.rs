@@ -179,6 +179,13 @@ impl Cri {
             .ok_or_else(|| LocalError::Cri { call: "PodSandboxStats", status: format!("no stats for {id}") })
     }
 
+    /// Makes containerd reopen a container's log file (after it was rotated).
+    pub async fn reopen_container_log(&mut self, id: &str) -> Result<(), LocalError> {
+        let request = api::ReopenContainerLogRequest { container_id: id.to_string() };
+        self.runtime.reopen_container_log(request).await.map_err(failed("ReopenContainerLog"))?;
+        Ok(())
+    }
+
     /// Runs `command` in a running container and waits for it (at most `timeout_seconds`).
     pub async fn exec_sync(
         &mut self,

@@ -48,6 +48,10 @@ pub struct LocalOptions {
     pub max_backoff: Duration,
     /// Events kept per workload.
     pub max_events: usize,
+    /// A log file larger than this is rotated.
+    pub max_log_bytes: u64,
+    /// Rotated log files kept per instance.
+    pub log_files_kept: usize,
 }
 
 impl LocalOptions {
@@ -58,6 +62,8 @@ impl LocalOptions {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             max_events: 200,
+            max_log_bytes: 10 * 1024 * 1024,
+            log_files_kept: 2,
         }
     }
 }
@@ -521,6 +527,12 @@ impl Inner {
             }
         }
         instance.state = InstanceState::Running { ready: instance.ready };
+        let log = instance_dir(&self.options.root, name).join("logs").join(format!("{}.log", instance.component));
+        match crate::logs::rotate_if_larger(&log, self.options.max_log_bytes, self.options.log_files_kept) {
+            Ok(true) => cri.reopen_container_log(&container_id).await?,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(instance = name, %error, "cannot rotate the log"),
+        }
         if let Some((which, why)) = failure {
             instance.ready = false;
             instance.started = None;
@@ -745,7 +757,6 @@ impl Inner {
         if let Some(metadata) = config.metadata.as_mut() {
             metadata.attempt = tracked.attempt;
         }
-        config.log_path = format!("{}.{}.log", component.name, tracked.attempt);
         let id = cri.create_container(&tracked.sandbox_id, config, plan.sandbox()).await?;
         cri.start_container(&id).await?;
         tracked.container_id = Some(id);
@@ -844,12 +855,71 @@ impl ClusterDriver for LocalDriver {
         }))
     }
 
+    /// The instances' log files (rotated ones included), merged by time; with `follow`, new
+    /// lines as they are written, across rotations, until the stream is dropped.
     async fn logs(
         &self,
         key: &WorkloadKey,
-        _query: LogQuery,
+        query: LogQuery,
     ) -> Result<BoxStream<'static, Result<LogLine, DriverError>>, DriverError> {
-        Err(DriverError::Failed(format!("logs of {key}: not implemented in the embedded runtime yet")))
+        let files: Vec<(String, PathBuf)> = {
+            let workloads = self.inner.workloads.lock().await;
+            let state = workloads.get(key).ok_or_else(|| DriverError::NotFound(key.to_string()))?;
+            state
+                .instances
+                .values()
+                .filter(|i| query.component.as_ref().is_none_or(|c| *c == i.component))
+                .filter(|i| query.instance.as_ref().is_none_or(|n| *n == i.name))
+                .map(|i| {
+                    let path = instance_dir(&self.inner.options.root, &i.name)
+                        .join("logs")
+                        .join(format!("{}.log", i.component));
+                    (i.name.clone(), path)
+                })
+                .collect()
+        };
+        let keep = self.inner.options.log_files_kept;
+        let mut initial = Vec::new();
+        let mut followers = Vec::new();
+        for (instance, current) in files {
+            let rotated: Vec<PathBuf> =
+                crate::logs::files(&current, keep).into_iter().filter(|p| *p != current).collect();
+            let mut lines = crate::logs::read(&rotated, &instance, query.since_micros);
+            let mut follower = crate::logs::Follower::new(current, instance);
+            lines.extend(
+                follower.poll().into_iter().filter(|l| query.since_micros.is_none_or(|since| l.time_micros >= since)),
+            );
+            initial.extend(crate::logs::tail(lines, query.tail));
+            followers.push(follower);
+        }
+        initial.sort_by_key(|l| l.time_micros);
+        let initial = futures::stream::iter(initial.into_iter().map(Ok));
+        if !query.follow {
+            return Ok(Box::pin(initial));
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<LogLine, DriverError>>(1024);
+        for mut follower in followers {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    for line in follower.poll() {
+                        if sender.send(Ok(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sender.is_closed() {
+                        return;
+                    }
+                }
+            });
+        }
+        let live =
+            futures::stream::unfold(
+                receiver,
+                |mut receiver| async move { receiver.recv().await.map(|l| (l, receiver)) },
+            );
+        Ok(Box::pin(futures::StreamExt::chain(initial, live)))
     }
 
     async fn exec(

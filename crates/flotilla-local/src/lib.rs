@@ -10,6 +10,7 @@
 //! - [`cni`]: a plain bridge network, as a CNI configuration.
 //! - [`cni_plugin`]: `flotilla-net`, the CNI plugin giving each environment an isolated network.
 //! - [`instance`]: one instance of a component as a CRI pod sandbox and container.
+//! - [`logs`]: reading, following and rotating instance log files.
 //! - [`networks`]: the network of each environment, allocated on first use.
 //! - [`probe`]: HTTP, TCP and exec health probes.
 //! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
@@ -23,6 +24,7 @@ pub mod driver;
 pub mod embedded;
 pub mod images;
 pub mod instance;
+pub mod logs;
 pub mod networks;
 pub mod oci_archive;
 pub mod probe;

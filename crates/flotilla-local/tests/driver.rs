@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use flotilla_core::kinds::ApplicationSpec;
 use flotilla_driver::status::{EventType, RolloutPhase, WorkloadStatus};
 use flotilla_driver::workload::{Workload, WorkloadKey};
-use flotilla_driver::{ClusterDriver, DriverError};
+use flotilla_driver::{ClusterDriver, DriverError, LogQuery, LogStream};
 use flotilla_local::cri::Cri;
 use flotilla_local::driver::{LocalDriver, LocalOptions};
 use flotilla_local::instance::workload_selector;
 use flotilla_local::networks::NetworkAllocator;
 use flotilla_local::oci_archive::LayerFile;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 const IMAGE: &str = "flotilla.local/test/app:1";
@@ -44,9 +45,13 @@ fn web(replicas: u32, greeting: &str, readiness_port: u16, deadline: u32) -> Val
 }
 
 async fn start_driver(runtime: &support::Runtime) -> LocalDriver {
+    start_driver_with(runtime, LocalOptions::new(runtime.dir.join("runtime"))).await
+}
+
+async fn start_driver_with(runtime: &support::Runtime, options: LocalOptions) -> LocalDriver {
     let cri = Cri::connect(&runtime.socket).await.unwrap();
     let networks = NetworkAllocator::new(runtime.networks_dir.clone().unwrap(), runtime.network_octet);
-    LocalDriver::start(cri, networks, LocalOptions::new(runtime.dir.join("runtime"))).await.unwrap()
+    LocalDriver::start(cri, networks, options).await.unwrap()
 }
 
 /// Polls the driver's status until `done` holds (at most `seconds`).
@@ -227,10 +232,57 @@ async fn metrics_come_back_per_instance() {
         let cgroup = format!("/sys/fs/cgroup/memory/flotilla/{instance}");
         assert!(std::path::Path::new(&cgroup).exists(), "the instance's containers are in its pod cgroup");
         driver.delete(&key, false).await.unwrap();
-        assert!(
-            !std::path::Path::new(&cgroup).exists(),
-            "the instance's cgroup is removed with it"
-        );
+        assert!(!std::path::Path::new(&cgroup).exists(), "the instance's cgroup is removed with it");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_followed_and_rotated() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let key = key(&short);
+    let options = support::Options {
+        cleanup_labels: vec![workload_selector(&key)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(options, move |runtime| async move {
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![]).await;
+        let mut options = LocalOptions::new(runtime.dir.join("runtime"));
+        options.max_log_bytes = 400;
+        let driver = start_driver_with(&runtime, options).await;
+        let talker = json!({"name": "talker", "image": IMAGE, "command": ["/bin/sh", "-c",
+            "i=0; while true; do echo line $i; echo warn $i >&2; i=$((i+1)); sleep 0.1; done"]});
+        driver.apply(&workload(&key, 1, json!({"environment": "test", "components": [talker]}))).await.unwrap();
+        wait_for(&driver, &key, 30, "running", |s| complete(s, 1)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let query = LogQuery { tail: Some(3), ..Default::default() };
+        let lines: Vec<_> = driver.logs(&key, query).await.unwrap().collect().await;
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
+        assert!(lines.iter().any(|l| l.stream == LogStream::Stderr && l.text.starts_with("warn ")), "{lines:?}");
+        assert!(lines.windows(2).all(|w| w[0].time_micros <= w[1].time_micros), "merged by time");
+
+        // Following goes on across rotations (400 bytes is a few tenths of a second of output).
+        let query = LogQuery { tail: Some(0), follow: true, component: Some("talker".into()), ..Default::default() };
+        let mut stream = driver.logs(&key, query).await.unwrap();
+        let mut numbers = Vec::new();
+        while numbers.len() < 30 {
+            let line =
+                tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("a line").unwrap().unwrap();
+            if let Some(n) = line.text.strip_prefix("line ") {
+                numbers.push(n.parse::<u64>().unwrap());
+            }
+        }
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "no line lost or repeated across rotations: {numbers:?}");
+        let logs = runtime.dir.join("runtime/instances");
+        let rotated = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .any(|instance| instance.path().join("logs/talker.log.1").exists());
+        assert!(rotated, "the log was rotated");
+        driver.delete(&key, false).await.unwrap();
     })
     .await;
 }
