@@ -96,6 +96,10 @@ pub trait ClusterDriver: Send + Sync + 'static {
     /// Removes everything of the workload; its persistent volumes too unless `keep_volumes`.
     async fn delete(&self, key: &WorkloadKey, keep_volumes: bool) -> Result<(), DriverError>;
 
+    /// Every workload the cluster runs something of (including ones adopted after a restart
+    /// and not applied since), so that the control plane can remove what it no longer wants.
+    async fn workloads(&self) -> Result<Vec<WorkloadKey>, DriverError>;
+
     /// The workload's current status; `NotFound` when the cluster runs nothing of it.
     async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError>;
 

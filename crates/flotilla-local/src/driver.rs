@@ -837,6 +837,10 @@ impl ClusterDriver for LocalDriver {
         Ok(())
     }
 
+    async fn workloads(&self) -> Result<Vec<WorkloadKey>, DriverError> {
+        Ok(self.inner.workloads.lock().await.keys().cloned().collect())
+    }
+
     async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {
         let workloads = self.inner.workloads.lock().await;
         workloads.get(key).map(WorkloadState::status).ok_or_else(|| DriverError::NotFound(key.to_string()))

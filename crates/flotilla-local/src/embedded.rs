@@ -35,7 +35,7 @@ pub struct EmbeddedOptions {
 /// The running embedded runtime.
 pub struct EmbeddedRuntime {
     pub containerd: Containerd,
-    pub driver: LocalDriver,
+    pub driver: std::sync::Arc<LocalDriver>,
 }
 
 impl EmbeddedRuntime {
@@ -67,7 +67,7 @@ impl EmbeddedRuntime {
         }
         let networks = NetworkAllocator::new(plugin.networks_dir.clone(), options.network_octet);
         let driver = LocalDriver::start(cri, networks, LocalOptions::new(dir.clone())).await?;
-        Ok(Self { containerd, driver })
+        Ok(Self { containerd, driver: std::sync::Arc::new(driver) })
     }
 
     /// Stops our containerd (containers keep running under their shims).

@@ -126,11 +126,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let runtime = start_runtime(&config).await;
+    let controller = runtime.as_ref().map(|runtime| {
+        let mut drivers: std::collections::HashMap<String, Arc<dyn flotilla_driver::ClusterDriver>> =
+            std::collections::HashMap::new();
+        drivers.insert(flotilla_api::bootstrap::LOCAL_CLUSTER.to_string(), runtime.driver.clone());
+        flotilla_controller::ApplicationController::new(store.clone(), drivers, std::time::Duration::from_secs(2))
+            .spawn()
+    });
     let app = flotilla_api::app(store, kinds, Arc::new(config), clock);
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown_signal()).await?;
+    if let Some(controller) = controller {
+        controller.abort();
+    }
     if let Some(runtime) = runtime {
         runtime.stop().await;
     }

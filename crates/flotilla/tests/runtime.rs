@@ -14,26 +14,32 @@ use flotilla_local::cri::Cri;
 use flotilla_local::embedded::PAUSE_IMAGE;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+const PASSWORD: &str = "runtime test admin password";
 
-fn start(data_dir: &Path) -> Child {
+/// Starts the server; returns the process and its base URL.
+fn start_at(data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        .env("FLOTILLA_ADMIN_PASSWORD", "runtime test admin password")
+        .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
         .env("FLOTILLA_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("flotilla server starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
+    let base = loop {
         let line = lines.next().expect("the server printed its address before exiting").unwrap();
-        if line.starts_with("flotilla listening on ") {
-            break;
+        if let Some(base) = line.strip_prefix("flotilla listening on ") {
+            break base.trim().to_string();
         }
-    }
+    };
     std::thread::spawn(move || for _ in lines {});
-    child
+    (child, base)
+}
+
+fn start(data_dir: &Path) -> Child {
+    start_at(data_dir).0
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -91,6 +97,115 @@ async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
     })
     .await;
     stop_containerd(&dir, &socket).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+/// Removes what the server's runtime left on the host: environment bridges, their isolation
+/// rules, containerd.
+async fn clean_up_runtime(dir: &Path, socket: &Path) {
+    stop_containerd(dir, socket).await;
+    for entry in std::fs::read_dir(dir.join("runtime/networks")).into_iter().flatten().flatten() {
+        let Ok(network) = serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(
+            &std::fs::read(entry.path()).unwrap(),
+        ) else {
+            continue;
+        };
+        let _ = Command::new("ip").args(["link", "delete", &network.bridge]).status();
+        let rule = ["-w", "-D", "FLOTILLA-ISOLATION", "-i", &network.bridge, "-o", &network.bridge, "-j", "ACCEPT"];
+        let _ = Command::new("iptables").args(rule).status();
+    }
+    let listed = Command::new("iptables").args(["-w", "-S", "FLOTILLA-ISOLATION"]).output().ok();
+    if listed.is_some_and(|o| !String::from_utf8_lossy(&o.stdout).contains("-j ACCEPT")) {
+        let _ = Command::new("iptables").args(["-w", "-D", "FORWARD", "-j", "FLOTILLA-ISOLATION"]).status();
+        let _ = Command::new("iptables").args(["-w", "-F", "FLOTILLA-ISOLATION"]).status();
+        let _ = Command::new("iptables").args(["-w", "-X", "FLOTILLA-ISOLATION"]).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
+    use flotilla_driver::workload::WorkloadKey;
+    use flotilla_local::instance::workload_selector;
+    use serde_json::json;
+
+    assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("runtime/containerd/containerd.sock");
+    let outcome = tokio::spawn({
+        let (dir, socket, short) = (dir.clone(), socket.clone(), short.clone());
+        async move {
+            let (mut server, base) = start_at(&dir);
+            let image = "flotilla.local/e2e/shop:1";
+            let mut spec = flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
+            spec.files.push(flotilla_local::oci_archive::LayerFile {
+                path: "www/index.html".into(),
+                mode: 0o644,
+                content: b"shop\n".to_vec(),
+            });
+            let archive = dir.join("shop.tar");
+            spec.write_archive(image, &archive).unwrap();
+            flotilla_local::images::import(&socket, &archive).await.unwrap();
+
+            let anonymous = flotilla_client::Client::new(&base, None).unwrap();
+            let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
+            let admin = anonymous.with_token(Some(login.token));
+            let project = format!("p{short}");
+            let documents = [
+                ("workspaces", None, json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "retail"}, "spec": {}})),
+                ("projects", None, json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": project}, "spec": {"workspace": "retail"}})),
+                ("environments", Some(project.as_str()), json!({"apiVersion": "flotilla.io/v1", "kind": "Environment",
+                    "metadata": {"name": "test", "project": project}, "spec": {"tier": "test", "clusters": ["local"]}})),
+                ("applications", Some(project.as_str()), json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+                    "metadata": {"name": "shop", "project": project},
+                    "spec": {"environment": "test", "components": [
+                        {"name": "web", "image": image, "replicas": 2,
+                         "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+                         "env": [{"name": "GREETING", "value": "hello"}],
+                         "ports": [{"name": "http", "port": 8080}],
+                         "probes": {"readiness": {"http": {"port": "http"}, "periodSeconds": 1}}},
+                        {"name": "worker", "image": image, "command": ["/bin/sleep", "3600"]}
+                    ]}})),
+            ];
+            for (plural, project, document) in &documents {
+                admin.create(plural, *project, document).await.unwrap_or_else(|e| panic!("create {plural}: {e}"));
+            }
+
+            let key = WorkloadKey { project: project.clone(), environment: "test".into(), application: "shop".into() };
+            let mut cri = Cri::connect(&socket).await.unwrap();
+            let started = std::time::Instant::now();
+            loop {
+                let pods = cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap();
+                let containers = cri.list_containers(workload_selector(&key)).await.unwrap();
+                let running = containers
+                    .iter()
+                    .filter(|c| c.state == flotilla_local::cri::api::ContainerState::ContainerRunning as i32)
+                    .count();
+                if pods.len() == 3 && running == 3 {
+                    let web = containers.iter().find(|c| c.labels["flotilla.io/component"] == "web").unwrap();
+                    let output = cri.exec_sync(&web.id, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()], 5).await.unwrap();
+                    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "3 instances did not come up: {pods:?}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+
+            admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
+            let started = std::time::Instant::now();
+            while !cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().is_empty() {
+                assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(terminate(&mut server).success());
+        }
+    })
+    .await;
+    clean_up_runtime(&dir, &socket).await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());

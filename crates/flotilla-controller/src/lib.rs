@@ -1,0 +1,213 @@
+//! Controllers: they make clusters run what the stored objects ask for.
+//!
+//! [`ApplicationController`] hands every `Application` to the driver of the cluster its
+//! environment is bound to, as a resolved [`Workload`] (its revision is the object's
+//! `generation`, which grows with every spec change), and removes from the clusters what no
+//! longer has an `Application`. It resyncs periodically and on [`ApplicationController::wake`];
+//! a pass re-resolves only applications whose resource version changed, plus all of them
+//! every [`FULL_RESYNC`] (a changed Secret does not change the application's version).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_core::kinds::{ApplicationSpec, EnvironmentSpec, SecretKeyRef};
+use flotilla_core::{Object, ObjectKey};
+use flotilla_driver::ClusterDriver;
+use flotilla_driver::workload::{Workload, WorkloadKey};
+use flotilla_store::{ListQuery, Store};
+use tokio::sync::{Mutex, Notify};
+
+/// Every application is re-resolved at least this often.
+pub const FULL_RESYNC: Duration = Duration::from_secs(60);
+
+/// Page size when listing applications.
+const PAGE: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("store: {0}")]
+    Store(#[from] flotilla_store::StoreError),
+}
+
+/// What the controller last handed to a cluster.
+#[derive(Debug, Clone)]
+struct Applied {
+    cluster: String,
+    resource_version: u64,
+    at: Instant,
+}
+
+/// Hands applications to cluster drivers.
+pub struct ApplicationController {
+    store: Arc<dyn Store>,
+    /// Cluster name → its driver.
+    drivers: HashMap<String, Arc<dyn ClusterDriver>>,
+    applied: Mutex<HashMap<WorkloadKey, Applied>>,
+    wake: Notify,
+    interval: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub applied: usize,
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+impl ApplicationController {
+    pub fn new(
+        store: Arc<dyn Store>,
+        drivers: HashMap<String, Arc<dyn ClusterDriver>>,
+        interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, drivers, applied: Mutex::new(HashMap::new()), wake: Notify::new(), interval })
+    }
+
+    /// Runs passes until the returned task is aborted.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let controller = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match controller.sync_once().await {
+                    Ok(report) if report != SyncReport::default() => tracing::info!(?report, "applications synced"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "application sync failed; will retry"),
+                }
+                let _ = tokio::time::timeout(controller.interval, controller.wake.notified()).await;
+            }
+        })
+    }
+
+    /// Asks for a pass now (after a write that concerns applications).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// One pass over every application.
+    pub async fn sync_once(&self) -> Result<SyncReport, ControllerError> {
+        let mut report = SyncReport::default();
+        let mut seen: HashMap<WorkloadKey, ()> = HashMap::new();
+        let mut continue_token = None;
+        loop {
+            let query = ListQuery {
+                kind: "Application".into(),
+                limit: PAGE,
+                continue_token: continue_token.take(),
+                ..Default::default()
+            };
+            let page = self.store.list(&query).await?;
+            for object in &page.items {
+                let Ok(spec) = serde_json::from_value::<ApplicationSpec>(object.spec.clone()) else { continue };
+                let Some(project) = object.metadata.project.clone() else { continue };
+                let key = WorkloadKey {
+                    project,
+                    environment: spec.environment.clone(),
+                    application: object.metadata.name.clone(),
+                };
+                seen.insert(key.clone(), ());
+                match self.sync_application(&key, object, &spec).await {
+                    Ok(true) => report.applied += 1,
+                    Ok(false) => {}
+                    Err(message) => {
+                        report.failed += 1;
+                        tracing::warn!(application = %key, %message, "cannot apply the application");
+                    }
+                }
+            }
+            match page.continue_token {
+                Some(token) => continue_token = Some(token),
+                None => break,
+            }
+        }
+        // What the clusters run without an application behind it any more.
+        for (cluster, driver) in &self.drivers {
+            let Ok(running) = driver.workloads().await else { continue };
+            for key in running.into_iter().filter(|k| !seen.contains_key(k)) {
+                match driver.delete(&key, false).await {
+                    Ok(()) => {
+                        report.deleted += 1;
+                        self.applied.lock().await.remove(&key);
+                        tracing::info!(application = %key, %cluster, "removed: its application is gone");
+                    }
+                    Err(error) => tracing::warn!(application = %key, %cluster, %error, "cannot remove"),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Hands one application to its cluster; true when it did (false: unchanged).
+    async fn sync_application(
+        &self,
+        key: &WorkloadKey,
+        object: &Object,
+        spec: &ApplicationSpec,
+    ) -> Result<bool, String> {
+        let resource_version = object.resource_version().unwrap_or_default();
+        if let Some(applied) = self.applied.lock().await.get(key)
+            && applied.resource_version == resource_version
+            && applied.at.elapsed() < FULL_RESYNC
+        {
+            return Ok(false);
+        }
+        let environment_key = ObjectKey::new("Environment", Some(key.project.clone()), &key.environment);
+        let environment = self
+            .store
+            .get(&environment_key)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("environment {:?} does not exist", key.environment))?;
+        let environment: EnvironmentSpec = serde_json::from_value(environment.spec).map_err(|e| e.to_string())?;
+        let Some((cluster, driver)) =
+            environment.clusters.iter().find_map(|c| self.drivers.get(c).map(|d| (c.clone(), d.clone())))
+        else {
+            return Err(format!(
+                "environment {:?} is bound to {:?}, none of which this control plane can drive",
+                key.environment, environment.clusters
+            ));
+        };
+        let secrets = self.secrets(&key.project, spec).await?;
+        let lookup =
+            |reference: &SecretKeyRef| secrets.get(&(reference.secret.clone(), reference.key.clone())).cloned();
+        let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
+        let workload = Workload::resolve(key.clone(), revision, spec, &lookup).map_err(|e| e.to_string())?;
+        driver.apply(&workload).await.map_err(|e| e.to_string())?;
+        let previous = self
+            .applied
+            .lock()
+            .await
+            .insert(key.clone(), Applied { cluster: cluster.clone(), resource_version, at: Instant::now() });
+        // The environment moved to another cluster: the old one stops running it.
+        if let Some(previous) = previous.filter(|p| p.cluster != cluster)
+            && let Some(old) = self.drivers.get(&previous.cluster)
+            && let Err(error) = old.delete(key, true).await
+        {
+            tracing::warn!(application = %key, cluster = %previous.cluster, %error, "cannot remove from the previous cluster");
+        }
+        Ok(true)
+    }
+
+    /// The values of every Secret key the application reads.
+    async fn secrets(
+        &self,
+        project: &str,
+        spec: &ApplicationSpec,
+    ) -> Result<HashMap<(String, String), String>, String> {
+        let mut values = HashMap::new();
+        let mut references: Vec<SecretKeyRef> = Vec::new();
+        for component in &spec.components {
+            references.extend(component.env.iter().filter_map(|e| e.from_secret.clone()));
+            references.extend(component.files.iter().filter_map(|f| f.from_secret.clone()));
+        }
+        for reference in references {
+            let key = ObjectKey::new("Secret", Some(project.to_string()), &reference.secret);
+            let Some(secret) = self.store.get(&key).await.map_err(|e| e.to_string())? else { continue };
+            if let Some(value) = secret.spec.get("data").and_then(|d| d.get(&reference.key)).and_then(|v| v.as_str()) {
+                values.insert((reference.secret.clone(), reference.key.clone()), value.to_string());
+            }
+        }
+        Ok(values)
+    }
+}
