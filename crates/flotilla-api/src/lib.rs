@@ -38,6 +38,17 @@ use crate::metrics::{MeteredStore, Metrics};
 
 /// Builds the shared state and the router of the whole API.
 pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Router {
+    app_with_status(store, kinds, config, clock, None)
+}
+
+/// [`app`] showing what clusters report (`observed`) as the `status` of objects.
+pub fn app_with_status(
+    store: Arc<dyn Store>,
+    kinds: Arc<KindRegistry>,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    observed: Option<Arc<dyn flotilla_controller::StatusView>>,
+) -> Router {
     let metrics = Arc::new(Metrics::default());
     let metered: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let ttl = std::time::Duration::from_millis(config.auth_cache_ttl_ms);
@@ -51,7 +62,7 @@ pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>,
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl, caching));
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
-    let state = AppState { store, kinds, config, metrics, clock, openapi };
+    let state = AppState { store, kinds, config, metrics, clock, openapi, observed };
     router
         .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -318,6 +318,12 @@ pub async fn get(
     if let Decision::Deny(reason) = decide(&caller, Verb::Get, &info, &object, &placement) {
         return Err(ApiError::Forbidden(reason));
     }
+    let mut object = object;
+    if let Some(observed) = &state.observed
+        && let Some(status) = observed.status_of(&object).await
+    {
+        object.status = status;
+    }
     Ok(Json(present(&info, object)))
 }
 

@@ -19,4 +19,6 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The OpenAPI document, built once from the route table.
     pub openapi: Arc<serde_json::Value>,
+    /// What clusters report about objects (an Application's instances), shown as `status`.
+    pub observed: Option<Arc<dyn flotilla_controller::StatusView>>,
 }

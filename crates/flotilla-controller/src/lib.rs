@@ -18,6 +18,13 @@ use flotilla_driver::workload::{Workload, WorkloadKey};
 use flotilla_store::{ListQuery, Store};
 use tokio::sync::{Mutex, Notify};
 
+/// What clusters report about stored objects, for the API to show as their `status`.
+#[async_trait::async_trait]
+pub trait StatusView: Send + Sync + 'static {
+    /// The observed status of `object`, when a cluster reports one.
+    async fn status_of(&self, object: &Object) -> Option<serde_json::Value>;
+}
+
 /// Every application is re-resolved at least this often.
 pub const FULL_RESYNC: Duration = Duration::from_secs(60);
 
@@ -209,5 +216,28 @@ impl ApplicationController {
             }
         }
         Ok(values)
+    }
+}
+
+#[async_trait::async_trait]
+impl StatusView for ApplicationController {
+    /// An Application's status: the cluster it runs on and what that cluster's driver
+    /// reports (revision, components, instances, events).
+    async fn status_of(&self, object: &Object) -> Option<serde_json::Value> {
+        if object.kind != "Application" {
+            return None;
+        }
+        let spec: ApplicationSpec = serde_json::from_value(object.spec.clone()).ok()?;
+        let key = WorkloadKey {
+            project: object.metadata.project.clone()?,
+            environment: spec.environment,
+            application: object.metadata.name.clone(),
+        };
+        let cluster = self.applied.lock().await.get(&key).map(|a| a.cluster.clone())?;
+        let driver = self.drivers.get(&cluster)?;
+        let status = driver.status(&key).await.ok()?;
+        let mut value = serde_json::to_value(status).ok()?;
+        value["cluster"] = serde_json::Value::String(cluster);
+        Some(value)
     }
 }

@@ -131,15 +131,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             std::collections::HashMap::new();
         drivers.insert(flotilla_api::bootstrap::LOCAL_CLUSTER.to_string(), runtime.driver.clone());
         flotilla_controller::ApplicationController::new(store.clone(), drivers, std::time::Duration::from_secs(2))
-            .spawn()
     });
-    let app = flotilla_api::app(store, kinds, Arc::new(config), clock);
+    let controller_task = controller.as_ref().map(|c| c.spawn());
+    let observed = controller.map(|c| c as Arc<dyn flotilla_controller::StatusView>);
+    let app = flotilla_api::app_with_status(store, kinds, Arc::new(config), clock, observed);
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown_signal()).await?;
-    if let Some(controller) = controller {
-        controller.abort();
+    if let Some(task) = controller_task {
+        task.abort();
     }
     if let Some(runtime) = runtime {
         runtime.stop().await;

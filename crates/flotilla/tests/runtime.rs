@@ -195,6 +195,24 @@ async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
 
+            // The application's status, as the API shows it, is what the runtime reports.
+            let started = std::time::Instant::now();
+            loop {
+                let app = admin.get("applications", Some(project.as_str()), "shop").await.unwrap();
+                let web = app.status["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web").cloned());
+                if let Some(web) = web
+                    && web["ready"] == 2
+                    && web["phase"] == "complete"
+                {
+                    assert_eq!(app.status["cluster"], "local");
+                    assert_eq!(app.status["revision"], 1);
+                    assert_eq!(app.status["instances"].as_array().unwrap().len(), 3, "{}", app.status);
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "status never showed web ready: {}", app.status);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+
             admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
             let started = std::time::Instant::now();
             while !cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().is_empty() {
