@@ -6,16 +6,28 @@
 //! longer has an `Application`. It resyncs periodically and on [`ApplicationController::wake`];
 //! a pass re-resolves only applications whose resource version changed, plus all of them
 //! every [`FULL_RESYNC`] (a changed Secret does not change the application's version).
+//!
+//! # Automatic rollback
+//! The controller remembers, per application, the spec of the last revision whose rollout
+//! completed. When a newer revision misses its progress deadline, it writes that spec back
+//! to the Application (a new revision, as `kubectl rollout undo` does), as the `system` user,
+//! with an audit record saying which revision failed and why. The failed revision is not
+//! retried until the spec changes again. (The last good spec is kept in memory: after a
+//! restart of the control plane, a rollout must complete once before it can be rolled back
+//! to.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flotilla_core::audit::{Actor, Outcome};
 use flotilla_core::kinds::{ApplicationSpec, EnvironmentSpec, SecretKeyRef};
+use flotilla_core::operation::{Operation, OperationVerb};
 use flotilla_core::{Object, ObjectKey};
 use flotilla_driver::ClusterDriver;
+use flotilla_driver::status::RolloutPhase;
 use flotilla_driver::workload::{Workload, WorkloadKey};
-use flotilla_store::{ListQuery, Store};
+use flotilla_store::{AuditNote, Change, ListQuery, Mutation, Store};
 use tokio::sync::{Mutex, Notify};
 
 /// What clusters report about stored objects, for the API to show as their `status`.
@@ -42,12 +54,18 @@ pub enum ControllerError {
 struct Applied {
     cluster: String,
     resource_version: u64,
+    revision: u64,
+    spec: ApplicationSpec,
     at: Instant,
 }
 
 /// Hands applications to cluster drivers.
 pub struct ApplicationController {
     store: Arc<dyn Store>,
+    /// Per application: the revision and spec of the last rollout that completed.
+    last_good: Mutex<HashMap<WorkloadKey, (u64, ApplicationSpec)>>,
+    /// Per application: the revision that was rolled back (not applied again).
+    rolled_back: Mutex<HashMap<WorkloadKey, u64>>,
     /// Cluster name → its driver.
     drivers: HashMap<String, Arc<dyn ClusterDriver>>,
     applied: Mutex<HashMap<WorkloadKey, Applied>>,
@@ -61,6 +79,7 @@ pub struct SyncReport {
     pub applied: usize,
     pub deleted: usize,
     pub failed: usize,
+    pub rolled_back: usize,
 }
 
 impl ApplicationController {
@@ -69,7 +88,15 @@ impl ApplicationController {
         drivers: HashMap<String, Arc<dyn ClusterDriver>>,
         interval: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self { store, drivers, applied: Mutex::new(HashMap::new()), wake: Notify::new(), interval })
+        Arc::new(Self {
+            store,
+            last_good: Mutex::new(HashMap::new()),
+            rolled_back: Mutex::new(HashMap::new()),
+            drivers,
+            applied: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            interval,
+        })
     }
 
     /// Runs passes until the returned task is aborted.
@@ -121,6 +148,11 @@ impl ApplicationController {
                         report.failed += 1;
                         tracing::warn!(application = %key, %message, "cannot apply the application");
                     }
+                }
+                match self.watch_rollout(&key, object, &spec).await {
+                    Ok(true) => report.rolled_back += 1,
+                    Ok(false) => {}
+                    Err(message) => tracing::warn!(application = %key, %message, "cannot roll back"),
                 }
             }
             match page.continue_token {
@@ -180,12 +212,20 @@ impl ApplicationController {
             |reference: &SecretKeyRef| secrets.get(&(reference.secret.clone(), reference.key.clone())).cloned();
         let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
         let workload = Workload::resolve(key.clone(), revision, spec, &lookup).map_err(|e| e.to_string())?;
+        // Replacing a revision whose rollout completed: it is the one to roll back to.
+        let replaced = self.applied.lock().await.get(key).filter(|a| a.revision != revision).cloned();
+        if let Some(replaced) = replaced
+            && let Some(old_driver) = self.drivers.get(&replaced.cluster)
+            && let Ok(status) = old_driver.status(key).await
+            && status.revision == replaced.revision
+            && status.components.iter().all(|c| c.phase == RolloutPhase::Complete)
+        {
+            self.last_good.lock().await.insert(key.clone(), (replaced.revision, replaced.spec.clone()));
+        }
         driver.apply(&workload).await.map_err(|e| e.to_string())?;
-        let previous = self
-            .applied
-            .lock()
-            .await
-            .insert(key.clone(), Applied { cluster: cluster.clone(), resource_version, at: Instant::now() });
+        let applied =
+            Applied { cluster: cluster.clone(), resource_version, revision, spec: spec.clone(), at: Instant::now() };
+        let previous = self.applied.lock().await.insert(key.clone(), applied);
         // The environment moved to another cluster: the old one stops running it.
         if let Some(previous) = previous.filter(|p| p.cluster != cluster)
             && let Some(old) = self.drivers.get(&previous.cluster)
@@ -193,6 +233,79 @@ impl ApplicationController {
         {
             tracing::warn!(application = %key, cluster = %previous.cluster, %error, "cannot remove from the previous cluster");
         }
+        Ok(true)
+    }
+
+    /// Remembers a completed revision; rolls a revision past its deadline back to the last
+    /// completed one. True when it rolled back.
+    async fn watch_rollout(&self, key: &WorkloadKey, object: &Object, spec: &ApplicationSpec) -> Result<bool, String> {
+        let Some(cluster) = self.applied.lock().await.get(key).map(|a| a.cluster.clone()) else { return Ok(false) };
+        let Some(driver) = self.drivers.get(&cluster) else { return Ok(false) };
+        let Ok(status) = driver.status(key).await else { return Ok(false) };
+        let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
+        if status.revision != revision {
+            return Ok(false);
+        }
+        if status.components.iter().all(|c| c.phase == RolloutPhase::Complete) {
+            self.last_good.lock().await.insert(key.clone(), (revision, spec.clone()));
+            return Ok(false);
+        }
+        let failed: Vec<String> = status
+            .components
+            .iter()
+            .filter(|c| c.phase == RolloutPhase::DeadlineExceeded)
+            .map(|c| format!("{}: {} of {} instances of the revision ready", c.name, c.updated_ready, c.desired))
+            .collect();
+        if failed.is_empty() {
+            return Ok(false);
+        }
+        let Some((good_revision, good_spec)) = self.last_good.lock().await.get(key).cloned() else {
+            return Ok(false);
+        };
+        if good_revision >= revision || self.rolled_back.lock().await.get(key) == Some(&revision) {
+            return Ok(false);
+        }
+        let reason = format!(
+            "revision {revision} missed its progress deadline ({}); rolled back to the spec of revision {good_revision}",
+            failed.join("; ")
+        );
+        let mut restored = object.clone();
+        restored.spec = serde_json::to_value(&good_spec).map_err(|e| e.to_string())?;
+        let actor = Actor {
+            user: "system".into(),
+            auth: "system".into(),
+            source_ip: String::new(),
+            user_agent: "flotilla-controller".into(),
+            request_id: format!("rollback-{}-{revision}", key.application),
+        };
+        let operation = Operation {
+            id: format!("rollback-{}-{}-{revision}", key.project, key.application),
+            verb: OperationVerb::Update,
+            key: object.key(),
+            object: Some(restored),
+            precondition: object.resource_version(),
+        };
+        self.store
+            .commit(Mutation { actor: actor.clone(), change: Change::Object(operation) })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .commit(Mutation {
+                actor,
+                change: Change::Record(AuditNote {
+                    action: "rollback".into(),
+                    kind: Some("Application".into()),
+                    project: Some(key.project.clone()),
+                    name: Some(key.application.clone()),
+                    outcome: Some(Outcome::Success),
+                    message: Some(reason.clone()),
+                }),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.rolled_back.lock().await.insert(key.clone(), revision);
+        tracing::warn!(application = %key, %reason, "automatic rollback");
+        self.wake();
         Ok(true)
     }
 

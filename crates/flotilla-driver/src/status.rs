@@ -65,6 +65,9 @@ pub struct ComponentStatus {
     pub desired: u32,
     /// Instances of the desired revision.
     pub updated: u32,
+    /// Ready instances of the desired revision.
+    pub updated_ready: u32,
+    /// Ready instances of any revision.
     pub ready: u32,
     pub phase: RolloutPhase,
 }

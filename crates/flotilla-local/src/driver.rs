@@ -189,6 +189,7 @@ impl WorkloadState {
                     name: component.name.clone(),
                     desired: component.replicas,
                     updated: of.iter().filter(|i| i.revision == desired.revision).count() as u32,
+                    updated_ready: of.iter().filter(|i| i.revision == desired.revision && i.ready).count() as u32,
                     ready: of.iter().filter(|i| i.ready).count() as u32,
                     // A tracker of an earlier revision says nothing about this one yet.
                     phase: self

@@ -135,10 +135,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let controller_task = controller.as_ref().map(|c| c.spawn());
     let observed = controller.map(|c| c as Arc<dyn flotilla_controller::StatusView>);
     let app = flotilla_api::app_with_status(store, kinds, Arc::new(config), clock, observed);
+    let shutdown = shutdown_signal()?;
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
-    flotilla_api::serve(listener, app, shutdown_signal()).await?;
+    flotilla_api::serve(listener, app, shutdown).await?;
     if let Some(task) = controller_task {
         task.abort();
     }
@@ -184,23 +185,18 @@ async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::Embe
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: a signal that arrives right after the server announced itself
+/// must end it cleanly, not by the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: draining in-flight requests");
+    })
 }

@@ -48,6 +48,83 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+const IMAGE: &str = "flotilla.local/e2e/shop:1";
+
+/// A web component serving /www on 8080, ready when `readiness_port` answers.
+fn web_component(readiness_port: u16, deadline: u32) -> serde_json::Value {
+    serde_json::json!({"name": "web", "image": IMAGE, "replicas": 2,
+        "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "env": [{"name": "GREETING", "value": "hello"}],
+        "ports": [{"name": "http", "port": 8080}],
+        "probes": {"readiness": {"http": {"port": readiness_port}, "periodSeconds": 1}},
+        "update": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": deadline}})
+}
+
+/// Starts a server with the runtime, imports the test image, and creates a workspace, a
+/// project (returned) and its `test` environment on the local cluster.
+async fn prepare(dir: &Path, socket: &Path, short: &str) -> (Child, flotilla_client::Client, String) {
+    use serde_json::json;
+    let (server, base) = start_at(dir);
+    let mut spec =
+        flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
+    spec.files.push(flotilla_local::oci_archive::LayerFile {
+        path: "www/index.html".into(),
+        mode: 0o644,
+        content: b"shop\n".to_vec(),
+    });
+    let archive = dir.join("shop.tar");
+    spec.write_archive(IMAGE, &archive).unwrap();
+    flotilla_local::images::import(socket, &archive).await.unwrap();
+    let anonymous = flotilla_client::Client::new(&base, None).unwrap();
+    let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
+    let admin = anonymous.with_token(Some(login.token));
+    let project = format!("p{short}");
+    let documents = [
+        (
+            "workspaces",
+            None,
+            json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "retail"}, "spec": {}}),
+        ),
+        (
+            "projects",
+            None,
+            json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": project}, "spec": {"workspace": "retail"}}),
+        ),
+        (
+            "environments",
+            Some(project.as_str()),
+            json!({"apiVersion": "flotilla.io/v1", "kind": "Environment",
+            "metadata": {"name": "test", "project": project}, "spec": {"tier": "test", "clusters": ["local"]}}),
+        ),
+    ];
+    for (plural, project, document) in &documents {
+        admin.create(plural, *project, document).await.unwrap_or_else(|e| panic!("create {plural}: {e}"));
+    }
+    (server, admin, project)
+}
+
+/// Polls the Application through the API until `done` holds for its status.
+async fn wait_for_status(
+    admin: &flotilla_client::Client,
+    project: &str,
+    what: &str,
+    done: impl Fn(&flotilla_core::Object) -> bool,
+) -> flotilla_core::Object {
+    let started = std::time::Instant::now();
+    loop {
+        let app = admin.get("applications", Some(project), "shop").await.unwrap();
+        if done(&app) {
+            return app;
+        }
+        assert!(started.elapsed() < Duration::from_secs(45), "{what}: {}", app.status);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn web_status(app: &flotilla_core::Object) -> serde_json::Value {
+    app.status["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web").cloned()).unwrap_or_default()
+}
+
 /// Stops whatever containerd still serves `socket` (after a failure or the kill -9 case).
 async fn stop_containerd(dir: &Path, socket: &Path) {
     if Containerd::existing(socket).await.is_ok() {
@@ -96,7 +173,7 @@ async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
         }
     })
     .await;
-    stop_containerd(&dir, &socket).await;
+    clean_up_runtime(&dir, &socket).await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
@@ -106,6 +183,20 @@ async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
 /// Removes what the server's runtime left on the host: environment bridges, their isolation
 /// rules, containerd.
 async fn clean_up_runtime(dir: &Path, socket: &Path) {
+    // A server a failed test left behind, then every pod its runtime still runs (pods outlive
+    // the control plane by design), then containerd.
+    let _ = Command::new("pkill").args(["-9", "-f", "--"]).arg(format!("--data-dir {}", dir.display())).status();
+    if let Ok(mut cri) = Cri::connect(socket).await
+        && let Ok(sandboxes) = cri.list_pod_sandboxes(std::collections::HashMap::new()).await
+    {
+        for sandbox in sandboxes {
+            let _ = cri.stop_pod_sandbox(&sandbox.id).await;
+            let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+            if let Some(instance) = sandbox.labels.get(flotilla_local::instance::INSTANCE_LABEL) {
+                flotilla_local::instance::remove_pod_cgroup(instance);
+            }
+        }
+    }
     stop_containerd(dir, socket).await;
     for entry in std::fs::read_dir(dir.join("runtime/networks")).into_iter().flatten().flatten() {
         let Ok(network) = serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(
@@ -139,41 +230,14 @@ async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
     let outcome = tokio::spawn({
         let (dir, socket, short) = (dir.clone(), socket.clone(), short.clone());
         async move {
-            let (mut server, base) = start_at(&dir);
-            let image = "flotilla.local/e2e/shop:1";
-            let mut spec = flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
-            spec.files.push(flotilla_local::oci_archive::LayerFile {
-                path: "www/index.html".into(),
-                mode: 0o644,
-                content: b"shop\n".to_vec(),
-            });
-            let archive = dir.join("shop.tar");
-            spec.write_archive(image, &archive).unwrap();
-            flotilla_local::images::import(&socket, &archive).await.unwrap();
-
-            let anonymous = flotilla_client::Client::new(&base, None).unwrap();
-            let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
-            let admin = anonymous.with_token(Some(login.token));
-            let project = format!("p{short}");
-            let documents = [
-                ("workspaces", None, json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "retail"}, "spec": {}})),
-                ("projects", None, json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": project}, "spec": {"workspace": "retail"}})),
-                ("environments", Some(project.as_str()), json!({"apiVersion": "flotilla.io/v1", "kind": "Environment",
-                    "metadata": {"name": "test", "project": project}, "spec": {"tier": "test", "clusters": ["local"]}})),
-                ("applications", Some(project.as_str()), json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
-                    "metadata": {"name": "shop", "project": project},
-                    "spec": {"environment": "test", "components": [
-                        {"name": "web", "image": image, "replicas": 2,
-                         "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
-                         "env": [{"name": "GREETING", "value": "hello"}],
-                         "ports": [{"name": "http", "port": 8080}],
-                         "probes": {"readiness": {"http": {"port": "http"}, "periodSeconds": 1}}},
-                        {"name": "worker", "image": image, "command": ["/bin/sleep", "3600"]}
-                    ]}})),
-            ];
-            for (plural, project, document) in &documents {
-                admin.create(plural, *project, document).await.unwrap_or_else(|e| panic!("create {plural}: {e}"));
-            }
+            let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+            let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+            "metadata": {"name": "shop", "project": project},
+            "spec": {"environment": "test", "components": [
+                web_component(8080, 600),
+                {"name": "worker", "image": IMAGE, "command": ["/bin/sleep", "3600"]}
+            ]}});
+            admin.create("applications", Some(project.as_str()), &application).await.unwrap();
 
             let key = WorkloadKey { project: project.clone(), environment: "test".into(), application: "shop".into() };
             let mut cri = Cri::connect(&socket).await.unwrap();
@@ -187,7 +251,10 @@ async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
                     .count();
                 if pods.len() == 3 && running == 3 {
                     let web = containers.iter().find(|c| c.labels["flotilla.io/component"] == "web").unwrap();
-                    let output = cri.exec_sync(&web.id, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()], 5).await.unwrap();
+                    let output = cri
+                        .exec_sync(&web.id, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()], 5)
+                        .await
+                        .unwrap();
                     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
                     break;
                 }
@@ -196,26 +263,74 @@ async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
             }
 
             // The application's status, as the API shows it, is what the runtime reports.
-            let started = std::time::Instant::now();
-            loop {
-                let app = admin.get("applications", Some(project.as_str()), "shop").await.unwrap();
-                let web = app.status["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web").cloned());
-                if let Some(web) = web
-                    && web["ready"] == 2
-                    && web["phase"] == "complete"
-                {
-                    assert_eq!(app.status["cluster"], "local");
-                    assert_eq!(app.status["revision"], 1);
-                    assert_eq!(app.status["instances"].as_array().unwrap().len(), 3, "{}", app.status);
-                    break;
-                }
-                assert!(started.elapsed() < Duration::from_secs(30), "status never showed web ready: {}", app.status);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            let app = wait_for_status(&admin, &project, "web ready", |app| {
+                web_status(app)["ready"] == 2 && web_status(app)["phase"] == "complete"
+            })
+            .await;
+            assert_eq!(app.status["cluster"], "local");
+            assert_eq!(app.status["revision"], 1);
+            assert_eq!(app.status["instances"].as_array().unwrap().len(), 3, "{}", app.status);
 
             admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
             let started = std::time::Instant::now();
             while !cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().is_empty() {
+                assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(terminate(&mut server).success());
+        }
+    })
+    .await;
+    clean_up_runtime(&dir, &socket).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_never_becomes_ready_is_rolled_back_automatically() {
+    use serde_json::json;
+    assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("runtime/containerd/containerd.sock");
+    let outcome = tokio::spawn({
+        let (dir, socket, short) = (dir.clone(), socket.clone(), short.clone());
+        async move {
+            let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+            let mut application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+                "metadata": {"name": "shop", "project": project},
+                "spec": {"environment": "test", "components": [web_component(8080, 3)]}});
+            admin.create("applications", Some(project.as_str()), &application).await.unwrap();
+            wait_for_status(&admin, &project, "revision 1 complete", |app| web_status(app)["phase"] == "complete")
+                .await;
+
+            // Revision 2 is never ready (its readiness probe asks a port nothing listens on).
+            application["spec"]["components"][0] = web_component(9999, 3);
+            admin.update("applications", Some(project.as_str()), "shop", &application).await.unwrap();
+            let app = wait_for_status(&admin, &project, "rolled back and complete", |app| {
+                app.metadata.generation == Some(3)
+                    && app.status["revision"] == 3
+                    && web_status(app)["phase"] == "complete"
+            })
+            .await;
+            assert_eq!(
+                app.spec["components"][0]["probes"]["readiness"]["http"]["port"], 8080,
+                "revision 1's spec is back"
+            );
+            let records = admin.audit_query(&[("action", "rollback".to_string())]).await.unwrap();
+            let record = &records["items"][0];
+            assert_eq!(record["user"], "system");
+            assert!(
+                record["message"].as_str().unwrap().contains("revision 2 missed its progress deadline"),
+                "{record}"
+            );
+            admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
+            let mut cri = Cri::connect(&socket).await.unwrap();
+            let started = std::time::Instant::now();
+            while !cri.list_pod_sandboxes(std::collections::HashMap::new()).await.unwrap().is_empty() {
                 assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
