@@ -70,6 +70,10 @@ pub struct ComponentStatus {
     /// Ready instances of any revision.
     pub ready: u32,
     pub phase: RolloutPhase,
+    /// Why the component cannot progress, when the cluster knows (an image that cannot be
+    /// pulled: the registry's message and when it is tried again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

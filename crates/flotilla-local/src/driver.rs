@@ -150,6 +150,16 @@ struct WorkloadState {
     rollouts: HashMap<String, RolloutTracker>,
     warnings: Vec<String>,
     published: Option<WorkloadStatus>,
+    /// Images that could not be pulled: retried with a doubling back-off.
+    pulls: HashMap<String, PullBackoff>,
+}
+
+/// A failing image pull.
+#[derive(Debug, Clone)]
+struct PullBackoff {
+    failures: u32,
+    retry_at: Instant,
+    message: String,
 }
 
 impl WorkloadState {
@@ -197,6 +207,10 @@ impl WorkloadState {
                         .get(&component.name)
                         .filter(|r| r.revision == desired.revision)
                         .map_or(RolloutPhase::Progressing, |r| r.phase),
+                    message: self.pulls.get(&component.image).map(|pull| {
+                        let wait = pull.retry_at.saturating_duration_since(Instant::now()).as_secs();
+                        format!("image {} cannot be pulled: {}; retrying in {wait} s", component.image, pull.message)
+                    }),
                 });
             }
         }
@@ -651,6 +665,9 @@ impl Inner {
         for name in &step.stop {
             self.stop_instance(cri, state, name, "replaced or scaled down").await;
         }
+        if step.start > 0 && !self.image_ready(cri, state, &component.name, &component.image).await {
+            return Ok(());
+        }
         for _ in 0..step.start {
             let name = instance_name(&component.name, workload.revision);
             match self.create_instance(cri, key, workload, component, &name).await {
@@ -679,6 +696,54 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Whether `image` is present, pulling it when its back-off allows; a failed pull is
+    /// recorded with the registry's message and retried after 1 s, 2 s, 4 s, … up to the
+    /// maximum back-off.
+    async fn image_ready(&self, cri: &mut Cri, state: &mut WorkloadState, component: &str, image: &str) -> bool {
+        if matches!(cri.image_id(image).await, Ok(Some(_))) {
+            state.pulls.remove(image);
+            return true;
+        }
+        if state.pulls.get(image).is_some_and(|pull| Instant::now() < pull.retry_at) {
+            return false;
+        }
+        match cri.pull_image(image).await {
+            Ok(_) => {
+                state.pulls.remove(image);
+                state.event(
+                    self.options.max_events,
+                    EventType::Normal,
+                    "Pulled",
+                    format!("pulled {image}"),
+                    Some(component),
+                    None,
+                );
+                true
+            }
+            Err(error) => {
+                let failures = state.pulls.get(image).map_or(0, |p| p.failures) + 1;
+                let backoff = self
+                    .options
+                    .initial_backoff
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(self.options.max_backoff);
+                let message = error.to_string();
+                state.event(
+                    self.options.max_events,
+                    EventType::Warning,
+                    "ImagePullBackOff",
+                    format!("cannot pull {image} (attempt {failures}): {message}; retrying in {backoff:?}"),
+                    Some(component),
+                    None,
+                );
+                state
+                    .pulls
+                    .insert(image.to_string(), PullBackoff { failures, retry_at: Instant::now() + backoff, message });
+                false
+            }
+        }
     }
 
     fn plan<'a>(&self, workload: &'a Workload, component: &'a ComponentWorkload, name: &str) -> InstancePlan<'a> {
@@ -711,9 +776,6 @@ impl Inner {
         self.networks.ensure(&plan.namespace)?;
         std::fs::create_dir_all(plan.log_dir())
             .map_err(LocalError::io(format!("cannot create {}", plan.log_dir().display())))?;
-        if cri.image_id(&component.image).await?.is_none() {
-            cri.pull_image(&component.image).await?;
-        }
         let sandbox_id = cri.run_pod_sandbox(plan.sandbox()).await?;
         let mut tracked = Tracked {
             name: name.to_string(),

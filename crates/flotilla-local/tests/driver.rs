@@ -286,3 +286,37 @@ async fn logs_are_read_followed_and_rotated() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let key = key(&short);
+    let options = support::Options {
+        cleanup_labels: vec![workload_selector(&key)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(options, move |runtime| async move {
+        let driver = start_driver(&runtime).await;
+        // Nothing listens on loopback port 9: the registry is unreachable.
+        let missing = "127.0.0.1:9/shop/web:1";
+        let web = json!({"name": "web", "image": missing, "command": ["/bin/sleep", "3600"]});
+        driver.apply(&workload(&key, 1, json!({"environment": "test", "components": [web]}))).await.unwrap();
+        let status = wait_for(&driver, &key, 30, "the pull error reported", |s| {
+            component(s, "web").message.as_deref().is_some_and(|m| m.contains("cannot be pulled"))
+        })
+        .await;
+        assert!(status.instances.is_empty(), "no instance without its image: {status:#?}");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let status = driver.status(&key).await.unwrap();
+        let attempts = status.events.iter().filter(|e| e.reason == "ImagePullBackOff").count();
+        assert!((2..=4).contains(&attempts), "1 s, 2 s, 4 s between attempts, not every pass: {attempts} in ~4 s");
+        assert!(status.events.iter().all(|e| e.reason != "ImagePullBackOff" || e.message.contains(missing)));
+
+        // Once the image is there, the next attempt starts the instance.
+        runtime.import_busybox(missing, &["/bin/sh"], vec![]).await;
+        wait_for(&driver, &key, 30, "running once the image is there", |s| complete(s, 1)).await;
+        driver.delete(&key, false).await.unwrap();
+    })
+    .await;
+}
