@@ -192,6 +192,13 @@ async fn authorize_write(
     Ok(())
 }
 
+/// Tells the controllers that `key` was written, so that they act now, not at their next pass.
+fn written(state: &AppState, key: &ObjectKey) {
+    if let Some(observed) = &state.observed {
+        observed.written(key);
+    }
+}
+
 /// An object as the API shows it: secrets are never returned.
 pub fn present(info: &KindInfo, mut object: Object) -> Object {
     for path in info.secret_paths {
@@ -415,7 +422,9 @@ pub async fn create(
     .await?;
     authorize_write(&state, &caller, Verb::Create, "create", &info, &[&object]).await?;
     let op = operation(OperationVerb::Create, object.key(), Some(object), None);
+    let key = op.key.clone();
     let committed = state.store.commit(Mutation { actor: caller.actor(), change: Change::Object(op) }).await?;
+    written(&state, &key);
     let object = committed.object.ok_or_else(|| ApiError::Internal("create returned no object".into()))?;
     Ok((StatusCode::CREATED, Json(present(&info, object))))
 }
@@ -444,7 +453,9 @@ pub async fn update(
     authorize_write(&state, &caller, Verb::Update, "update", &info, &subjects).await?;
     let precondition = object.resource_version();
     let op = operation(OperationVerb::Update, object.key(), Some(object), precondition);
+    let key = op.key.clone();
     let committed = state.store.commit(Mutation { actor: caller.actor(), change: Change::Object(op) }).await?;
+    written(&state, &key);
     let object = committed.object.ok_or_else(|| ApiError::Internal("update returned no object".into()))?;
     Ok(Json(present(&info, object)))
 }
@@ -468,7 +479,9 @@ pub async fn delete(
     });
     authorize_write(&state, &caller, Verb::Delete, "delete", &info, &[&stand_in]).await?;
     let op = operation(OperationVerb::Delete, key, None, params.resource_version);
+    let written_key = op.key.clone();
     state.store.commit(Mutation { actor: caller.actor(), change: Change::Object(op) }).await?;
+    written(&state, &written_key);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -556,7 +569,9 @@ async fn apply_one(state: &AppState, caller: &Caller, document: Document) -> App
         authorize_write(state, caller, verb, "apply", &info, &subjects).await?;
         let precondition = object.resource_version();
         let op = operation(OperationVerb::Apply, object.key(), Some(object), precondition);
+        let key = op.key.clone();
         let committed = state.store.commit(Mutation { actor: caller.actor(), change: Change::Object(op) }).await?;
+        written(state, &key);
         Ok((existing.is_some(), committed))
     }
     .await;

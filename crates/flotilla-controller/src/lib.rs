@@ -35,6 +35,9 @@ use tokio::sync::{Mutex, Notify};
 pub trait StatusView: Send + Sync + 'static {
     /// The observed status of `object`, when a cluster reports one.
     async fn status_of(&self, object: &Object) -> Option<serde_json::Value>;
+
+    /// `key` was just written (through the API): a controller that cares acts now.
+    fn written(&self, _key: &ObjectKey) {}
 }
 
 /// Every application is re-resolved at least this often.
@@ -352,5 +355,11 @@ impl StatusView for ApplicationController {
         let mut value = serde_json::to_value(status).ok()?;
         value["cluster"] = serde_json::Value::String(cluster);
         Some(value)
+    }
+
+    fn written(&self, key: &ObjectKey) {
+        if matches!(key.kind.as_str(), "Application" | "Secret" | "Environment") {
+            self.wake();
+        }
     }
 }
