@@ -120,6 +120,13 @@ async fn place(
 }
 
 fn decide(caller: &Caller, verb: Verb, info: &KindInfo, object: &Object, placement: &Placement) -> Decision {
+    // Creating or changing it takes an admin; removing it does not.
+    if matches!(verb, Verb::Create | Verb::Update)
+        && !caller.principal.is_admin()
+        && let Some(reason) = info.requires_platform_admin(object)
+    {
+        return Decision::Deny(reason);
+    }
     if info.category == Category::Access && verb.is_write() {
         return match &placement.binding {
             Some(binding) => {

@@ -67,6 +67,29 @@ async fn viewer_reads_but_cannot_write_and_the_attempt_is_audited() {
 }
 
 #[tokio::test]
+async fn only_a_platform_admin_mounts_a_directory_of_the_node() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let owner = server.user("olga").await;
+    server.grant("olga", "owner", Some("shop"), None).await;
+    let app = |host_path: Option<&str>| {
+        let mut volume = json!({"name": "data", "mountPath": "/data", "scratch": {}});
+        if let Some(path) = host_path {
+            volume = json!({"name": "data", "mountPath": "/data", "hostPath": path});
+        }
+        json!({"apiVersion": "flotilla.io/v1", "kind": "Application", "metadata": {"name": "web", "project": "shop"},
+               "spec": {"environment": "test", "components": [{"name": "web", "image": "web:1", "volumes": [volume]}]}})
+    };
+    let error = owner.create("applications", Some("shop"), &app(Some("/var/log"))).await.unwrap_err();
+    assert_eq!(error.status(), Some(403), "{error}");
+    assert!(error.to_string().contains("spec.components[0].volumes[0].hostPath"), "{error}");
+    owner.create("applications", Some("shop"), &app(None)).await.expect("a scratch volume is the owner's to use");
+    let admin_app = server.admin.update("applications", Some("shop"), "web", &app(Some("/var/log"))).await.unwrap();
+    assert_eq!(admin_app.spec["components"][0]["volumes"][0]["hostPath"], "/var/log");
+    owner.delete("applications", Some("shop"), "web", None).await.expect("removing it needs no admin");
+}
+
+#[tokio::test]
 async fn nobody_grants_above_their_own_role() {
     let server = TestServer::start().await;
     server.seed_shop().await;

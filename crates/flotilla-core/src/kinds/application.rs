@@ -684,6 +684,15 @@ impl KindSpec for ApplicationSpec {
     fn environment(&self, _meta: &ObjectMeta) -> Option<String> {
         Some(self.environment.clone())
     }
+
+    /// A hostPath volume reaches the node's own files: platform admins only.
+    fn requires_platform_admin(&self) -> Option<String> {
+        self.components.iter().enumerate().find_map(|(c, component)| {
+            component.volumes.iter().enumerate().find(|(_, v)| v.host_path.is_some()).map(|(v, _)| {
+                format!("spec.components[{c}].volumes[{v}].hostPath mounts a directory of the node: only a platform admin may")
+            })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,12 @@ pub trait KindSpec: Serialize + DeserializeOwned + JsonSchema + 'static {
     fn workspace(&self) -> Option<String> {
         None
     }
+
+    /// Why writing this object takes a platform admin, whatever the caller's other roles
+    /// (an Application mounting a directory of the node). `None`: the usual policy decides.
+    fn requires_platform_admin(&self) -> Option<String> {
+        None
+    }
 }
 
 type SpecCheck = dyn Fn(&Object) -> Result<Vec<FieldError>, String> + Send + Sync;
@@ -162,6 +168,7 @@ pub struct KindInfo {
     budget: Box<SpecBudget>,
     environment: Box<SpecAttr>,
     workspace: Box<SpecAttr>,
+    admin_only: Box<SpecAttr>,
 }
 
 impl std::fmt::Debug for KindInfo {
@@ -199,6 +206,11 @@ impl KindInfo {
     /// The workspace `object` declares it belongs to, if any.
     pub fn workspace_of(&self, object: &Object) -> Option<String> {
         (self.workspace)(object)
+    }
+
+    /// Why writing `object` takes a platform admin, if it does.
+    pub fn requires_platform_admin(&self, object: &Object) -> Option<String> {
+        (self.admin_only)(object)
     }
 }
 
@@ -273,6 +285,7 @@ impl KindRegistry {
             budget: Box::new(|object| typed::<S>(object).and_then(|s| s.budget_reference(&object.metadata))),
             environment: Box::new(|object| typed::<S>(object).and_then(|s| s.environment(&object.metadata))),
             workspace: Box::new(|object| typed::<S>(object).and_then(|s| s.workspace())),
+            admin_only: Box::new(|object| typed::<S>(object).and_then(|s| s.requires_platform_admin())),
         });
         self.kinds.retain(|k| k.kind != S::KIND);
         self.kinds.push(info.clone());
