@@ -130,6 +130,21 @@ fn isolate(bridge: &str) -> Result<(), PluginError> {
     ensure_rule(ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"], true)
 }
 
+/// Removes the isolation rules of `bridges` (networks that are gone), and the whole chain
+/// once no bridge has a rule in it.
+pub fn remove_isolation(bridges: &[String]) {
+    for bridge in bridges {
+        let _ = iptables(&["-D", ISOLATION_CHAIN, "-i", bridge, "-o", bridge, "-j", "ACCEPT"]);
+    }
+    let listed = Command::new("iptables").args(["-w", "5", "-S", ISOLATION_CHAIN]).output();
+    let in_use = listed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-j ACCEPT"));
+    if !in_use {
+        let _ = iptables(&["-D", "FORWARD", "-j", ISOLATION_CHAIN]);
+        let _ = iptables(&["-F", ISOLATION_CHAIN]);
+        let _ = iptables(&["-X", ISOLATION_CHAIN]);
+    }
+}
+
 fn run_command(command: &str, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
     if command == "VERSION" {
         return Ok(serde_json::to_vec(&json!({

@@ -86,8 +86,13 @@ fn complete(status: &WorkloadStatus, revision: u64) -> bool {
         && status.instances.iter().all(|i| i.revision == revision && i.is_ready())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
+/// Runs `test` on a fresh runtime with per-environment networks, with a workload key of
+/// its own; every pod of that workload is removed afterwards.
+async fn with_driver_runtime<F, Fut>(test: F)
+where
+    F: FnOnce(support::Runtime, WorkloadKey) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let key = key(&short);
     let options = support::Options {
@@ -95,7 +100,12 @@ async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
         per_environment_networks: true,
         ..Default::default()
     };
-    support::with_runtime_options(options, move |runtime| async move {
+    support::with_runtime_options(options, move |runtime| test(runtime, key)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
+    with_driver_runtime(|runtime, key| async move {
         let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
         let driver = start_driver(&runtime).await;
@@ -168,14 +178,7 @@ async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_that_never_becomes_ready_misses_its_deadline_and_the_old_one_keeps_serving() {
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = key(&short);
-    let options = support::Options {
-        cleanup_labels: vec![workload_selector(&key)],
-        per_environment_networks: true,
-        ..Default::default()
-    };
-    support::with_runtime_options(options, move |runtime| async move {
+    with_driver_runtime(|runtime, key| async move {
         let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
         let driver = start_driver(&runtime).await;
@@ -203,14 +206,7 @@ async fn a_revision_that_never_becomes_ready_misses_its_deadline_and_the_old_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_come_back_per_instance() {
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = key(&short);
-    let options = support::Options {
-        cleanup_labels: vec![workload_selector(&key)],
-        per_environment_networks: true,
-        ..Default::default()
-    };
-    support::with_runtime_options(options, move |runtime| async move {
+    with_driver_runtime(|runtime, key| async move {
         let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
         let driver = start_driver(&runtime).await;
@@ -239,14 +235,7 @@ async fn metrics_come_back_per_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_read_followed_and_rotated() {
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = key(&short);
-    let options = support::Options {
-        cleanup_labels: vec![workload_selector(&key)],
-        per_environment_networks: true,
-        ..Default::default()
-    };
-    support::with_runtime_options(options, move |runtime| async move {
+    with_driver_runtime(|runtime, key| async move {
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![]).await;
         let mut options = LocalOptions::new(runtime.dir.join("runtime"));
         options.max_log_bytes = 400;
@@ -289,14 +278,7 @@ async fn logs_are_read_followed_and_rotated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() {
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = key(&short);
-    let options = support::Options {
-        cleanup_labels: vec![workload_selector(&key)],
-        per_environment_networks: true,
-        ..Default::default()
-    };
-    support::with_runtime_options(options, move |runtime| async move {
+    with_driver_runtime(|runtime, key| async move {
         let driver = start_driver(&runtime).await;
         // Nothing listens on loopback port 9: the registry is unreachable.
         let missing = "127.0.0.1:9/shop/web:1";

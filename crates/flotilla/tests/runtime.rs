@@ -134,50 +134,58 @@ async fn stop_containerd(dir: &Path, socket: &Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
+/// Runs `test` with a fresh data directory (short: the containerd socket path must fit in
+/// 108 bytes), its runtime's socket path and a unique short id; then removes whatever the
+/// server and its runtime left behind, also when the test failed.
+async fn with_server_dir<F, Fut>(test: F)
+where
+    F: FnOnce(PathBuf, PathBuf, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
     let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("runtime/containerd/containerd.sock");
-    let outcome = tokio::spawn({
-        let (dir, socket) = (dir.clone(), socket.clone());
-        async move {
-            let mut server = start(&dir);
-            let containerd = Containerd::existing(&socket).await.expect("the server's containerd answers");
-            drop(containerd);
-            let mut cri = Cri::connect(&socket).await.unwrap();
-            assert!(cri.image_id(PAUSE_IMAGE).await.unwrap().is_some(), "the pause image was built and imported");
-            assert!(dir.join("runtime/cni-bin/flotilla-net").exists(), "the network plugin is installed");
-
-            // kill -9: containerd keeps running; the next start adopts it.
-            server.kill().unwrap();
-            server.wait().unwrap();
-            assert!(Containerd::existing(&socket).await.is_ok(), "containerd outlives a killed server");
-            let mut server = start(&dir);
-            assert!(Containerd::existing(&socket).await.is_ok());
-
-            // A clean shutdown stops the containerd this server started... which it did not:
-            // it adopted it, so it leaves it running.
-            assert!(terminate(&mut server).success());
-            assert!(Containerd::existing(&socket).await.is_ok(), "an adopted containerd is left running");
-            stop_containerd(&dir, &socket).await;
-            assert!(Containerd::existing(&socket).await.is_err());
-
-            // A server that started its own containerd stops it on SIGTERM.
-            let mut server = start(&dir);
-            assert!(Containerd::existing(&socket).await.is_ok());
-            assert!(terminate(&mut server).success());
-            assert!(Containerd::existing(&socket).await.is_err(), "containerd stopped with the server");
-        }
-    })
-    .await;
+    let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
     clean_up_runtime(&dir, &socket).await;
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
+    with_server_dir(|dir, socket, _short| async move {
+        let mut server = start(&dir);
+        let containerd = Containerd::existing(&socket).await.expect("the server's containerd answers");
+        drop(containerd);
+        let mut cri = Cri::connect(&socket).await.unwrap();
+        assert!(cri.image_id(PAUSE_IMAGE).await.unwrap().is_some(), "the pause image was built and imported");
+        assert!(dir.join("runtime/cni-bin/flotilla-net").exists(), "the network plugin is installed");
+
+        // kill -9: containerd keeps running; the next start adopts it.
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert!(Containerd::existing(&socket).await.is_ok(), "containerd outlives a killed server");
+        let mut server = start(&dir);
+        assert!(Containerd::existing(&socket).await.is_ok());
+
+        // A clean shutdown stops the containerd this server started... which it did not:
+        // it adopted it, so it leaves it running.
+        assert!(terminate(&mut server).success());
+        assert!(Containerd::existing(&socket).await.is_ok(), "an adopted containerd is left running");
+        stop_containerd(&dir, &socket).await;
+        assert!(Containerd::existing(&socket).await.is_err());
+
+        // A server that started its own containerd stops it on SIGTERM.
+        let mut server = start(&dir);
+        assert!(Containerd::existing(&socket).await.is_ok());
+        assert!(terminate(&mut server).success());
+        assert!(Containerd::existing(&socket).await.is_err(), "containerd stopped with the server");
+    })
+    .await;
 }
 
 /// Removes what the server's runtime left on the host: environment bridges, their isolation
@@ -198,6 +206,7 @@ async fn clean_up_runtime(dir: &Path, socket: &Path) {
         }
     }
     stop_containerd(dir, socket).await;
+    let mut bridges = Vec::new();
     for entry in std::fs::read_dir(dir.join("runtime/networks")).into_iter().flatten().flatten() {
         let Ok(network) = serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(
             &std::fs::read(entry.path()).unwrap(),
@@ -205,15 +214,9 @@ async fn clean_up_runtime(dir: &Path, socket: &Path) {
             continue;
         };
         let _ = Command::new("ip").args(["link", "delete", &network.bridge]).status();
-        let rule = ["-w", "-D", "FLOTILLA-ISOLATION", "-i", &network.bridge, "-o", &network.bridge, "-j", "ACCEPT"];
-        let _ = Command::new("iptables").args(rule).status();
+        bridges.push(network.bridge);
     }
-    let listed = Command::new("iptables").args(["-w", "-S", "FLOTILLA-ISOLATION"]).output().ok();
-    if listed.is_some_and(|o| !String::from_utf8_lossy(&o.stdout).contains("-j ACCEPT")) {
-        let _ = Command::new("iptables").args(["-w", "-D", "FORWARD", "-j", "FLOTILLA-ISOLATION"]).status();
-        let _ = Command::new("iptables").args(["-w", "-F", "FLOTILLA-ISOLATION"]).status();
-        let _ = Command::new("iptables").args(["-w", "-X", "FLOTILLA-ISOLATION"]).status();
-    }
+    flotilla_local::cni_plugin::remove_isolation(&bridges);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,125 +225,90 @@ async fn an_application_applied_through_the_api_runs_on_the_embedded_runtime() {
     use flotilla_local::instance::workload_selector;
     use serde_json::json;
 
-    assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("runtime/containerd/containerd.sock");
-    let outcome = tokio::spawn({
-        let (dir, socket, short) = (dir.clone(), socket.clone(), short.clone());
-        async move {
-            let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
-            let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
-            "metadata": {"name": "shop", "project": project},
-            "spec": {"environment": "test", "components": [
-                web_component(8080, 600),
-                {"name": "worker", "image": IMAGE, "command": ["/bin/sleep", "3600"]}
-            ]}});
-            admin.create("applications", Some(project.as_str()), &application).await.unwrap();
+    with_server_dir(|dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "project": project},
+        "spec": {"environment": "test", "components": [
+            web_component(8080, 600),
+            {"name": "worker", "image": IMAGE, "command": ["/bin/sleep", "3600"]}
+        ]}});
+        admin.create("applications", Some(project.as_str()), &application).await.unwrap();
 
-            let key = WorkloadKey { project: project.clone(), environment: "test".into(), application: "shop".into() };
-            let mut cri = Cri::connect(&socket).await.unwrap();
-            let started = std::time::Instant::now();
-            loop {
-                let pods = cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap();
-                let containers = cri.list_containers(workload_selector(&key)).await.unwrap();
-                let running = containers
-                    .iter()
-                    .filter(|c| c.state == flotilla_local::cri::api::ContainerState::ContainerRunning as i32)
-                    .count();
-                if pods.len() == 3 && running == 3 {
-                    let web = containers.iter().find(|c| c.labels["flotilla.io/component"] == "web").unwrap();
-                    let output = cri
-                        .exec_sync(&web.id, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()], 5)
-                        .await
-                        .unwrap();
-                    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
-                    break;
-                }
-                assert!(started.elapsed() < Duration::from_secs(30), "3 instances did not come up: {pods:?}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+        let key = WorkloadKey { project: project.clone(), environment: "test".into(), application: "shop".into() };
+        let mut cri = Cri::connect(&socket).await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let pods = cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap();
+            let containers = cri.list_containers(workload_selector(&key)).await.unwrap();
+            let running = containers
+                .iter()
+                .filter(|c| c.state == flotilla_local::cri::api::ContainerState::ContainerRunning as i32)
+                .count();
+            if pods.len() == 3 && running == 3 {
+                let web = containers.iter().find(|c| c.labels["flotilla.io/component"] == "web").unwrap();
+                let output = cri
+                    .exec_sync(&web.id, vec!["/bin/sh".into(), "-c".into(), "echo $GREETING".into()], 5)
+                    .await
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
+                break;
             }
-
-            // The application's status, as the API shows it, is what the runtime reports.
-            let app = wait_for_status(&admin, &project, "web ready", |app| {
-                web_status(app)["ready"] == 2 && web_status(app)["phase"] == "complete"
-            })
-            .await;
-            assert_eq!(app.status["cluster"], "local");
-            assert_eq!(app.status["revision"], 1);
-            assert_eq!(app.status["instances"].as_array().unwrap().len(), 3, "{}", app.status);
-
-            admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
-            let started = std::time::Instant::now();
-            while !cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().is_empty() {
-                assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            assert!(terminate(&mut server).success());
+            assert!(started.elapsed() < Duration::from_secs(30), "3 instances did not come up: {pods:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+
+        // The application's status, as the API shows it, is what the runtime reports.
+        let app = wait_for_status(&admin, &project, "web ready", |app| {
+            web_status(app)["ready"] == 2 && web_status(app)["phase"] == "complete"
+        })
+        .await;
+        assert_eq!(app.status["cluster"], "local");
+        assert_eq!(app.status["revision"], 1);
+        assert_eq!(app.status["instances"].as_array().unwrap().len(), 3, "{}", app.status);
+
+        admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
+        let started = std::time::Instant::now();
+        while !cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(terminate(&mut server).success());
     })
     .await;
-    clean_up_runtime(&dir, &socket).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_that_never_becomes_ready_is_rolled_back_automatically() {
     use serde_json::json;
-    assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("runtime/containerd/containerd.sock");
-    let outcome = tokio::spawn({
-        let (dir, socket, short) = (dir.clone(), socket.clone(), short.clone());
-        async move {
-            let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
-            let mut application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+    with_server_dir(|dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let mut application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
                 "metadata": {"name": "shop", "project": project},
                 "spec": {"environment": "test", "components": [web_component(8080, 3)]}});
-            admin.create("applications", Some(project.as_str()), &application).await.unwrap();
-            wait_for_status(&admin, &project, "revision 1 complete", |app| web_status(app)["phase"] == "complete")
-                .await;
+        admin.create("applications", Some(project.as_str()), &application).await.unwrap();
+        wait_for_status(&admin, &project, "revision 1 complete", |app| web_status(app)["phase"] == "complete").await;
 
-            // Revision 2 is never ready (its readiness probe asks a port nothing listens on).
-            application["spec"]["components"][0] = web_component(9999, 3);
-            admin.update("applications", Some(project.as_str()), "shop", &application).await.unwrap();
-            let app = wait_for_status(&admin, &project, "rolled back and complete", |app| {
-                app.metadata.generation == Some(3)
-                    && app.status["revision"] == 3
-                    && web_status(app)["phase"] == "complete"
-            })
-            .await;
-            assert_eq!(
-                app.spec["components"][0]["probes"]["readiness"]["http"]["port"], 8080,
-                "revision 1's spec is back"
-            );
-            let records = admin.audit_query(&[("action", "rollback".to_string())]).await.unwrap();
-            let record = &records["items"][0];
-            assert_eq!(record["user"], "system");
-            assert!(
-                record["message"].as_str().unwrap().contains("revision 2 missed its progress deadline"),
-                "{record}"
-            );
-            admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
-            let mut cri = Cri::connect(&socket).await.unwrap();
-            let started = std::time::Instant::now();
-            while !cri.list_pod_sandboxes(std::collections::HashMap::new()).await.unwrap().is_empty() {
-                assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            assert!(terminate(&mut server).success());
+        // Revision 2 is never ready (its readiness probe asks a port nothing listens on).
+        application["spec"]["components"][0] = web_component(9999, 3);
+        admin.update("applications", Some(project.as_str()), "shop", &application).await.unwrap();
+        let app = wait_for_status(&admin, &project, "rolled back and complete", |app| {
+            app.metadata.generation == Some(3) && app.status["revision"] == 3 && web_status(app)["phase"] == "complete"
+        })
+        .await;
+        assert_eq!(app.spec["components"][0]["probes"]["readiness"]["http"]["port"], 8080, "revision 1's spec is back");
+        let records = admin.audit_query(&[("action", "rollback".to_string())]).await.unwrap();
+        let record = &records["items"][0];
+        assert_eq!(record["user"], "system");
+        assert!(record["message"].as_str().unwrap().contains("revision 2 missed its progress deadline"), "{record}");
+        admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
+        let mut cri = Cri::connect(&socket).await.unwrap();
+        let started = std::time::Instant::now();
+        while !cri.list_pod_sandboxes(std::collections::HashMap::new()).await.unwrap().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the deleted application's instances remain");
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        assert!(terminate(&mut server).success());
     })
     .await;
-    clean_up_runtime(&dir, &socket).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }

@@ -64,24 +64,6 @@ pub struct Options {
     pub per_environment_networks: bool,
 }
 
-/// Removes the isolation rules of `bridges`, and the isolation chain once no bridge uses it.
-async fn remove_isolation(bridges: &[String]) {
-    let iptables = |args: Vec<String>| async move {
-        tokio::process::Command::new("iptables").arg("-w").args(args).output().await.ok()
-    };
-    for bridge in bridges {
-        let rule = ["-D", "FLOTILLA-ISOLATION", "-i", bridge, "-o", bridge, "-j", "ACCEPT"];
-        let _ = iptables(rule.iter().map(|s| s.to_string()).collect()).await;
-    }
-    let listed = iptables(vec!["-S".into(), "FLOTILLA-ISOLATION".into()]).await;
-    let accepts = listed.map(|o| String::from_utf8_lossy(&o.stdout).matches("-j ACCEPT").count()).unwrap_or(0);
-    if accepts == 0 {
-        let _ = iptables(vec!["-D".into(), "FORWARD".into(), "-j".into(), "FLOTILLA-ISOLATION".into()]).await;
-        let _ = iptables(vec!["-F".into(), "FLOTILLA-ISOLATION".into()]).await;
-        let _ = iptables(vec!["-X".into(), "FLOTILLA-ISOLATION".into()]).await;
-    }
-}
-
 /// Runs `test` against a fresh containerd of our own, then removes every pod it labelled
 /// with [`Runtime::selector`] (or with `cleanup_labels`), the network and containerd.
 pub async fn with_runtime<F, Fut>(cleanup_labels: Vec<HashMap<String, String>>, test: F)
@@ -183,7 +165,7 @@ where
         let _ = tokio::process::Command::new("ip").args(["link", "delete", bridge]).status().await;
     }
     if per_environment {
-        remove_isolation(&bridges).await;
+        cni_plugin::remove_isolation(&bridges);
     }
     let _ = std::fs::remove_dir_all(&dir);
     if let Err(panic) = outcome {
