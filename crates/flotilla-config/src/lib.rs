@@ -89,6 +89,8 @@ pub struct RuntimeConfig {
     pub busybox: PathBuf,
     /// Environment networks are `10.<network_octet>.N.0/24`.
     pub network_octet: u8,
+    /// Service addresses (one per component with ports) come from this range.
+    pub service_range: ipnet::Ipv4Net,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +101,7 @@ impl Default for RuntimeConfig {
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             busybox: PathBuf::from("/bin/busybox"),
             network_octet: 89,
+            service_range: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 90, 0, 0), 16).unwrap_or_default(),
         }
     }
 }
@@ -262,6 +265,18 @@ impl Config {
         if self.login.max_failures == 0 {
             return invalid("login.max_failures", "must be at least 1".into());
         }
+        let networks =
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, self.runtime.network_octet, 0, 0), 16).unwrap_or_default();
+        let services = self.runtime.service_range;
+        if services.contains(&networks.network()) || networks.contains(&services.network()) {
+            return invalid(
+                "runtime.service_range",
+                format!("{services} overlaps the environment networks {networks} (runtime.network_octet)"),
+            );
+        }
+        if services.prefix_len() > 30 {
+            return invalid("runtime.service_range", format!("{services} is too small (at most /30)"));
+        }
         if self.login.lockout_secs == 0 || self.login.lockout_secs > self.login.max_lockout_secs {
             return invalid("login.lockout_secs", "must be between 1 and login.max_lockout_secs".into());
         }
@@ -363,6 +378,19 @@ mod tests {
             let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
             let error = Config::load(&overrides).unwrap_err().to_string();
             assert!(error.contains("lisen"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_service_range_inside_the_environment_networks_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("FLOTILLA_RUNTIME__SERVICE_RANGE", "10.89.200.0/24");
+            let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
+            let error = Config::load(&overrides).unwrap_err().to_string();
+            assert!(error.contains("runtime.service_range") && error.contains("10.89.0.0/16"), "{error}");
+            jail.set_env("FLOTILLA_RUNTIME__SERVICE_RANGE", "10.91.0.0/16");
+            assert_eq!(Config::load(&overrides).expect("loads").runtime.service_range.to_string(), "10.91.0.0/16");
             Ok(())
         });
     }

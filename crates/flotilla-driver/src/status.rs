@@ -74,6 +74,17 @@ pub struct ComponentStatus {
     /// pulled: the registry's message and when it is tried again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Where the component's ports answer inside the cluster (components with ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceAddress>,
+}
+
+/// The stable address and DNS name of a component's service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAddress {
+    pub address: String,
+    pub dns_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

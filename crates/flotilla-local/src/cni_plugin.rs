@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::iptables;
+
 /// The file name the plugin is installed under, in the CNI plugin directory.
 pub const PLUGIN_NAME: &str = "flotilla-net";
 
@@ -47,6 +49,11 @@ pub struct EnvironmentNetwork {
 }
 
 impl EnvironmentNetwork {
+    /// The bridge's own address (the instances' gateway and name server): the subnet's first.
+    pub fn gateway(&self) -> Option<std::net::Ipv4Addr> {
+        self.subnet.parse::<ipnet::Ipv4Net>().ok().and_then(|net| net.hosts().next())
+    }
+
     /// Writes the network of pod namespace `namespace` where the plugin reads it.
     pub fn install(&self, networks_dir: &Path, namespace: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(networks_dir)?;
@@ -57,15 +64,12 @@ impl EnvironmentNetwork {
     }
 }
 
-/// The conflist containerd reads: this plugin, then `portmap` for published ports.
+/// The conflist containerd reads: this plugin alone (published ports are the services'
+/// business: see [`crate::services`]).
 pub fn conflist(config: &PluginConfig) -> Value {
     let mut plugin = serde_json::to_value(config).unwrap_or(Value::Null);
     plugin["type"] = json!(PLUGIN_NAME);
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "flotilla",
-        "plugins": [plugin, {"type": "portmap", "capabilities": {"portMappings": true}}]
-    })
+    json!({"cniVersion": "1.0.0", "name": "flotilla", "plugins": [plugin]})
 }
 
 /// Prepares the plugin directory containerd is pointed at: `plugin` (the executable acting
@@ -100,48 +104,29 @@ fn cni_arg(args: &str, key: &str) -> Option<String> {
     args.split(';').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
 }
 
-fn iptables(args: &[&str]) -> Result<bool, PluginError> {
-    let status = Command::new("iptables")
-        .args(["-w", "5"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| error(999, format!("cannot run iptables: {e}")))?;
-    Ok(status.success())
-}
-
-/// Adds `rule` to `chain` unless it is there; `first` inserts it at the top.
-fn ensure_rule(chain: &str, rule: &[&str], first: bool) -> Result<(), PluginError> {
-    let check: Vec<&str> = ["-C", chain].iter().copied().chain(rule.iter().copied()).collect();
-    if iptables(&check)? {
-        return Ok(());
-    }
-    let add: Vec<&str> = [if first { "-I" } else { "-A" }, chain].iter().copied().chain(rule.iter().copied()).collect();
-    if iptables(&add)? { Ok(()) } else { Err(error(999, format!("iptables {} failed", add.join(" ")))) }
-}
-
 /// Traffic between two environment bridges is dropped; within one bridge it is accepted.
 fn isolate(bridge: &str) -> Result<(), PluginError> {
-    let _ = iptables(&["-N", ISOLATION_CHAIN]);
-    ensure_rule("FORWARD", &["-j", ISOLATION_CHAIN], true)?;
+    let failed = |message: String| error(999, message);
+    let _ = iptables::run(&["-N", ISOLATION_CHAIN]);
+    iptables::ensure_rule("filter", "FORWARD", &["-j", ISOLATION_CHAIN], true).map_err(failed)?;
     let all = format!("{BRIDGE_PREFIX}+");
-    ensure_rule(ISOLATION_CHAIN, &["-i", &all, "-o", &all, "-j", "DROP"], false)?;
-    ensure_rule(ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"], true)
+    iptables::ensure_rule("filter", ISOLATION_CHAIN, &["-i", &all, "-o", &all, "-j", "DROP"], false).map_err(failed)?;
+    iptables::ensure_rule("filter", ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"], true)
+        .map_err(failed)
 }
 
 /// Removes the isolation rules of `bridges` (networks that are gone), and the whole chain
 /// once no bridge has a rule in it.
 pub fn remove_isolation(bridges: &[String]) {
     for bridge in bridges {
-        let _ = iptables(&["-D", ISOLATION_CHAIN, "-i", bridge, "-o", bridge, "-j", "ACCEPT"]);
+        iptables::delete_rule("filter", ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"]);
     }
     let listed = Command::new("iptables").args(["-w", "5", "-S", ISOLATION_CHAIN]).output();
     let in_use = listed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-j ACCEPT"));
     if !in_use {
-        let _ = iptables(&["-D", "FORWARD", "-j", ISOLATION_CHAIN]);
-        let _ = iptables(&["-F", ISOLATION_CHAIN]);
-        let _ = iptables(&["-X", ISOLATION_CHAIN]);
+        iptables::delete_rule("filter", "FORWARD", &["-j", ISOLATION_CHAIN]);
+        let _ = iptables::run(&["-F", ISOLATION_CHAIN]);
+        let _ = iptables::run(&["-X", ISOLATION_CHAIN]);
     }
 }
 
@@ -251,12 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn the_conflist_chains_portmap_after_the_plugin() {
+    fn the_conflist_names_the_plugin_and_its_directories() {
         let config =
             PluginConfig { networks_dir: "/n".into(), delegate_dir: "/usr/lib/cni".into(), ipam_dir: "/i".into() };
         let list = conflist(&config);
         assert_eq!(list["plugins"][0]["type"], PLUGIN_NAME);
         assert_eq!(list["plugins"][0]["networksDir"], "/n");
-        assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert_eq!(list["plugins"].as_array().map(Vec::len), Some(1));
     }
 }

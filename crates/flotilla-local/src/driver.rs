@@ -15,6 +15,7 @@
 //! workload again, adopted instances are kept running as they are.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,18 +24,22 @@ use async_trait::async_trait;
 use flotilla_core::kinds::RestartPolicy;
 use flotilla_driver::rollout::{self, Progress, Strategy};
 use flotilla_driver::status::{
-    ComponentStatus, Event, EventType, InstanceState, InstanceStatus, RolloutPhase, WorkloadStatus,
+    ComponentStatus, Event, EventType, InstanceState, InstanceStatus, RolloutPhase, ServiceAddress, WorkloadStatus,
 };
 use flotilla_driver::workload::{ComponentWorkload, ResolvedProbe, Workload, WorkloadKey, labels};
 use flotilla_driver::{ClusterDriver, DriverError, ExecOutput, InstanceMetrics, LogLine, LogQuery};
 use futures::stream::BoxStream;
+use ipnet::Ipv4Net;
 use tokio::sync::{Mutex, Notify, broadcast};
 
 use crate::LocalError;
+use crate::cni_plugin::EnvironmentNetwork;
 use crate::cri::{Cri, api};
+use crate::dns::DnsServer;
 use crate::instance::{INSTANCE_LABEL, InstancePlan, disk_io, instance_dir, remove_pod_cgroup, workload_selector};
 use crate::networks::NetworkAllocator;
 use crate::probe;
+use crate::services::{AddressAllocator, Chains, Service, ServiceKey, ServicePort};
 
 /// Settings of the embedded runtime.
 #[derive(Debug, Clone)]
@@ -52,6 +57,15 @@ pub struct LocalOptions {
     pub max_log_bytes: u64,
     /// Rotated log files kept per instance.
     pub log_files_kept: usize,
+    /// Service addresses are taken from here.
+    pub service_range: Ipv4Net,
+    /// Service names are `<component>.<application>.<environment>.<project>.<dns_domain>`.
+    pub dns_domain: String,
+    /// Where the name server answers on each environment's gateway (53: `resolv.conf` has
+    /// no port).
+    pub dns_port: u16,
+    /// Where names outside `dns_domain` are forwarded: the host's name servers.
+    pub upstream_dns: Vec<SocketAddr>,
 }
 
 impl LocalOptions {
@@ -64,6 +78,10 @@ impl LocalOptions {
             max_events: 200,
             max_log_bytes: 10 * 1024 * 1024,
             log_files_kept: 2,
+            service_range: Ipv4Net::new(std::net::Ipv4Addr::new(10, 90, 0, 0), 16).unwrap_or_default(),
+            dns_domain: "flotilla.internal".into(),
+            dns_port: 53,
+            upstream_dns: crate::dns::name_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
         }
     }
 }
@@ -152,6 +170,8 @@ struct WorkloadState {
     published: Option<WorkloadStatus>,
     /// Images that could not be pulled: retried with a doubling back-off.
     pulls: HashMap<String, PullBackoff>,
+    /// The service of each component with ports.
+    services: BTreeMap<String, ServiceAddress>,
 }
 
 /// A failing image pull.
@@ -211,6 +231,7 @@ impl WorkloadState {
                         let wait = pull.retry_at.saturating_duration_since(Instant::now()).as_secs();
                         format!("image {} cannot be pulled: {}; retrying in {wait} s", component.image, pull.message)
                     }),
+                    service: self.services.get(&component.name).cloned(),
                 });
             }
         }
@@ -243,6 +264,11 @@ struct Inner {
     workloads: Mutex<HashMap<WorkloadKey, WorkloadState>>,
     wake: Notify,
     changes: broadcast::Sender<(WorkloadKey, WorkloadStatus)>,
+    addresses: std::sync::Mutex<AddressAllocator>,
+    dns: DnsServer,
+    chains: Chains,
+    /// The services whose rules are loaded, and the bridges given `route_localnet`.
+    loaded: Mutex<Option<(Vec<Service>, Vec<String>)>>,
 }
 
 /// The embedded runtime.
@@ -256,6 +282,19 @@ impl Drop for LocalDriver {
         // Pods keep running: stopping the driver is not stopping the applications.
         self.reconciler.abort();
     }
+}
+
+fn service_key(key: &WorkloadKey, component: &str) -> ServiceKey {
+    ServiceKey {
+        project: key.project.clone(),
+        environment: key.environment.clone(),
+        application: key.application.clone(),
+        component: component.to_string(),
+    }
+}
+
+fn is_of(service: &ServiceKey, key: &WorkloadKey) -> bool {
+    service.project == key.project && service.environment == key.environment && service.application == key.application
 }
 
 fn micros_now() -> i64 {
@@ -274,13 +313,20 @@ impl LocalDriver {
     /// Starts the driver on a CRI connection, adopting the pods it finds.
     pub async fn start(cri: Cri, networks: NetworkAllocator, options: LocalOptions) -> Result<Self, LocalError> {
         let (changes, _) = broadcast::channel(1024);
+        let addresses = AddressAllocator::open(options.service_range, options.root.join("services.json"));
+        let zone = Arc::new(crate::dns::Zone::new(&options.dns_domain));
+        let dns = DnsServer::new(zone, options.upstream_dns.clone(), options.dns_port);
         let inner = Arc::new(Inner {
             cri,
+            chains: Chains::of(&options.root),
             options,
             networks,
             workloads: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             changes,
+            addresses: std::sync::Mutex::new(addresses),
+            dns,
+            loaded: Mutex::new(None),
         });
         inner.adopt().await?;
         let reconciler = tokio::spawn(reconcile_forever(inner.clone()));
@@ -363,6 +409,86 @@ impl Inner {
                 let _ = self.changes.send((key.clone(), status));
             }
         }
+        self.sync_services().await;
+    }
+
+    /// Points the DNS names at the service addresses, and the service rules at the ready
+    /// instances.
+    async fn sync_services(&self) {
+        let records: HashMap<String, std::net::Ipv4Addr> = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .all()
+            .map(|(service, address)| (service.dns_name(&self.options.dns_domain), address))
+            .collect();
+        self.dns.zone().set(records);
+        let networks = self.networks.all();
+        for gateway in networks.iter().filter_map(EnvironmentNetwork::gateway) {
+            if let Err(error) = self.dns.listen(gateway) {
+                tracing::warn!(%gateway, %error, "the name server cannot listen here");
+            }
+        }
+        let mut services = Vec::new();
+        let mut bridges = Vec::new();
+        {
+            let workloads = self.workloads.lock().await;
+            for (key, state) in workloads.iter() {
+                let Some(desired) = &state.desired else {
+                    // Adopted after a restart, not applied yet: its ports are unknown, so the
+                    // rules in the kernel stay as they are until it is.
+                    if state.instances.is_empty() {
+                        continue;
+                    }
+                    return;
+                };
+                for component in desired.components.iter().filter(|c| !c.ports.is_empty()) {
+                    let Some(address) = state.services.get(&component.name).and_then(|s| s.address.parse().ok()) else {
+                        continue;
+                    };
+                    let mut endpoints: Vec<std::net::Ipv4Addr> = state
+                        .instances
+                        .values()
+                        .filter(|i| i.component == component.name && i.ready)
+                        .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
+                        .collect();
+                    endpoints.sort();
+                    let ports = component
+                        .ports
+                        .iter()
+                        .map(|p| ServicePort {
+                            name: p.name.clone(),
+                            protocol: p.protocol,
+                            port: p.port,
+                            publish: p.publish,
+                        })
+                        .collect();
+                    if component.ports.iter().any(|p| p.publish.is_some())
+                        && let Ok(network) =
+                            self.networks.ensure(&NetworkAllocator::namespace(&key.project, &key.environment))
+                    {
+                        bridges.push(network.bridge);
+                    }
+                    services.push(Service { key: service_key(key, &component.name), address, ports, endpoints });
+                }
+            }
+        }
+        services.sort_by(|a, b| a.key.cmp(&b.key));
+        bridges.sort();
+        bridges.dedup();
+        let mut loaded = self.loaded.lock().await;
+        if loaded.as_ref().is_some_and(|(s, b)| *s == services && *b == bridges) {
+            return;
+        }
+        let chains = self.chains.clone();
+        let (to_load, bridges_to_load) = (services.clone(), bridges.clone());
+        let outcome =
+            tokio::task::spawn_blocking(move || crate::services::apply(&chains, &to_load, &bridges_to_load)).await;
+        match outcome {
+            Ok(Ok(())) => *loaded = Some((services, bridges)),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot load the service rules; will retry"),
+            Err(error) => tracing::warn!(%error, "cannot load the service rules; will retry"),
+        }
     }
 
     async fn reconcile(&self, key: &WorkloadKey, state: &mut WorkloadState) -> Result<(), LocalError> {
@@ -380,6 +506,7 @@ impl Inner {
             self.look_after(&mut cri, state, &name, spec.as_ref(), component, max_events).await?;
         }
         let Some(desired) = desired else { return Ok(()) };
+        state.services = self.assign_addresses(key, &desired)?;
         let live: std::collections::BTreeSet<u64> = state.instances.values().map(|i| i.revision).collect();
         state.revisions.retain(|revision, _| *revision == desired.revision || live.contains(revision));
         // Components no longer wanted.
@@ -396,6 +523,26 @@ impl Inner {
             self.roll(&mut cri, key, state, &desired, component).await?;
         }
         Ok(())
+    }
+
+    /// A service address for each component of `desired` with ports; the addresses of its
+    /// other components are freed.
+    fn assign_addresses(
+        &self,
+        key: &WorkloadKey,
+        desired: &Workload,
+    ) -> Result<BTreeMap<String, ServiceAddress>, LocalError> {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        let with_ports: Vec<&ComponentWorkload> = desired.components.iter().filter(|c| !c.ports.is_empty()).collect();
+        addresses.retain(|service| !is_of(service, key) || with_ports.iter().any(|c| c.name == service.component))?;
+        let mut services = BTreeMap::new();
+        for component in with_ports {
+            let service = service_key(key, &component.name);
+            let address = addresses.ensure(&service)?;
+            let dns_name = service.dns_name(&self.options.dns_domain);
+            services.insert(component.name.clone(), ServiceAddress { address: address.to_string(), dns_name });
+        }
+        Ok(services)
     }
 
     /// Restarts, probes and state of one instance.
@@ -746,12 +893,27 @@ impl Inner {
         }
     }
 
-    fn plan<'a>(&self, workload: &'a Workload, component: &'a ComponentWorkload, name: &str) -> InstancePlan<'a> {
-        InstancePlan {
+    fn plan<'a>(
+        &self,
+        workload: &'a Workload,
+        component: &'a ComponentWorkload,
+        name: &str,
+    ) -> Result<InstancePlan<'a>, LocalError> {
+        let namespace = NetworkAllocator::namespace(&workload.key.project, &workload.key.environment);
+        let network = self.networks.ensure(&namespace)?;
+        let domain = &self.options.dns_domain;
+        let (project, environment) = (&workload.key.project, &workload.key.environment);
+        let dns = network.gateway().map(|gateway| api::DnsConfig {
+            servers: vec![gateway.to_string()],
+            searches: vec![format!("{environment}.{project}.{domain}"), format!("{project}.{domain}"), domain.clone()],
+            // As Kubernetes: `web.store` tries the search domains before going upstream.
+            options: vec!["ndots:5".into()],
+        });
+        Ok(InstancePlan {
             workload,
             component,
             name: name.to_string(),
-            namespace: NetworkAllocator::namespace(&workload.key.project, &workload.key.environment),
+            namespace,
             dir: instance_dir(&self.options.root, name),
             volumes_dir: self
                 .options
@@ -760,8 +922,8 @@ impl Inner {
                 .join(&workload.key.project)
                 .join(&workload.key.environment)
                 .join(&workload.key.application),
-            dns: None,
-        }
+            dns,
+        })
     }
 
     async fn create_instance(
@@ -772,8 +934,7 @@ impl Inner {
         component: &ComponentWorkload,
         name: &str,
     ) -> Result<Tracked, LocalError> {
-        let plan = self.plan(workload, component, name);
-        self.networks.ensure(&plan.namespace)?;
+        let plan = self.plan(workload, component, name)?;
         std::fs::create_dir_all(plan.log_dir())
             .map_err(LocalError::io(format!("cannot create {}", plan.log_dir().display())))?;
         let sandbox_id = cri.run_pod_sandbox(plan.sandbox()).await?;
@@ -813,7 +974,7 @@ impl Inner {
         component: &ComponentWorkload,
         tracked: &mut Tracked,
     ) -> Result<(), LocalError> {
-        let plan = self.plan(workload, component, &tracked.name);
+        let plan = self.plan(workload, component, &tracked.name)?;
         let mut mounts = plan.write_files()?;
         mounts.extend(plan.volume_mounts()?);
         let mut config = plan.container(mounts);
@@ -876,6 +1037,11 @@ impl ClusterDriver for LocalDriver {
         let mut workloads = self.inner.workloads.lock().await;
         let mut cri = self.inner.cri.clone();
         let state = workloads.remove(key);
+        self.inner
+            .addresses
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|service| !is_of(service, key))?;
         // Everything labelled as this workload's, including what the state may have missed.
         for sandbox in cri.list_pod_sandboxes(workload_selector(key)).await? {
             cri.stop_pod_sandbox(&sandbox.id).await?;

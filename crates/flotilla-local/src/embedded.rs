@@ -30,6 +30,8 @@ pub struct EmbeddedOptions {
     /// The executable that acts as `flotilla-net` (the `flotilla` binary itself).
     pub network_plugin: PathBuf,
     pub network_octet: u8,
+    /// Service addresses come from here.
+    pub service_range: ipnet::Ipv4Net,
 }
 
 /// The running embedded runtime.
@@ -66,7 +68,9 @@ impl EmbeddedRuntime {
             let _ = std::fs::remove_file(&archive);
         }
         let networks = NetworkAllocator::new(plugin.networks_dir.clone(), options.network_octet);
-        let driver = LocalDriver::start(cri, networks, LocalOptions::new(dir.clone())).await?;
+        let mut driver_options = LocalOptions::new(dir.clone());
+        driver_options.service_range = options.service_range;
+        let driver = LocalDriver::start(cri, networks, driver_options).await?;
         Ok(Self { containerd, driver: std::sync::Arc::new(driver) })
     }
 

@@ -1,5 +1,5 @@
-//! One instance of a component as a CRI pod: the sandbox (hostname, network, published
-//! ports, log directory) and its container (image, command, env, files, volumes, CPU and
+//! One instance of a component as a CRI pod: the sandbox (hostname, network, name server,
+//! log directory) and its container (image, command, env, files, volumes, CPU and
 //! memory limits), labelled so that the runtime finds its own pods again after a restart.
 //!
 //! Configuration and secret files are written under the instance's directory on the host
@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use flotilla_core::kinds::Protocol;
 use flotilla_driver::workload::{ComponentWorkload, VolumeSource, Workload, labels};
 
 use crate::LocalError;
@@ -55,22 +54,6 @@ impl InstancePlan<'_> {
 
     /// The pod sandbox.
     pub fn sandbox(&self) -> api::PodSandboxConfig {
-        let port_mappings = self
-            .component
-            .ports
-            .iter()
-            .filter_map(|port| {
-                port.publish.map(|host_port| api::PortMapping {
-                    protocol: match port.protocol {
-                        Protocol::Tcp => api::Protocol::Tcp as i32,
-                        Protocol::Udp => api::Protocol::Udp as i32,
-                    },
-                    container_port: i32::from(port.port),
-                    host_port: i32::from(host_port),
-                    host_ip: String::new(),
-                })
-            })
-            .collect();
         api::PodSandboxConfig {
             metadata: Some(api::PodSandboxMetadata {
                 name: self.name.clone(),
@@ -81,7 +64,8 @@ impl InstancePlan<'_> {
             hostname: self.name.clone(),
             log_directory: self.log_dir().display().to_string(),
             dns_config: self.dns.clone(),
-            port_mappings,
+            // Published ports belong to the service (see `services`), not to one instance.
+            port_mappings: Vec::new(),
             labels: self.labels(),
             linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: pod_cgroup(&self.name), ..Default::default() }),
             ..Default::default()

@@ -13,6 +13,9 @@
 //! - [`logs`]: reading, following and rotating instance log files.
 //! - [`networks`]: the network of each environment, allocated on first use.
 //! - [`probe`]: HTTP, TCP and exec health probes.
+//! - [`services`]: a stable address per component, spread over its ready instances by NAT rules.
+//! - [`dns`]: the name server instances use: service names, and the host's servers for the rest.
+//! - [`iptables`]: running iptables and iptables-restore.
 //! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
 //! - [`embedded`]: bringing it all up under the data dir.
 
@@ -20,14 +23,17 @@ pub mod cni;
 pub mod cni_plugin;
 pub mod containerd;
 pub mod cri;
+pub mod dns;
 pub mod driver;
 pub mod embedded;
 pub mod images;
 pub mod instance;
+pub mod iptables;
 pub mod logs;
 pub mod networks;
 pub mod oci_archive;
 pub mod probe;
+pub mod services;
 
 /// Errors of the embedded runtime.
 #[derive(Debug, thiserror::Error)]

@@ -8,100 +8,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flotilla_core::kinds::ApplicationSpec;
-use flotilla_driver::status::{EventType, RolloutPhase, WorkloadStatus};
-use flotilla_driver::workload::{Workload, WorkloadKey};
+use flotilla_driver::status::{EventType, RolloutPhase};
 use flotilla_driver::{ClusterDriver, DriverError, LogQuery, LogStream};
 use flotilla_local::cri::Cri;
-use flotilla_local::driver::{LocalDriver, LocalOptions};
 use flotilla_local::instance::workload_selector;
-use flotilla_local::networks::NetworkAllocator;
 use flotilla_local::oci_archive::LayerFile;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const IMAGE: &str = "flotilla.local/test/app:1";
-
-fn key(short: &str) -> WorkloadKey {
-    WorkloadKey { project: format!("p{short}"), environment: "test".into(), application: "shop".into() }
-}
-
-fn workload(key: &WorkloadKey, revision: u64, spec: Value) -> Workload {
-    let spec: ApplicationSpec = serde_json::from_value(spec).unwrap();
-    Workload::resolve(key.clone(), revision, &spec, &|_| None).unwrap()
-}
-
-fn web(replicas: u32, greeting: &str, readiness_port: u16, deadline: u32) -> Value {
-    json!({
-        "name": "web", "image": IMAGE, "replicas": replicas,
-        "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
-        "env": [{"name": "GREETING", "value": greeting}],
-        "ports": [{"name": "http", "port": 8080}],
-        "probes": {"readiness": {"http": {"port": readiness_port, "path": "/"}, "periodSeconds": 1}},
-        "update": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": deadline}
-    })
-}
-
-async fn start_driver(runtime: &support::Runtime) -> LocalDriver {
-    start_driver_with(runtime, LocalOptions::new(runtime.dir.join("runtime"))).await
-}
-
-async fn start_driver_with(runtime: &support::Runtime, options: LocalOptions) -> LocalDriver {
-    let cri = Cri::connect(&runtime.socket).await.unwrap();
-    let networks = NetworkAllocator::new(runtime.networks_dir.clone().unwrap(), runtime.network_octet);
-    LocalDriver::start(cri, networks, options).await.unwrap()
-}
-
-/// Polls the driver's status until `done` holds (at most `seconds`).
-async fn wait_for(
-    driver: &LocalDriver,
-    key: &WorkloadKey,
-    seconds: u64,
-    what: &str,
-    done: impl Fn(&WorkloadStatus) -> bool,
-) -> WorkloadStatus {
-    let started = Instant::now();
-    loop {
-        if let Ok(status) = driver.status(key).await
-            && done(&status)
-        {
-            return status;
-        }
-        if started.elapsed() > Duration::from_secs(seconds) {
-            panic!("{what} within {seconds} s; last status: {:#?}", driver.status(key).await);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn component<'a>(status: &'a WorkloadStatus, name: &str) -> &'a flotilla_driver::status::ComponentStatus {
-    status.components.iter().find(|c| c.name == name).unwrap()
-}
-
-fn complete(status: &WorkloadStatus, revision: u64) -> bool {
-    status.revision == revision
-        && status.components.iter().all(|c| c.phase == RolloutPhase::Complete)
-        && status.instances.iter().all(|i| i.revision == revision && i.is_ready())
-}
-
-/// Runs `test` on a fresh runtime with per-environment networks, with a workload key of
-/// its own; every pod of that workload is removed afterwards.
-async fn with_driver_runtime<F, Fut>(test: F)
-where
-    F: FnOnce(support::Runtime, WorkloadKey) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let key = key(&short);
-    let options = support::Options {
-        cleanup_labels: vec![workload_selector(&key)],
-        per_environment_networks: true,
-        ..Default::default()
-    };
-    support::with_runtime_options(options, move |runtime| test(runtime, key)).await
-}
+use support::drivers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_comes_up_rolls_out_restarts_and_is_adopted() {
@@ -237,7 +154,7 @@ async fn metrics_come_back_per_instance() {
 async fn logs_are_read_followed_and_rotated() {
     with_driver_runtime(|runtime, key| async move {
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![]).await;
-        let mut options = LocalOptions::new(runtime.dir.join("runtime"));
+        let mut options = options(&runtime);
         options.max_log_bytes = 400;
         let driver = start_driver_with(&runtime, options).await;
         let talker = json!({"name": "talker", "image": IMAGE, "command": ["/bin/sh", "-c",

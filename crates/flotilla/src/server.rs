@@ -168,6 +168,7 @@ async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::Embe
             busybox: config.runtime.busybox.clone(),
             network_plugin: std::env::current_exe().context("cannot find the flotilla executable")?,
             network_octet: config.runtime.network_octet,
+            service_range: config.runtime.service_range,
         };
         anyhow::Ok(flotilla_local::embedded::EmbeddedRuntime::start(&options).await?)
     };

@@ -18,10 +18,15 @@ const PASSWORD: &str = "runtime test admin password";
 
 /// Starts the server; returns the process and its base URL.
 fn start_at(data_dir: &Path) -> (Child, String) {
+    // Networks and service addresses of this test's own (tests run side by side).
+    let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
+    let byte = u8::from_str_radix(&name[name.len() - 2..], 16).unwrap();
     let mut child = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
+        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", (150 + byte % 40).to_string())
+        .env("FLOTILLA_RUNTIME__SERVICE_RANGE", format!("10.211.{byte}.0/24"))
         .env("FLOTILLA_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -217,6 +222,7 @@ async fn clean_up_runtime(dir: &Path, socket: &Path) {
         bridges.push(network.bridge);
     }
     flotilla_local::cni_plugin::remove_isolation(&bridges);
+    flotilla_local::services::remove(&flotilla_local::services::Chains::of(&dir.join("runtime")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 // Each test crate includes this module and uses a part of it.
 #![allow(dead_code)]
 
+pub mod drivers;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,8 @@ pub struct Runtime {
     pub networks_dir: Option<PathBuf>,
     /// A second octet for environment subnets (`10.<octet>.N.0/24`) unique to this run.
     pub network_octet: u8,
+    /// Service addresses for this run (`10.212.N.0/24`).
+    pub service_range: ipnet::Ipv4Net,
 }
 
 impl Runtime {
@@ -133,6 +137,7 @@ where
         subnet_prefix: format!("10.213.{octet}."),
         networks_dir: per_environment.then(|| networks_dir.clone()),
         network_octet: 216 + octet % 32,
+        service_range: format!("10.212.{octet}.0/24").parse().expect("service range"),
     };
     let mut selectors = options.cleanup_labels;
     selectors.push(runtime.selector());
@@ -150,6 +155,8 @@ where
         }
     }
     containerd.stop().await;
+    // Service rules of a driver rooted at `<dir>/runtime`, as the driver tests start them.
+    flotilla_local::services::remove(&flotilla_local::services::Chains::of(&dir.join("runtime")));
     if per_environment {
         // Networks a driver allocated during the test.
         for entry in std::fs::read_dir(&networks_dir).into_iter().flatten().flatten() {
