@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flotilla_core::ValidationErrors;
 use flotilla_core::operation::OperationError;
+use flotilla_driver::DriverError;
 use flotilla_store::StoreError;
 use serde::Serialize;
 use serde_json::Value;
@@ -51,6 +52,9 @@ pub enum ApiError {
     AuditWrite(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The cluster could not do what was asked (its message).
+    #[error("{0}")]
+    Cluster(String),
     /// Anything else; details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -95,6 +99,7 @@ impl ApiError {
             ApiError::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "LoginLocked"),
             ApiError::AuditWrite(_) => (StatusCode::SERVICE_UNAVAILABLE, "AuditWriteFailed"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            ApiError::Cluster(_) => (StatusCode::BAD_GATEWAY, "ClusterError"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
         }
     }
@@ -127,6 +132,17 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+impl From<DriverError> for ApiError {
+    fn from(error: DriverError) -> Self {
+        match error {
+            DriverError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            DriverError::Unreachable(message) => ApiError::Unavailable(format!("cluster unreachable: {message}")),
+            DriverError::Refused(message) => ApiError::BadRequest(format!("refused by the cluster: {message}")),
+            DriverError::Failed(message) => ApiError::Cluster(message),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod health;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;
+pub mod operate;
 pub mod routes;
 pub mod state;
 

@@ -173,6 +173,25 @@ async fn refuse(
     }
 }
 
+/// May `caller` do `verb` to `object`? A refused write is audited as `action`.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    verb: Verb,
+    action: &str,
+    info: &KindInfo,
+    object: &Object,
+) -> Result<(), ApiError> {
+    if verb.is_write() {
+        return authorize_write(state, caller, verb, action, info, &[object]).await;
+    }
+    let placement = place(state, info, object, &mut Workspaces::default()).await?;
+    match decide(caller, verb, info, object, &placement) {
+        Decision::Deny(reason) => Err(ApiError::Forbidden(reason)),
+        Decision::Allow => Ok(()),
+    }
+}
+
 async fn authorize_write(
     state: &AppState,
     caller: &Caller,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, objects};
+use crate::{audit, health, objects, operate};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -375,5 +375,39 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
     for info in kinds.iter() {
         add_kind(&mut routes, info);
     }
+    add_operations(&mut routes);
     routes
+}
+
+/// Logs, exec and metrics of running applications.
+fn add_operations(routes: &mut Routes) {
+    let app = "/api/v1/projects/{project}/applications/{name}";
+    routes.add(
+        RouteDoc::new("get", format!("{app}/logs"), "applicationLogs", "operations", "The application's log lines as NDJSON (`timeMicros`, `instance`, `stream`, `text`), oldest first; with `follow`, new lines as they are written")
+            .query(&[
+                ("component", "Only this component's instances"),
+                ("instance", "Only this instance"),
+                ("follow", "`true`: keep streaming new lines"),
+                ("since", "Lines since this long ago (`30s`, `10m`, `2h`, `1d`) or this RFC 3339 time"),
+                ("tail", "The last N lines of each instance"),
+            ]),
+        get(operate::logs),
+    );
+    routes.add(
+        RouteDoc::new("post", format!("{app}/exec"), "applicationExec", "operations", "Run a command in a running instance (audited; needs the right to change the application)")
+            .request(serde_json::to_value(schemars::schema_for!(operate::ExecRequest)).unwrap_or_default())
+            .response(200, json!({"type": "object", "properties": {"exitCode": {"type": "integer"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}}})),
+        post(operate::exec),
+    );
+    routes.add(
+        RouteDoc::new(
+            "get",
+            format!("{app}/metrics"),
+            "applicationMetrics",
+            "operations",
+            "CPU time, memory, network and disk counters of each instance, now",
+        )
+        .response(200, json!({"type": "object", "properties": {"items": {"type": "array"}}})),
+        get(operate::metrics),
+    );
 }

@@ -144,6 +144,9 @@ pub enum CliError {
     /// Opening the database directly (offline `audit verify`).
     #[error("{0}")]
     Store(String),
+    /// `exec`: the command ran and exited with this (non-zero) code, which becomes ours.
+    #[error("command terminated with exit code {0}")]
+    CommandExited(i32),
 }
 
 fn plural(count: usize) -> &'static str {
@@ -187,6 +190,7 @@ impl CliError {
             CliError::Forbidden(_) => 5,
             CliError::Invalid { .. } | CliError::Conflict(_) | CliError::AlreadyExists(_) | CliError::Refused(_) => 6,
             CliError::NotFound(_) => 7,
+            CliError::CommandExited(code) => (*code).clamp(1, 255),
         }
     }
 

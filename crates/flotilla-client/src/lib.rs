@@ -220,6 +220,43 @@ impl Client {
         .await
     }
 
+    /// An application's logs as a response streaming NDJSON lines (see the API); with
+    /// `follow` it stays open until dropped.
+    pub async fn application_logs(
+        &self,
+        project: &str,
+        name: &str,
+        params: &[(&str, String)],
+    ) -> Result<reqwest::Response, ClientError> {
+        let path = format!("{}/logs", Self::item_path("applications", Some(project), name));
+        let following = params.iter().any(|(k, v)| *k == "follow" && v == "true");
+        let mut request = self.request(Method::GET, &path).query(params);
+        if following {
+            request = request.timeout(Duration::from_secs(365 * 24 * 3600));
+        }
+        self.send(request).await
+    }
+
+    /// Runs `command` in an instance of `component` (`instance`: a particular one).
+    pub async fn application_exec(
+        &self,
+        project: &str,
+        name: &str,
+        component: &str,
+        instance: Option<&str>,
+        command: &[String],
+    ) -> Result<Value, ClientError> {
+        let path = format!("{}/exec", Self::item_path("applications", Some(project), name));
+        let body = serde_json::json!({"component": component, "instance": instance, "command": command});
+        self.json(self.request(Method::POST, &path).json(&body)).await
+    }
+
+    /// The resource use of each instance.
+    pub async fn application_metrics(&self, project: &str, name: &str) -> Result<Value, ClientError> {
+        let path = format!("{}/metrics", Self::item_path("applications", Some(project), name));
+        self.json(self.request(Method::GET, &path)).await
+    }
+
     pub async fn audit_query(&self, params: &[(&str, String)]) -> Result<Value, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/audit").query(params)).await
     }

@@ -15,12 +15,19 @@
 //! retried until the spec changes again. (The last good spec is kept in memory: after a
 //! restart of the control plane, a rollout must complete once before it can be rolled back
 //! to.)
+//!
+//! # Revision history
+//! Each revision handed to a cluster is recorded as an `ApplicationRevision` ([`revisions`]),
+//! the newest ten per application; they go when the application does.
+
+pub mod revisions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_core::audit::{Actor, Outcome};
+use flotilla_core::audit::Outcome;
+use flotilla_core::kinds::application_revision::CHANGE_CAUSE_ANNOTATION;
 use flotilla_core::kinds::{ApplicationSpec, EnvironmentSpec, SecretKeyRef};
 use flotilla_core::operation::{Operation, OperationVerb};
 use flotilla_core::{Object, ObjectKey};
@@ -38,6 +45,12 @@ pub trait StatusView: Send + Sync + 'static {
 
     /// `key` was just written (through the API): a controller that cares acts now.
     fn written(&self, _key: &ObjectKey) {}
+
+    /// The driver of the cluster `object` (an Application) runs on, and its workload there:
+    /// for logs, exec and metrics.
+    async fn workload_of(&self, _object: &Object) -> Option<(Arc<dyn ClusterDriver>, WorkloadKey, String)> {
+        None
+    }
 }
 
 /// Every application is re-resolved at least this often.
@@ -172,6 +185,12 @@ impl ApplicationController {
                         report.deleted += 1;
                         self.applied.lock().await.remove(&key);
                         tracing::info!(application = %key, %cluster, "removed: its application is gone");
+                        let application = ObjectKey::new("Application", Some(key.project.clone()), &key.application);
+                        if matches!(self.store.get(&application).await, Ok(None))
+                            && let Err(error) = revisions::forget(&self.store, &key.project, &key.application).await
+                        {
+                            tracing::warn!(application = %key, %error, "cannot delete the revision history");
+                        }
                     }
                     Err(error) => tracing::warn!(application = %key, %cluster, %error, "cannot remove"),
                 }
@@ -225,6 +244,10 @@ impl ApplicationController {
         {
             self.last_good.lock().await.insert(key.clone(), (replaced.revision, replaced.spec.clone()));
         }
+        let new_revision = self.applied.lock().await.get(key).is_none_or(|a| a.revision != revision);
+        if new_revision && let Err(error) = revisions::record(&self.store, object, spec, revision).await {
+            tracing::warn!(application = %key, revision, %error, "cannot record the revision");
+        }
         driver.apply(&workload).await.map_err(|e| e.to_string())?;
         let applied =
             Applied { cluster: cluster.clone(), resource_version, revision, spec: spec.clone(), at: Instant::now() };
@@ -274,13 +297,11 @@ impl ApplicationController {
         );
         let mut restored = object.clone();
         restored.spec = serde_json::to_value(&good_spec).map_err(|e| e.to_string())?;
-        let actor = Actor {
-            user: "system".into(),
-            auth: "system".into(),
-            source_ip: String::new(),
-            user_agent: "flotilla-controller".into(),
-            request_id: format!("rollback-{}-{revision}", key.application),
-        };
+        restored.metadata.annotations.insert(
+            CHANGE_CAUSE_ANNOTATION.into(),
+            format!("automatic rollback to revision {good_revision}: revision {revision} missed its progress deadline"),
+        );
+        let actor = revisions::system_actor(format!("rollback-{}-{revision}", key.application));
         let operation = Operation {
             id: format!("rollback-{}-{}-{revision}", key.project, key.application),
             verb: OperationVerb::Update,
@@ -340,6 +361,14 @@ impl StatusView for ApplicationController {
     /// An Application's status: the cluster it runs on and what that cluster's driver
     /// reports (revision, components, instances, events).
     async fn status_of(&self, object: &Object) -> Option<serde_json::Value> {
+        let (driver, key, cluster) = self.workload_of(object).await?;
+        let status = driver.status(&key).await.ok()?;
+        let mut value = serde_json::to_value(status).ok()?;
+        value["cluster"] = serde_json::Value::String(cluster);
+        Some(value)
+    }
+
+    async fn workload_of(&self, object: &Object) -> Option<(Arc<dyn ClusterDriver>, WorkloadKey, String)> {
         if object.kind != "Application" {
             return None;
         }
@@ -350,11 +379,8 @@ impl StatusView for ApplicationController {
             application: object.metadata.name.clone(),
         };
         let cluster = self.applied.lock().await.get(&key).map(|a| a.cluster.clone())?;
-        let driver = self.drivers.get(&cluster)?;
-        let status = driver.status(&key).await.ok()?;
-        let mut value = serde_json::to_value(status).ok()?;
-        value["cluster"] = serde_json::Value::String(cluster);
-        Some(value)
+        let driver = self.drivers.get(&cluster)?.clone();
+        Some((driver, key, cluster))
     }
 
     fn written(&self, key: &ObjectKey) {

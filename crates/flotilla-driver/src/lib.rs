@@ -50,7 +50,8 @@ pub struct LogQuery {
 }
 
 /// One line of an instance's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LogLine {
     pub time_micros: i64,
     pub instance: String,
@@ -58,7 +59,8 @@ pub struct LogLine {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum LogStream {
     Stdout,
     Stderr,
@@ -73,7 +75,8 @@ pub struct ExecOutput {
 }
 
 /// Resource use of one instance at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InstanceMetrics {
     pub instance: String,
     pub time_micros: i64,

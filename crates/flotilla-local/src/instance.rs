@@ -67,7 +67,14 @@ impl InstancePlan<'_> {
             // Published ports belong to the service (see `services`), not to one instance.
             port_mappings: Vec::new(),
             labels: self.labels(),
-            linux: Some(api::LinuxPodSandboxConfig { cgroup_parent: pod_cgroup(&self.name), ..Default::default() }),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: pod_cgroup(&self.name),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -139,9 +146,26 @@ impl InstancePlan<'_> {
             mounts,
             labels: self.labels(),
             log_path: format!("{}.log", component.name),
-            linux: Some(api::LinuxContainerConfig { resources: Some(resources), security_context: None }),
+            linux: Some(api::LinuxContainerConfig {
+                resources: Some(resources),
+                security_context: Some(api::LinuxContainerSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+            }),
             ..Default::default()
         }
+    }
+}
+
+/// As the kubelet sets them: the pod's network and IPC, and a process namespace of the
+/// container's own (its command is PID 1, as on Kubernetes).
+fn namespaces() -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: api::NamespaceMode::Pod as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        ..Default::default()
     }
 }
 

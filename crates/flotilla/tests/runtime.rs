@@ -318,3 +318,122 @@ async fn a_revision_that_never_becomes_ready_is_rolled_back_automatically() {
     })
     .await;
 }
+
+/// Runs the CLI against `base` with `token`; (exit code, stdout, stderr).
+fn cli(dir: &Path, base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("FLOTILLA_CONFIG", dir.join("cli.toml"))
+        .env("FLOTILLA_SERVER", base)
+        .env("FLOTILLA_TOKEN", token)
+        .output()
+        .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_is_operated_from_the_cli() {
+    use serde_json::json;
+    with_server_dir(|dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let base = admin.base().to_string();
+        let token = admin.create_token("cli", None).await.unwrap()["token"].as_str().unwrap().to_string();
+        let p = project.as_str();
+        let run = |args: &[&str]| cli(&dir, &base, &token, args);
+        let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+            "metadata": {"name": "shop", "project": project},
+            "spec": {"environment": "test", "components": [{"name": "web", "image": IMAGE, "replicas": 2,
+                "command": ["/bin/sh", "-c", "echo hello from $(hostname); exec httpd -f -p 8080 -h /www"],
+                "env": [{"name": "GREETING", "value": "hello"}],
+                "ports": [{"name": "http", "port": 8080}],
+                "probes": {"readiness": {"http": {"port": 8080}, "periodSeconds": 1}}}]}});
+        admin.create("applications", Some(p), &application).await.unwrap();
+
+        let (code, out, err) = run(&["rollout", "status", "shop", "-p", p, "--timeout", "60"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("successfully rolled out (revision 1)"), "{out}");
+
+        let (code, out, err) = run(&["logs", "shop", "-p", p, "-c", "web"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.matches("] hello from web-1-").count(), 2, "one line per instance: {out}");
+
+        // exec: output and exit code come back; the command is audited.
+        let (code, out, _) =
+            run(&["exec", "shop", "-p", p, "-c", "web", "--", "/bin/sh", "-c", "echo $GREETING; exit 3"]);
+        assert_eq!((code, out.trim()), (3, "hello"));
+        let records = admin.audit_query(&[("action", "application.exec".to_string())]).await.unwrap();
+        assert!(records["items"][0]["message"].as_str().unwrap().contains("echo $GREETING"), "{records}");
+
+        let (code, out, err) = run(&["top", "shop", "-p", p, "-o", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let metrics: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let items = metrics["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{out}");
+        assert!(items.iter().all(|i| i["memoryBytes"].as_u64().unwrap() > 0), "{out}");
+
+        // Following: a line written after the command started arrives.
+        let mut follow = Command::new(BIN)
+            .args(["logs", "shop", "-p", p, "-c", "web", "-f", "--tail", "0"])
+            .env("FLOTILLA_CONFIG", dir.join("cli.toml"))
+            .env("FLOTILLA_SERVER", &base)
+            .env("FLOTILLA_TOKEN", &token)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut followed = BufReader::new(follow.stdout.take().unwrap()).lines();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (code, _, err) =
+            run(&["exec", "shop", "-p", p, "-c", "web", "--", "/bin/sh", "-c", "echo followed-line > /proc/1/fd/1"]);
+        assert_eq!(code, 0, "{err}");
+        let reader = tokio::task::spawn_blocking(move || followed.next().unwrap().unwrap());
+        let line = tokio::time::timeout(Duration::from_secs(20), reader).await;
+        follow.kill().unwrap();
+        let _ = follow.wait();
+        let line = line.expect("the followed line arrives within 20 s").unwrap();
+        assert!(line.ends_with("followed-line"), "{line}");
+
+        // scale, then roll back to revision 1 (two instances again).
+        let (code, out, err) = run(&["scale", "shop", "-p", p, "--replicas", "3"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("web to 3 instances (revision 2)"), "{out}");
+        let (code, out, err) = run(&["rollout", "status", "shop", "-p", p, "--timeout", "60"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(web_status(&admin.get("applications", Some(p), "shop").await.unwrap())["ready"], 3);
+        let (code, out, err) = run(&["rollout", "history", "shop", "-p", p]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("2 (current)") && out.contains("scale web to 3"), "{out}");
+        let (code, out, err) = run(&["rollout", "undo", "shop", "-p", p]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("rolled back to revision 1 (now revision 3)"), "{out}");
+        let (code, out, err) = run(&["rollout", "status", "shop", "-p", p, "--timeout", "60"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let app = wait_for_status(&admin, p, "two instances again", |app| {
+            app.status["instances"].as_array().is_some_and(|i| i.len() == 2)
+        })
+        .await;
+        assert_eq!(app.spec["components"][0]["replicas"], 2);
+        let (_, out, _) = run(&["rollout", "history", "shop", "-p", p]);
+        assert!(out.contains("3 (current)") && out.contains("rollback to revision 1"), "{out}");
+        let (code, _, err) = run(&["rollout", "undo", "shop", "-p", p, "--to-revision", "9"]);
+        assert_eq!(code, 7, "{err}");
+        assert!(err.contains("no revision 9"), "{err}");
+
+        // Deleting the application deletes its history.
+        admin.delete("applications", Some(p), "shop", None).await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let page = admin.list("applicationrevisions", Some(p), &[]).await.unwrap();
+            if page["items"].as_array().unwrap().is_empty() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the history remains: {page}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(terminate(&mut server).success());
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! The CLI's commands, one module per command group, and [`Command`], the clap subcommands
 //! the `flotilla` binary embeds.
 
+pub mod app;
 pub mod apply;
 pub mod audit;
 pub mod context;
@@ -55,6 +56,21 @@ pub enum Command {
     /// Change your password, or (as admin) another user's
     #[command(after_help = EXIT_CODES_HELP)]
     Passwd(Box<passwd::PasswdArgs>),
+    /// Print an application's logs (-f to follow)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Logs(Box<app::LogsArgs>),
+    /// Run a command in a running instance of an application: exec APP -p P -c COMPONENT -- CMD
+    #[command(after_help = EXIT_CODES_HELP)]
+    Exec(Box<app::ExecArgs>),
+    /// Set the number of instances of an application's component
+    #[command(after_help = EXIT_CODES_HELP)]
+    Scale(Box<app::ScaleArgs>),
+    /// Show the CPU, memory, network and disk use of an application's instances
+    #[command(after_help = EXIT_CODES_HELP)]
+    Top(Box<app::TopArgs>),
+    /// Watch, list and undo an application's rollouts
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Rollout(Box<app::RolloutCommand>),
 }
 
 /// Runs one command.
@@ -71,6 +87,11 @@ pub async fn dispatch(session: &Session, command: Command) -> Result<(), CliErro
         Command::Audit(command) => audit::run(session, *command).await,
         Command::Token(command) => token::run(session, *command).await,
         Command::Passwd(args) => passwd::run(session, *args).await,
+        Command::Logs(args) => app::logs(session, *args).await,
+        Command::Exec(args) => app::exec(session, *args).await,
+        Command::Scale(args) => app::scale(session, *args).await,
+        Command::Top(args) => app::top(session, *args).await,
+        Command::Rollout(command) => app::rollout(session, *command).await,
     }
 }
 

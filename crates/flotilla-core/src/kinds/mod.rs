@@ -8,6 +8,7 @@
 //! trait and calling [`KindRegistry::register`]; nothing else in the machinery changes.
 
 mod application;
+pub mod application_revision;
 mod cluster;
 mod environment;
 mod project;
@@ -31,6 +32,7 @@ pub use application::{
     PortRef, Probe, Probes, Protocol, Resources, RestartPolicy, Scheduling, ScratchVolume, SecretKeyRef, TcpProbe,
     UpdateStrategy, Volume,
 };
+pub use application_revision::ApplicationRevisionSpec;
 pub use cluster::{ClusterSpec, ClusterType};
 pub use environment::{EnvironmentSpec, Tier};
 pub use project::ProjectSpec;
@@ -239,6 +241,7 @@ impl KindRegistry {
         registry.register::<RoleBindingSpec>();
         registry.register::<SecretSpec>();
         registry.register::<ApplicationSpec>();
+        registry.register::<ApplicationRevisionSpec>();
         registry
     }
 

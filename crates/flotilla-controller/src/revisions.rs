@@ -1,0 +1,127 @@
+//! The revision history of applications: when the controller hands a new revision to a
+//! cluster it records it as an `ApplicationRevision` (the spec as rolled out, and why it
+//! changed), and keeps the newest [`REVISION_HISTORY`] of each application.
+
+use std::sync::Arc;
+
+use flotilla_core::audit::Actor;
+use flotilla_core::kinds::ApplicationSpec;
+use flotilla_core::kinds::application_revision::{
+    APPLICATION_LABEL, ApplicationRevisionSpec, CHANGE_CAUSE_ANNOTATION, REVISION_HISTORY,
+};
+use flotilla_core::operation::{Operation, OperationError, OperationVerb};
+use flotilla_core::selector::Selector;
+use flotilla_core::{Object, ObjectKey, ObjectMeta};
+use flotilla_store::{Change, ListQuery, Mutation, Store, StoreError};
+
+/// The audit actor of what the controller writes.
+pub fn system_actor(request_id: String) -> Actor {
+    Actor {
+        user: "system".into(),
+        auth: "system".into(),
+        source_ip: String::new(),
+        user_agent: "flotilla-controller".into(),
+        request_id,
+    }
+}
+
+/// Records `revision` of `application` (once), then drops the oldest beyond the history.
+pub async fn record(
+    store: &Arc<dyn Store>,
+    application: &Object,
+    spec: &ApplicationSpec,
+    revision: u64,
+) -> Result<(), StoreError> {
+    let Some(project) = application.metadata.project.clone() else { return Ok(()) };
+    let name = &application.metadata.name;
+    let revision_spec = ApplicationRevisionSpec {
+        application: name.clone(),
+        revision,
+        template: spec.clone(),
+        cause: application.metadata.annotations.get(CHANGE_CAUSE_ANNOTATION).cloned(),
+    };
+    let object_name = ApplicationRevisionSpec::object_name(name, revision);
+    let mut metadata =
+        ObjectMeta { name: object_name.clone(), project: Some(project.clone()), ..ObjectMeta::default() };
+    metadata.labels.insert(APPLICATION_LABEL.into(), name.clone());
+    let object = Object {
+        api_version: application.api_version.clone(),
+        kind: "ApplicationRevision".into(),
+        metadata,
+        spec: serde_json::to_value(&revision_spec).unwrap_or_default(),
+        status: serde_json::Value::Null,
+    };
+    let key = ObjectKey::new("ApplicationRevision", Some(project.clone()), &object_name);
+    let operation = Operation {
+        id: format!("revision-{project}-{object_name}"),
+        verb: OperationVerb::Create,
+        key,
+        object: Some(object),
+        precondition: None,
+    };
+    let actor = system_actor(format!("revision-{name}-{revision}"));
+    match store.commit(Mutation { actor: actor.clone(), change: Change::Object(operation) }).await {
+        Ok(_) | Err(StoreError::Operation(OperationError::AlreadyExists(_))) => {}
+        Err(error) => return Err(error),
+    }
+    prune(store, &project, name, actor).await
+}
+
+/// Deletes every revision of `application` but the newest [`REVISION_HISTORY`].
+async fn prune(store: &Arc<dyn Store>, project: &str, application: &str, actor: Actor) -> Result<(), StoreError> {
+    delete_all_but(store, project, application, REVISION_HISTORY, actor).await
+}
+
+/// Deletes the whole history of an application that is gone.
+pub async fn forget(store: &Arc<dyn Store>, project: &str, application: &str) -> Result<(), StoreError> {
+    delete_all_but(store, project, application, 0, system_actor(format!("forget-{application}"))).await
+}
+
+async fn delete_all_but(
+    store: &Arc<dyn Store>,
+    project: &str,
+    application: &str,
+    keep: usize,
+    actor: Actor,
+) -> Result<(), StoreError> {
+    let mut revisions = list(store, project, application).await?;
+    if revisions.len() <= keep {
+        return Ok(());
+    }
+    revisions.sort_by_key(|(revision, _)| std::cmp::Reverse(*revision));
+    for (_, object) in revisions.into_iter().skip(keep) {
+        let operation = Operation {
+            id: format!("prune-{project}-{}", object.metadata.name),
+            verb: OperationVerb::Delete,
+            key: object.key(),
+            object: None,
+            precondition: None,
+        };
+        match store.commit(Mutation { actor: actor.clone(), change: Change::Object(operation) }).await {
+            Ok(_) | Err(StoreError::Operation(OperationError::NotFound(_))) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// The recorded revisions of `application`: (revision, object), in no particular order.
+pub async fn list(store: &Arc<dyn Store>, project: &str, application: &str) -> Result<Vec<(u64, Object)>, StoreError> {
+    let selector = Selector::parse(&format!("{APPLICATION_LABEL}={application}")).unwrap_or_default();
+    let query = ListQuery {
+        kind: "ApplicationRevision".into(),
+        project: Some(project.to_string()),
+        selector,
+        limit: flotilla_store::MAX_PAGE,
+        ..ListQuery::default()
+    };
+    let page = store.list(&query).await?;
+    Ok(page
+        .items
+        .into_iter()
+        .filter_map(|object| {
+            let spec: ApplicationRevisionSpec = serde_json::from_value(object.spec.clone()).ok()?;
+            (spec.application == application).then_some((spec.revision, object))
+        })
+        .collect())
+}
