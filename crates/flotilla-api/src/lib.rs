@@ -13,6 +13,7 @@ pub mod context;
 pub mod documents;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;

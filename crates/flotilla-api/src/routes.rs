@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, objects, operate};
+use crate::{audit, health, images, objects, operate};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -379,8 +379,14 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
     routes
 }
 
-/// Logs, exec and metrics of running applications.
+/// Logs, exec and metrics of running applications; image imports into clusters.
 fn add_operations(routes: &mut Routes) {
+    routes.add(
+        RouteDoc::new("post", "/api/v1/clusters/{name}/images", "importImages", "operations", "Load the images of an OCI or Docker image archive (the request body) into the cluster; platform admins; audited")
+            .request(json!({"type": "string", "format": "binary", "description": "an OCI or Docker image archive (tar)"}))
+            .response(200, json!({"type": "object", "properties": {"cluster": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}}}})),
+        post(images::import).layer(DefaultBodyLimit::disable()),
+    );
     let app = "/api/v1/projects/{project}/applications/{name}";
     routes.add(
         RouteDoc::new("get", format!("{app}/logs"), "applicationLogs", "operations", "The application's log lines as NDJSON (`timeMicros`, `instance`, `stream`, `text`), oldest first; with `follow`, new lines as they are written")

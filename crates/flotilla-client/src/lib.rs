@@ -257,6 +257,24 @@ impl Client {
         self.json(self.request(Method::GET, &path)).await
     }
 
+    /// Uploads the image archive at `archive` into `cluster`, streamed from the file.
+    pub async fn import_images(&self, cluster: &str, archive: &std::path::Path) -> Result<Value, ClientError> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", archive.display())))?;
+        let length = file.metadata().await.map(|m| m.len()).ok();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let mut request = self
+            .request(Method::POST, &format!("{}/images", Self::item_path("clusters", None, cluster)))
+            .header("content-type", "application/x-tar")
+            .timeout(Duration::from_secs(3600))
+            .body(body);
+        if let Some(length) = length {
+            request = request.header("content-length", length);
+        }
+        self.json(request).await
+    }
+
     pub async fn audit_query(&self, params: &[(&str, String)]) -> Result<Value, ClientError> {
         self.json(self.request(Method::GET, "/api/v1/audit").query(params)).await
     }

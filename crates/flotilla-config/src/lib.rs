@@ -91,6 +91,8 @@ pub struct RuntimeConfig {
     pub network_octet: u8,
     /// Service addresses (one per component with ports) come from this range.
     pub service_range: ipnet::Ipv4Net,
+    /// Registries (`HOST` or `HOST:PORT`) pulled from over plain HTTP or unverified TLS.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -102,6 +104,7 @@ impl Default for RuntimeConfig {
             busybox: PathBuf::from("/bin/busybox"),
             network_octet: 89,
             service_range: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 90, 0, 0), 16).unwrap_or_default(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -273,6 +276,19 @@ impl Config {
                 "runtime.service_range",
                 format!("{services} overlaps the environment networks {networks} (runtime.network_octet)"),
             );
+        }
+        for (index, host) in self.runtime.insecure_registries.iter().enumerate() {
+            let (name, port) = match host.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host.as_str(), None),
+            };
+            let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+            if !name_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                return invalid(
+                    &format!("runtime.insecure_registries[{index}]"),
+                    format!("{host:?} is not HOST or HOST:PORT (no scheme, no path)"),
+                );
+            }
         }
         if services.prefix_len() > 30 {
             return invalid("runtime.service_range", format!("{services} is too small (at most /30)"));

@@ -51,6 +51,11 @@ pub trait StatusView: Send + Sync + 'static {
     async fn workload_of(&self, _object: &Object) -> Option<(Arc<dyn ClusterDriver>, WorkloadKey, String)> {
         None
     }
+
+    /// The driver of the cluster named `cluster`, if this control plane drives it.
+    fn driver(&self, _cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
+        None
+    }
 }
 
 /// Every application is re-resolved at least this often.
@@ -381,6 +386,10 @@ impl StatusView for ApplicationController {
         let cluster = self.applied.lock().await.get(&key).map(|a| a.cluster.clone())?;
         let driver = self.drivers.get(&cluster)?.clone();
         Some((driver, key, cluster))
+    }
+
+    fn driver(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
+        self.drivers.get(cluster).cloned()
     }
 
     fn written(&self, key: &ObjectKey) {

@@ -125,4 +125,10 @@ pub trait ClusterDriver: Send + Sync + 'static {
     ) -> Result<ExecOutput, DriverError>;
 
     async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError>;
+
+    /// Loads the images of an OCI or Docker image archive into the cluster; their names.
+    /// Clusters that take images from registries only refuse.
+    async fn import_image(&self, _archive: &std::path::Path) -> Result<Vec<String>, DriverError> {
+        Err(DriverError::Refused("this cluster takes images from registries only: push the image to one".into()))
+    }
 }

@@ -52,6 +52,26 @@ impl OwnContainerd {
         self.dir.join("certs.d")
     }
 
+    /// Lets containerd pull from `host` (`HOST[:PORT]`) over plain HTTP, or over HTTPS
+    /// without verifying its certificate: a registry marked insecure. containerd reads the
+    /// file at each pull, so this applies at once.
+    pub fn trust_insecure_registry(&self, host: &str) -> Result<(), LocalError> {
+        let valid = !host.is_empty()
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !valid {
+            return Err(LocalError::Image(format!("{host:?} is not a registry host (HOST or HOST:PORT)")));
+        }
+        let dir = self.registry_config_dir().join(host);
+        std::fs::create_dir_all(&dir).map_err(LocalError::io(format!("cannot create {}", dir.display())))?;
+        let text = format!(
+            "# Written by Flotilla: {host} is an insecure registry (runtime.insecure_registries).\n\
+             server = \"http://{host}\"\n\n\
+             [host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n"
+        );
+        let path = dir.join("hosts.toml");
+        std::fs::write(&path, text).map_err(LocalError::io(format!("cannot write {}", path.display())))
+    }
+
     /// The configuration file's text. `restrict_oom_score_adj`: these hosts do not grant
     /// CAP_SYS_RESOURCE, without which every sandbox fails to start.
     pub fn config(&self) -> String {

@@ -19,6 +19,7 @@ use crate::LocalError;
 pub struct Cri {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
+    socket: PathBuf,
 }
 
 fn failed(call: &'static str) -> impl FnOnce(tonic::Status) -> LocalError {
@@ -37,7 +38,16 @@ impl Cri {
             }))
             .await
             .map_err(|e| LocalError::Containerd(format!("cannot connect to {}: {e}", socket.display())))?;
-        Ok(Self { runtime: RuntimeServiceClient::new(channel.clone()), images: ImageServiceClient::new(channel) })
+        Ok(Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// The socket this connects to (for what the CRI has no call for: image imports).
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The runtime's name and version (`containerd 1.6.20~ds1`).

@@ -1178,6 +1178,18 @@ impl ClusterDriver for LocalDriver {
         Ok(ExecOutput { exit_code: output.exit_code, stdout: output.stdout, stderr: output.stderr })
     }
 
+    /// `ctr images import` into our containerd (containerd 1.6's CRI has no import call).
+    async fn import_image(&self, archive: &std::path::Path) -> Result<Vec<String>, DriverError> {
+        let report = crate::images::import(self.inner.cri.socket(), archive)
+            .await
+            .map_err(|error| DriverError::Refused(error.to_string()))?;
+        let names = crate::images::imported_names(&report);
+        if names.is_empty() {
+            return Err(DriverError::Refused(format!("the archive holds no image ({report})")));
+        }
+        Ok(names)
+    }
+
     /// CPU and memory from the CRI's container stats, network from the pod's, disk I/O from
     /// the pod's `blkio` cgroup (zero where the kernel does not account blkio, as on hosts
     /// whose root `blkio.throttle.io_service_bytes` reads "Total 0").

@@ -32,6 +32,8 @@ pub struct EmbeddedOptions {
     pub network_octet: u8,
     /// Service addresses come from here.
     pub service_range: ipnet::Ipv4Net,
+    /// Registries pulled from over plain HTTP (`HOST:PORT`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The running embedded runtime.
@@ -52,11 +54,22 @@ impl EmbeddedRuntime {
             ipam_dir: dir.join("ipam"),
         };
         let containerd = match &options.containerd_socket {
-            Some(socket) => Containerd::existing(socket).await?,
+            Some(socket) => {
+                if !options.insecure_registries.is_empty() {
+                    tracing::warn!(
+                        "runtime.insecure_registries applies to our own containerd only: configure them in the \
+                         given containerd's registry config_path"
+                    );
+                }
+                Containerd::existing(socket).await?
+            }
             None => {
                 let mut own = OwnContainerd::new(dir.join("containerd"), PAUSE_IMAGE);
                 own.cni_bin_dir = bin_dir.clone();
                 write_conflist(&own.cni_conf_dir(), &plugin)?;
+                for host in &options.insecure_registries {
+                    own.trust_insecure_registry(host)?;
+                }
                 Containerd::own(&own).await?
             }
         };

@@ -169,6 +169,7 @@ async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::Embe
             network_plugin: std::env::current_exe().context("cannot find the flotilla executable")?,
             network_octet: config.runtime.network_octet,
             service_range: config.runtime.service_range,
+            insecure_registries: config.runtime.insecure_registries.clone(),
         };
         anyhow::Ok(flotilla_local::embedded::EmbeddedRuntime::start(&options).await?)
     };

@@ -344,9 +344,30 @@ async fn an_application_is_operated_from_the_cli() {
         let token = admin.create_token("cli", None).await.unwrap()["token"].as_str().unwrap().to_string();
         let p = project.as_str();
         let run = |args: &[&str]| cli(&dir, &base, &token, args);
+
+        // The image comes in as an archive through the CLI.
+        const IMPORTED: &str = "flotilla.local/e2e/imported:1";
+        let mut image =
+            flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
+        image.files.push(flotilla_local::oci_archive::LayerFile {
+            path: "www/index.html".into(),
+            mode: 0o644,
+            content: b"imported\n".to_vec(),
+        });
+        let archive = dir.join("imported.tar");
+        image.write_archive(IMPORTED, &archive).unwrap();
+        let (code, out, err) = run(&["image", "import", archive.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), format!("imported {IMPORTED} into cluster local"));
+        let records = admin.audit_query(&[("action", "image.import".to_string())]).await.unwrap();
+        let message = records["items"][0]["message"].as_str().unwrap();
+        assert!(message.contains(IMPORTED) && message.contains("sha256:"), "{message}");
+        let (code, _, err) = run(&["image", "import", "/etc/hostname"]);
+        assert_eq!(code, 6, "not an archive: {err}");
+
         let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
             "metadata": {"name": "shop", "project": project},
-            "spec": {"environment": "test", "components": [{"name": "web", "image": IMAGE, "replicas": 2,
+            "spec": {"environment": "test", "components": [{"name": "web", "image": IMPORTED, "replicas": 2,
                 "command": ["/bin/sh", "-c", "echo hello from $(hostname); exec httpd -f -p 8080 -h /www"],
                 "env": [{"name": "GREETING", "value": "hello"}],
                 "ports": [{"name": "http", "port": 8080}],

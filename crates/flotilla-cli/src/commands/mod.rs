@@ -8,6 +8,7 @@ pub mod context;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod image;
 pub mod login;
 pub mod passwd;
 pub mod token;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Show the CPU, memory, network and disk use of an application's instances
     #[command(after_help = EXIT_CODES_HELP)]
     Top(Box<app::TopArgs>),
+    /// Load image archives into a cluster
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Image(Box<image::ImageCommand>),
     /// Watch, list and undo an application's rollouts
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Rollout(Box<app::RolloutCommand>),
@@ -92,6 +96,7 @@ pub async fn dispatch(session: &Session, command: Command) -> Result<(), CliErro
         Command::Scale(args) => app::scale(session, *args).await,
         Command::Top(args) => app::top(session, *args).await,
         Command::Rollout(command) => app::rollout(session, *command).await,
+        Command::Image(command) => image::run(session, *command).await,
     }
 }
 
