@@ -323,6 +323,18 @@ pub async fn list(
         }
         items.push(present(&info, object));
     }
+    if let Some(observed) = &state.observed {
+        for object in &mut items {
+            if let Some(mut status) = observed.status_of(object).await {
+                // A list shows where each object stands; its instances and events are in its GET.
+                if let Some(fields) = status.as_object_mut() {
+                    fields.remove("instances");
+                    fields.remove("events");
+                }
+                object.status = status;
+            }
+        }
+    }
     let mut metadata = json!({});
     if let Some(token) = page.continue_token {
         metadata["continue"] = Value::String(token);

@@ -188,6 +188,73 @@ pub async fn metrics(
     Ok(Json(json!({ "items": items })))
 }
 
+/// `GET /metrics/instances`: every instance's counters in the Prometheus text format, for
+/// platform admins and auditors (a scraper authenticates with an API token).
+pub async fn instance_metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    if !(caller.principal.is_admin() || caller.principal.is_auditor()) {
+        return Err(ApiError::Forbidden(format!(
+            "user {:?} may not read every instance's metrics (platform admins and auditors may)",
+            caller.user()
+        )));
+    }
+    let mut samples = Vec::new();
+    for (cluster, driver) in state.observed.as_ref().map(|o| o.drivers()).unwrap_or_default() {
+        for workload in driver.workloads().await.unwrap_or_default() {
+            for metrics in driver.metrics(&workload).await.unwrap_or_default() {
+                samples.push((cluster.clone(), workload.clone(), metrics));
+            }
+        }
+    }
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(Body::from(prometheus_text(&samples)))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The Prometheus text exposition of instance counters.
+pub fn prometheus_text(samples: &[(String, WorkloadKey, flotilla_driver::InstanceMetrics)]) -> String {
+    use std::fmt::Write as _;
+    type Value = fn(&flotilla_driver::InstanceMetrics) -> String;
+    let families: [(&str, &str, &str, Value); 6] = [
+        ("flotilla_instance_cpu_seconds_total", "counter", "CPU time used", |m| {
+            format!("{}", m.cpu_usage_nanos as f64 / 1e9)
+        }),
+        ("flotilla_instance_memory_working_set_bytes", "gauge", "Memory in use", |m| m.memory_bytes.to_string()),
+        ("flotilla_instance_network_receive_bytes_total", "counter", "Bytes received", |m| {
+            m.network_rx_bytes.to_string()
+        }),
+        ("flotilla_instance_network_transmit_bytes_total", "counter", "Bytes sent", |m| m.network_tx_bytes.to_string()),
+        ("flotilla_instance_disk_read_bytes_total", "counter", "Bytes read from storage", |m| {
+            m.disk_read_bytes.to_string()
+        }),
+        ("flotilla_instance_disk_write_bytes_total", "counter", "Bytes written to storage", |m| {
+            m.disk_write_bytes.to_string()
+        }),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (cluster, workload, metrics) in samples {
+            let _ = writeln!(
+                out,
+                "{name}{{cluster=\"{}\",project=\"{}\",environment=\"{}\",application=\"{}\",instance=\"{}\"}} {}",
+                escape(cluster),
+                escape(&workload.project),
+                escape(&workload.environment),
+                escape(&workload.application),
+                escape(&metrics.instance),
+                value(metrics)
+            );
+        }
+    }
+    out
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +268,25 @@ mod tests {
         let error = parse_since("yesterday", now).unwrap_err();
         assert!(error.contains("yesterday") && error.contains("RFC 3339"), "{error}");
         assert!(parse_since("-5m", now).is_err());
+    }
+
+    #[test]
+    fn instance_counters_are_prometheus_text() {
+        let workload = WorkloadKey { project: "shop".into(), environment: "prod".into(), application: "store".into() };
+        let metrics = flotilla_driver::InstanceMetrics {
+            instance: "web-1-abcde".into(),
+            time_micros: 0,
+            cpu_usage_nanos: 1_500_000_000,
+            memory_bytes: 4096,
+            network_rx_bytes: 1,
+            network_tx_bytes: 2,
+            disk_read_bytes: 3,
+            disk_write_bytes: 4,
+        };
+        let text = prometheus_text(&[("local".into(), workload, metrics)]);
+        assert!(text.contains("# TYPE flotilla_instance_cpu_seconds_total counter\n"), "{text}");
+        assert!(text.contains("flotilla_instance_cpu_seconds_total{cluster=\"local\",project=\"shop\",environment=\"prod\",application=\"store\",instance=\"web-1-abcde\"} 1.5\n"), "{text}");
+        assert!(text.contains("flotilla_instance_disk_write_bytes_total{") && text.ends_with("} 4\n"), "{text}");
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -416,4 +416,8 @@ fn add_operations(routes: &mut Routes) {
         .response(200, json!({"type": "object", "properties": {"items": {"type": "array"}}})),
         get(operate::metrics),
     );
+    routes.add(
+        RouteDoc::new("get", "/metrics/instances", "instanceMetrics", "operations", "Every instance's CPU, memory, network and disk counters in the Prometheus text format (platform admins and auditors)"),
+        get(operate::instance_metrics),
+    );
 }

@@ -113,8 +113,37 @@ fn kind_columns(kind: &str) -> (&'static [&'static str], Cells) {
             let spec = o.get("spec").cloned().unwrap_or(Value::Null);
             vec![text(o, "/spec/user"), text(o, "/spec/role"), scope_text(&spec)]
         }),
+        "Application" => (&["ENVIRONMENT", "READY", "REVISION", "STATUS"], application_cells),
+        "Secret" => (&["ENVIRONMENT", "KEYS"], |o| {
+            let keys = o.pointer("/spec/data").and_then(Value::as_object).map_or(0, |d| d.len());
+            vec![text(o, "/spec/environment"), keys.to_string()]
+        }),
+        "ApplicationRevision" => (&["APPLICATION", "REVISION", "CAUSE"], |o| {
+            vec![text(o, "/spec/application"), text(o, "/spec/revision"), text(o, "/spec/cause")]
+        }),
         _ => (&[], |_| Vec::new()),
     }
+}
+
+/// An application's environment, ready/desired instances, the revision the cluster runs and
+/// where its rollout stands (as the cluster reports it).
+fn application_cells(object: &Value) -> Vec<String> {
+    let components = object.pointer("/status/components").and_then(Value::as_array).cloned().unwrap_or_default();
+    let count = |name: &str| components.iter().filter_map(|c| c.get(name).and_then(Value::as_u64)).sum::<u64>();
+    let phases: Vec<&str> = components.iter().filter_map(|c| c.get("phase").and_then(Value::as_str)).collect();
+    let (ready, revision, status) = if object.pointer("/status/revision").is_none() {
+        ("-".to_string(), "-".to_string(), "NotRunning".to_string())
+    } else {
+        let status = if phases.contains(&"deadlineExceeded") {
+            "DeadlineExceeded"
+        } else if phases.iter().all(|p| *p == "complete") {
+            "Running"
+        } else {
+            "Progressing"
+        };
+        (format!("{}/{}", count("ready"), count("desired")), text(object, "/status/revision"), status.to_string())
+    };
+    vec![text(object, "/spec/environment"), ready, revision, status]
 }
 
 /// The table of objects of one kind: NAME, PROJECT (project-scoped kinds), the kind's own
@@ -146,6 +175,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn applications_show_where_they_stand() {
+        let app = |status: Value| json!({"spec": {"environment": "prod"}, "status": status});
+        assert_eq!(application_cells(&app(json!({}))), vec!["prod", "-", "-", "NotRunning"]);
+        let running = app(json!({"revision": 4, "components": [
+            {"ready": 3, "desired": 3, "phase": "complete"}, {"ready": 1, "desired": 1, "phase": "complete"}]}));
+        assert_eq!(application_cells(&running), vec!["prod", "4/4", "4", "Running"]);
+        let stuck =
+            app(json!({"revision": 5, "components": [{"ready": 2, "desired": 3, "phase": "deadlineExceeded"}]}));
+        assert_eq!(application_cells(&stuck)[3], "DeadlineExceeded");
+    }
 
     fn kinds() -> Vec<KindDescription> {
         [

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use flotilla_core::Object;
-use reqwest::{Method, StatusCode};
+pub use reqwest::Method;
+use reqwest::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;

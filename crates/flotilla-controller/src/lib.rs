@@ -56,6 +56,11 @@ pub trait StatusView: Send + Sync + 'static {
     fn driver(&self, _cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
         None
     }
+
+    /// Every cluster this control plane drives, by name.
+    fn drivers(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
+        Vec::new()
+    }
 }
 
 /// Every application is re-resolved at least this often.
@@ -390,6 +395,10 @@ impl StatusView for ApplicationController {
 
     fn driver(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
         self.drivers.get(cluster).cloned()
+    }
+
+    fn drivers(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
+        self.drivers.iter().map(|(name, driver)| (name.clone(), driver.clone())).collect()
     }
 
     fn written(&self, key: &ObjectKey) {

@@ -188,10 +188,27 @@ pub fn pod_cgroup(instance: &str) -> String {
     format!("/flotilla/{instance}")
 }
 
-/// Bytes read and written by the instance's containers (cgroup v1 `blkio`).
+/// Bytes read from and written to storage by the instance's containers: the cgroup v1
+/// `blkio` counters where the kernel keeps them, else the sum of `/proc/<pid>/io` over the
+/// processes in the pod's cgroups (which forgets processes that have exited).
 pub fn disk_io(instance: &str) -> (u64, u64) {
     let path = format!("/sys/fs/cgroup/blkio{}/blkio.throttle.io_service_bytes", pod_cgroup(instance));
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let from_blkio = parse_blkio(&std::fs::read_to_string(path).unwrap_or_default());
+    if from_blkio != (0, 0) {
+        return from_blkio;
+    }
+    let root = PathBuf::from(format!("/sys/fs/cgroup/memory{}", pod_cgroup(instance)));
+    let mut totals = (0, 0);
+    for pid in cgroup_pids(&root) {
+        let (read, written) = parse_proc_io(&std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default());
+        totals.0 += read;
+        totals.1 += written;
+    }
+    totals
+}
+
+/// (read, write) bytes of a `blkio.throttle.io_service_bytes` file.
+fn parse_blkio(text: &str) -> (u64, u64) {
     let mut totals = (0, 0);
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -205,6 +222,32 @@ pub fn disk_io(instance: &str) -> (u64, u64) {
         }
     }
     totals
+}
+
+/// (read_bytes, write_bytes) of a `/proc/<pid>/io` file.
+fn parse_proc_io(text: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    (field("read_bytes:"), field("write_bytes:"))
+}
+
+/// Every process in the cgroup at `root` and the cgroups below it.
+fn cgroup_pids(root: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|line| line.trim().parse::<u32>().ok()));
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    pids
 }
 
 /// Removes an instance's pod cgroup from every controller (after its sandbox is removed).
@@ -241,5 +284,15 @@ mod tests {
         assert_eq!(cpu_quota(1), 1000, "the kernel's minimum quota");
         assert_eq!(cpu_shares(Some(250)), 256);
         assert_eq!(cpu_shares(None), 2);
+    }
+
+    #[test]
+    fn disk_counters_are_read_from_blkio_or_proc() {
+        let blkio = "8:0 Read 4096\n8:0 Write 8192\n8:16 Read 1024\nTotal 13312\n";
+        assert_eq!(parse_blkio(blkio), (5120, 8192));
+        let io = "rchar: 10\nwchar: 20\nread_bytes: 4096\nwrite_bytes: 12288\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_proc_io(io), (4096, 12288));
+        let all = cgroup_pids(Path::new("/sys/fs/cgroup/memory"));
+        assert!(all.contains(&std::process::id()), "the root memory cgroup and those below hold this process");
     }
 }

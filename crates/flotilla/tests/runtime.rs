@@ -378,6 +378,10 @@ async fn an_application_is_operated_from_the_cli() {
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.contains("successfully rolled out (revision 1)"), "{out}");
 
+        let (code, out, err) = run(&["get", "applications", "-p", p]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("2/2") && out.contains("Running"), "the list shows the observed status: {out}");
+
         let (code, out, err) = run(&["logs", "shop", "-p", p, "-c", "web"]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.matches("] hello from web-1-").count(), 2, "one line per instance: {out}");
@@ -395,6 +399,12 @@ async fn an_application_is_operated_from_the_cli() {
         let items = metrics["items"].as_array().unwrap();
         assert_eq!(items.len(), 2, "{out}");
         assert!(items.iter().all(|i| i["memoryBytes"].as_u64().unwrap() > 0), "{out}");
+
+        // Every instance's counters, for Prometheus.
+        let scrape = admin.send(admin.request(flotilla_client::Method::GET, "/metrics/instances")).await.unwrap();
+        let text = scrape.text().await.unwrap();
+        let memory = format!("flotilla_instance_memory_working_set_bytes{{cluster=\"local\",project=\"{p}\",environment=\"test\",application=\"shop\",instance=\"web-1-");
+        assert_eq!(text.matches(&memory).count(), 2, "{text}");
 
         // Following: a line written after the command started arrives.
         let mut follow = Command::new(BIN)
