@@ -16,6 +16,10 @@ const ALIASES: &[(&str, &str)] = &[
     ("rbs", "rolebinding"),
     ("proj", "project"),
     ("projs", "project"),
+    ("app", "application"),
+    ("apps", "application"),
+    ("rev", "applicationrevision"),
+    ("revs", "applicationrevision"),
 ];
 
 /// Finds a kind by name (any case), plural, singular lower case, or short alias.
