@@ -13,7 +13,7 @@ container=""
 trap 'rm -rf "$root"; [[ -z "$container" ]] || buildah rm "$container" >/dev/null' EXIT
 mkdir -p "$root/bin" "$root/www" "$root/tmp"
 cp "$(command -v busybox)" "$root/bin/busybox"
-for applet in sh httpd hostname cat echo sleep ls; do ln -s busybox "$root/bin/$applet"; done
+for applet in sh httpd hostname cat echo sleep ls nslookup wget; do ln -s busybox "$root/bin/$applet"; done
 echo "hello from Flotilla" > "$root/www/index.html"
 container="$(buildah from scratch)"
 buildah copy "$container" "$root" / >/dev/null
