@@ -99,6 +99,12 @@ impl Client {
         self
     }
 
+    /// The same client (token, user agent) for a server at another address.
+    pub fn with_base(mut self, base: &str) -> Self {
+        self.base = base.trim_end_matches('/').to_string();
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

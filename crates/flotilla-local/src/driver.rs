@@ -269,6 +269,21 @@ struct Inner {
     chains: Chains,
     /// The services whose rules are loaded, and the bridges given `route_localnet`.
     loaded: Mutex<Option<(Vec<Service>, Vec<String>)>>,
+    /// The last status of each workload, read without waiting for a reconcile in progress.
+    statuses: std::sync::RwLock<HashMap<WorkloadKey, WorkloadStatus>>,
+}
+
+impl Inner {
+    /// Makes `status` what `status()` answers for `key` and tells watchers if it changed.
+    fn publish(&self, key: &WorkloadKey, state: &mut WorkloadState) {
+        let status = state.status();
+        if state.published.as_ref() == Some(&status) {
+            return;
+        }
+        state.published = Some(status.clone());
+        self.statuses.write().unwrap_or_else(|poison| poison.into_inner()).insert(key.clone(), status.clone());
+        let _ = self.changes.send((key.clone(), status));
+    }
 }
 
 /// The embedded runtime.
@@ -327,6 +342,7 @@ impl LocalDriver {
             addresses: std::sync::Mutex::new(addresses),
             dns,
             loaded: Mutex::new(None),
+            statuses: std::sync::RwLock::default(),
         });
         inner.adopt().await?;
         let reconciler = tokio::spawn(reconcile_forever(inner.clone()));
@@ -392,6 +408,9 @@ impl Inner {
             tracing::info!(instance = %name, workload = %key, "adopted a running instance");
             workloads.entry(key).or_default().instances.insert(name, tracked);
         }
+        for (key, state) in workloads.iter_mut() {
+            self.publish(key, state);
+        }
         Ok(())
     }
 
@@ -403,11 +422,7 @@ impl Inner {
             if let Err(error) = self.reconcile(&key, state).await {
                 tracing::warn!(workload = %key, %error, "reconcile failed; will retry");
             }
-            let status = state.status();
-            if state.published.as_ref() != Some(&status) {
-                state.published = Some(status.clone());
-                let _ = self.changes.send((key.clone(), status));
-            }
+            self.publish(&key, state);
         }
         self.sync_services().await;
     }
@@ -1028,6 +1043,7 @@ impl ClusterDriver for LocalDriver {
         state.warnings = warnings;
         state.revisions.insert(workload.revision, workload.clone());
         state.desired = Some(workload.clone());
+        self.inner.publish(&workload.key, state);
         drop(workloads);
         self.inner.wake.notify_one();
         Ok(())
@@ -1037,6 +1053,7 @@ impl ClusterDriver for LocalDriver {
         let mut workloads = self.inner.workloads.lock().await;
         let mut cri = self.inner.cri.clone();
         let state = workloads.remove(key);
+        self.inner.statuses.write().unwrap_or_else(|poison| poison.into_inner()).remove(key);
         self.inner
             .addresses
             .lock()
@@ -1070,9 +1087,10 @@ impl ClusterDriver for LocalDriver {
         Ok(self.inner.workloads.lock().await.keys().cloned().collect())
     }
 
+    /// The status as of the workload's last reconcile (or apply): never waits for one.
     async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {
-        let workloads = self.inner.workloads.lock().await;
-        workloads.get(key).map(WorkloadState::status).ok_or_else(|| DriverError::NotFound(key.to_string()))
+        let statuses = self.inner.statuses.read().unwrap_or_else(|poison| poison.into_inner());
+        statuses.get(key).cloned().ok_or_else(|| DriverError::NotFound(key.to_string()))
     }
 
     fn watch(&self) -> BoxStream<'static, (WorkloadKey, WorkloadStatus)> {

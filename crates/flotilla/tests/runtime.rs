@@ -307,6 +307,20 @@ async fn a_revision_that_never_becomes_ready_is_rolled_back_automatically() {
         let record = &records["items"][0];
         assert_eq!(record["user"], "system");
         assert!(record["message"].as_str().unwrap().contains("revision 2 missed its progress deadline"), "{record}");
+
+        // Revision 4 names an image nobody has: its pull fails, it misses its deadline, and
+        // revision 3's spec (good) comes back as revision 5.
+        let mut application = serde_json::to_value(&app).unwrap();
+        application["spec"]["components"][0]["image"] = json!("flotilla.local/e2e/missing:404");
+        application.as_object_mut().unwrap().remove("status");
+        admin.update("applications", Some(project.as_str()), "shop", &application).await.unwrap();
+        let app = wait_for_status(&admin, &project, "the bad image rolled back", |app| {
+            app.metadata.generation == Some(5) && app.status["revision"] == 5 && web_status(app)["phase"] == "complete"
+        })
+        .await;
+        assert_eq!(app.spec["components"][0]["image"], IMAGE);
+        let records = admin.audit_query(&[("action", "rollback".to_string())]).await.unwrap();
+        assert!(records["items"][0]["message"].as_str().unwrap().contains("revision 4 missed"), "{records}");
         admin.delete("applications", Some(project.as_str()), "shop", None).await.unwrap();
         let mut cri = Cri::connect(&socket).await.unwrap();
         let started = std::time::Instant::now();
@@ -452,6 +466,35 @@ async fn an_application_is_operated_from_the_cli() {
         let (code, _, err) = run(&["rollout", "undo", "shop", "-p", p, "--to-revision", "9"]);
         assert_eq!(code, 7, "{err}");
         assert!(err.contains("no revision 9"), "{err}");
+
+        // kill -9 of the server: the instances keep running, and the next server adopts them
+        // without restarting any.
+        let before = admin.get("applications", Some(p), "shop").await.unwrap().status["instances"].clone();
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let (code, _, _) = run(&["get", "apps", "-p", p]);
+        assert_eq!(code, 3, "the server is down");
+        let (restarted, base) = start_at(&dir);
+        server = restarted;
+        let admin = admin.with_base(&base);
+        let run = |args: &[&str]| cli(&dir, &base, &token, args);
+        let after = wait_for_status(&admin, p, "re-adopted and ready", |app| {
+            web_status(app)["ready"] == 2 && web_status(app)["phase"] == "complete"
+        })
+        .await;
+        let names = |instances: &serde_json::Value| {
+            let mut list: Vec<(String, u64)> = instances
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["name"].as_str().unwrap().to_string(), i["restarts"].as_u64().unwrap()))
+                .collect();
+            list.sort();
+            list
+        };
+        assert_eq!(names(&after.status["instances"]), names(&before), "the same instances, not restarted");
+        let (code, out, _) = run(&["exec", "shop", "-p", p, "-c", "web", "--", "/bin/cat", "/www/index.html"]);
+        assert_eq!((code, out.trim()), (0, "imported"));
 
         // Deleting the application deletes its history.
         admin.delete("applications", Some(p), "shop", None).await.unwrap();
