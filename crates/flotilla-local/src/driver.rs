@@ -28,6 +28,7 @@ use flotilla_driver::status::{
 };
 use flotilla_driver::workload::{ComponentWorkload, ResolvedProbe, Workload, WorkloadKey, labels};
 use flotilla_driver::{ClusterDriver, DriverError, ExecOutput, InstanceMetrics, LogLine, LogQuery};
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use ipnet::Ipv4Net;
 use tokio::sync::{Mutex, Notify, broadcast};
@@ -57,6 +58,8 @@ pub struct LocalOptions {
     pub max_log_bytes: u64,
     /// Rotated log files kept per instance.
     pub log_files_kept: usize,
+    /// Pods created (or removed) at once during a rollout step.
+    pub parallel_starts: usize,
     /// Service addresses are taken from here.
     pub service_range: Ipv4Net,
     /// Service names are `<component>.<application>.<environment>.<project>.<dns_domain>`.
@@ -78,6 +81,7 @@ impl LocalOptions {
             max_events: 200,
             max_log_bytes: 10 * 1024 * 1024,
             log_files_kept: 2,
+            parallel_starts: 4,
             service_range: Ipv4Net::new(std::net::Ipv4Addr::new(10, 90, 0, 0), 16).unwrap_or_default(),
             dns_domain: "flotilla.internal".into(),
             dns_port: 53,
@@ -824,15 +828,27 @@ impl Inner {
             }
         }
         let step = rollout::next_step(strategy, &instances);
-        for name in &step.stop {
-            self.stop_instance(cri, state, name, "replaced or scaled down").await;
-        }
+        self.stop_instances(cri, state, &step.stop, "replaced or scaled down").await;
         if step.start > 0 && !self.image_ready(cri, state, &component.name, &component.image).await {
             return Ok(());
         }
-        for _ in 0..step.start {
-            let name = instance_name(&component.name, workload.revision);
-            match self.create_instance(cri, key, workload, component, &name).await {
+        // Several pods at once: each spends most of its time in containerd, runc and the CNI
+        // plugins, not here.
+        let names: Vec<String> = (0..step.start).map(|_| instance_name(&component.name, workload.revision)).collect();
+        let creations: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let mut cri = cri.clone();
+                Box::pin(async move {
+                    let result = self.create_instance(&mut cri, key, workload, component, &name).await;
+                    (name, result)
+                })
+            })
+            .collect();
+        let created: Vec<(String, Result<Tracked, LocalError>)> =
+            futures::stream::iter(creations).buffer_unordered(self.options.parallel_starts.max(1)).collect().await;
+        for (name, result) in created {
+            match result {
                 Ok(tracked) => {
                     state.event(
                         max_events,
@@ -853,7 +869,6 @@ impl Inner {
                         Some(&component.name),
                         Some(&name),
                     );
-                    break;
                 }
             }
         }
@@ -1011,19 +1026,43 @@ impl Inner {
     }
 
     async fn stop_instance(&self, cri: &mut Cri, state: &mut WorkloadState, name: &str, why: &str) {
-        let Some(instance) = state.instances.remove(name) else { return };
-        let _ = cri.stop_pod_sandbox(&instance.sandbox_id).await;
-        let _ = cri.remove_pod_sandbox(&instance.sandbox_id).await;
-        remove_pod_cgroup(name);
-        let _ = std::fs::remove_dir_all(instance_dir(&self.options.root, name));
-        state.event(
-            self.options.max_events,
-            EventType::Normal,
-            "Killing",
-            format!("stopped instance of revision {}: {why}", instance.revision),
-            Some(&instance.component),
-            Some(name),
-        );
+        self.stop_instances(cri, state, &[name.to_string()], why).await;
+    }
+
+    /// Stops and removes instances, several at once.
+    async fn stop_instances(&self, cri: &Cri, state: &mut WorkloadState, names: &[String], why: &str) {
+        let instances: Vec<Tracked> = names.iter().filter_map(|name| state.instances.remove(name)).collect();
+        let removals: Vec<_> = instances
+            .iter()
+            .map(|instance| {
+                let mut cri = cri.clone();
+                let (sandbox, name, dir) = (
+                    instance.sandbox_id.clone(),
+                    instance.name.clone(),
+                    instance_dir(&self.options.root, &instance.name),
+                );
+                Box::pin(async move {
+                    let _ = cri.stop_pod_sandbox(&sandbox).await;
+                    let _ = cri.remove_pod_sandbox(&sandbox).await;
+                    remove_pod_cgroup(&name);
+                    let _ = std::fs::remove_dir_all(dir);
+                })
+            })
+            .collect();
+        futures::stream::iter(removals)
+            .buffer_unordered(self.options.parallel_starts.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        for instance in instances {
+            state.event(
+                self.options.max_events,
+                EventType::Normal,
+                "Killing",
+                format!("stopped instance of revision {}: {why}", instance.revision),
+                Some(&instance.component),
+                Some(&instance.name),
+            );
+        }
     }
 }
 
