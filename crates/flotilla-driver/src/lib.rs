@@ -5,12 +5,15 @@
 //! - [`workload`]: what a driver is asked to run, every value resolved.
 //! - [`status`]: what it reports: instances, their states, rollout phase, events.
 //! - [`rollout`]: the rolling-update arithmetic both follow (pure).
+//! - `conformance` (feature `testsuite`): the scenarios every driver's tests run.
 //!
 //! The control plane stays in charge of decisions that must be the same everywhere: which
 //! revision is desired, and rolling back when a rollout reports
 //! [`status::RolloutPhase::DeadlineExceeded`]. A driver makes the cluster match the workload
 //! it was last given, reports honestly, and owns nothing it did not label as its own.
 
+#[cfg(feature = "testsuite")]
+pub mod conformance;
 pub mod rollout;
 pub mod status;
 pub mod workload;

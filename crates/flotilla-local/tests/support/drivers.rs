@@ -1,16 +1,11 @@
 //! Helpers of the tests that run the embedded runtime as a cluster driver.
 
-use std::time::{Duration, Instant};
-
-use flotilla_core::kinds::ApplicationSpec;
-use flotilla_driver::ClusterDriver;
-use flotilla_driver::status::{RolloutPhase, WorkloadStatus};
-use flotilla_driver::workload::{Workload, WorkloadKey};
+use flotilla_driver::workload::WorkloadKey;
 use flotilla_local::cri::Cri;
 use flotilla_local::driver::{LocalDriver, LocalOptions};
 use flotilla_local::instance::workload_selector;
 use flotilla_local::networks::NetworkAllocator;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub const IMAGE: &str = "flotilla.local/test/app:1";
 
@@ -18,20 +13,12 @@ pub fn key(short: &str) -> WorkloadKey {
     WorkloadKey { project: format!("p{short}"), environment: "test".into(), application: "shop".into() }
 }
 
-pub fn workload(key: &WorkloadKey, revision: u64, spec: Value) -> Workload {
-    let spec: ApplicationSpec = serde_json::from_value(spec).unwrap();
-    Workload::resolve(key.clone(), revision, &spec, &|_| None).unwrap()
-}
+#[allow(unused_imports)] // each test crate uses some of them
+pub use flotilla_driver::conformance::{complete, component, wait_for, workload};
 
+/// The suite's web component with this crate's test image.
 pub fn web(replicas: u32, greeting: &str, readiness_port: u16, deadline: u32) -> Value {
-    json!({
-        "name": "web", "image": IMAGE, "replicas": replicas,
-        "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
-        "env": [{"name": "GREETING", "value": greeting}],
-        "ports": [{"name": "http", "port": 8080}],
-        "probes": {"readiness": {"http": {"port": readiness_port, "path": "/"}, "periodSeconds": 1}},
-        "update": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": deadline}
-    })
+    flotilla_driver::conformance::web(IMAGE, replicas, greeting, readiness_port, deadline)
 }
 
 /// Driver options of the test's runtime: its own service range, no upstream name server
@@ -51,38 +38,6 @@ pub async fn start_driver_with(runtime: &super::Runtime, options: LocalOptions) 
     let cri = Cri::connect(&runtime.socket).await.unwrap();
     let networks = NetworkAllocator::new(runtime.networks_dir.clone().unwrap(), runtime.network_octet);
     LocalDriver::start(cri, networks, options).await.unwrap()
-}
-
-/// Polls the driver's status until `done` holds (at most `seconds`).
-pub async fn wait_for(
-    driver: &LocalDriver,
-    key: &WorkloadKey,
-    seconds: u64,
-    what: &str,
-    done: impl Fn(&WorkloadStatus) -> bool,
-) -> WorkloadStatus {
-    let started = Instant::now();
-    loop {
-        if let Ok(status) = driver.status(key).await
-            && done(&status)
-        {
-            return status;
-        }
-        if started.elapsed() > Duration::from_secs(seconds) {
-            panic!("{what} within {seconds} s; last status: {:#?}", driver.status(key).await);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-pub fn component<'a>(status: &'a WorkloadStatus, name: &str) -> &'a flotilla_driver::status::ComponentStatus {
-    status.components.iter().find(|c| c.name == name).unwrap()
-}
-
-pub fn complete(status: &WorkloadStatus, revision: u64) -> bool {
-    status.revision == revision
-        && status.components.iter().all(|c| c.phase == RolloutPhase::Complete)
-        && status.instances.iter().all(|i| i.revision == revision && i.is_ready())
 }
 
 /// Runs `test` on a fresh runtime with per-environment networks, with a workload key of
