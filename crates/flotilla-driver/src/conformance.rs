@@ -160,6 +160,33 @@ pub async fn never_ready_revision_misses_its_deadline(subject: Subject<'_>) {
     driver.delete(key, false).await.expect("delete");
 }
 
+/// Scaling keeps the running instances; going back to the spec of instances that still run
+/// (an undo of a stuck rollout) keeps them too, and removes the new revision's.
+pub async fn scaling_and_undo_keep_matching_instances(subject: Subject<'_>) {
+    let (driver, key, image) = (subject.driver, &subject.key, subject.image.as_str());
+    let names = |status: &WorkloadStatus| {
+        let mut names: Vec<String> = status.instances.iter().map(|i| i.name.clone()).collect();
+        names.sort();
+        names
+    };
+    let spec =
+        |replicas: u32, port: u16| json!({"environment": "test", "components": [web(image, replicas, "x", port, 600)]});
+    driver.apply(&workload(key, 1, spec(2, 8080))).await.expect("apply");
+    let first = names(&wait_for(driver, key, 60, "revision 1 complete", |s| complete(s, 1)).await);
+    driver.apply(&workload(key, 2, spec(3, 8080))).await.expect("apply");
+    let scaled = wait_for(driver, key, 60, "scaled to 3", |s| complete(s, 2) && s.instances.len() == 3).await;
+    let scaled = names(&scaled);
+    assert!(first.iter().all(|n| scaled.contains(n)), "scaling kept {first:?}: {scaled:?}");
+    // Revision 3 never becomes ready (maxUnavailable 0 keeps revision 2's instances)...
+    driver.apply(&workload(key, 3, spec(3, 9999))).await.expect("apply");
+    wait_for(driver, key, 60, "revision 3 started", |s| s.instances.iter().any(|i| i.revision == 3)).await;
+    // ...and is undone: revision 4 has revision 2's spec, which those instances run.
+    driver.apply(&workload(key, 4, spec(3, 8080))).await.expect("apply");
+    let undone = wait_for(driver, key, 60, "revision 4 complete", |s| complete(s, 4) && s.instances.len() == 3).await;
+    assert_eq!(names(&undone), scaled, "the instances of the same spec were kept: {undone:#?}");
+    driver.delete(key, false).await.expect("delete");
+}
+
 /// Logs (tail, both streams, follow), exec (output and exit code) and metrics.
 pub async fn logs_exec_and_metrics(subject: Subject<'_>) {
     let (driver, key, image) = (subject.driver, &subject.key, subject.image.as_str());

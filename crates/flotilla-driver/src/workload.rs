@@ -272,6 +272,26 @@ impl Workload {
     }
 }
 
+impl ComponentWorkload {
+    /// A digest of what an instance of this component is (image, command, env, files,
+    /// ports, resources, probes, volumes, policy, scheduling), leaving out how many there are
+    /// and how they are rolled out. Instances whose hash matches the desired one are kept as
+    /// they are: scaling restarts nothing, and rolling back to an earlier spec keeps the
+    /// instances that already run it (Kubernetes' pod-template-hash).
+    pub fn template_hash(&self) -> String {
+        use sha2::Digest;
+        let template = ComponentWorkload {
+            replicas: 0,
+            max_surge: 0,
+            max_unavailable: 0,
+            progress_deadline_seconds: 0,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&template).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(&bytes)[..8])
+    }
+}
+
 /// The label keys on everything a driver creates.
 pub mod labels {
     pub const PROJECT: &str = "flotilla.io/project";
@@ -279,6 +299,8 @@ pub mod labels {
     pub const APPLICATION: &str = "flotilla.io/application";
     pub const COMPONENT: &str = "flotilla.io/component";
     pub const REVISION: &str = "flotilla.io/revision";
+    /// [`super::ComponentWorkload::template_hash`] of the instance.
+    pub const TEMPLATE: &str = "flotilla.io/template-hash";
 }
 
 #[cfg(test)]

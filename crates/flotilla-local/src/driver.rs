@@ -128,12 +128,27 @@ impl ProbeTracker {
     }
 }
 
+/// Probes run at once, at most.
+const PARALLEL_PROBES: usize = 16;
+
+/// Which probe of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
 /// One instance (pod) the driver looks after.
 #[derive(Debug)]
 struct Tracked {
     name: String,
     component: String,
+    /// The revision the instance counts for: the one it was created for, or a later one
+    /// with the same template (scaled, or rolled back to its spec).
     revision: u64,
+    /// [`ComponentWorkload::template_hash`] of the spec it runs.
+    template: String,
     sandbox_id: String,
     container_id: Option<String>,
     attempt: u32,
@@ -393,6 +408,7 @@ impl Inner {
                 name: name.clone(),
                 component,
                 revision,
+                template: label(labels::TEMPLATE).unwrap_or_default(),
                 sandbox_id: sandbox.id.clone(),
                 container_id: latest.map(|c| c.id.clone()),
                 attempt: latest.and_then(|c| c.metadata.as_ref()).map_or(0, |m| m.attempt),
@@ -512,8 +528,8 @@ impl Inner {
 
     async fn reconcile(&self, key: &WorkloadKey, state: &mut WorkloadState) -> Result<(), LocalError> {
         let mut cri = self.cri.clone();
-        let max_events = self.options.max_events;
         let desired = state.desired.clone();
+        let mut probed = self.run_due_probes(&cri, state).await;
         let names: Vec<String> = state.instances.keys().cloned().collect();
         for name in names {
             let (revision, component_name) = {
@@ -522,7 +538,7 @@ impl Inner {
             };
             let spec = state.revisions.get(&revision).cloned();
             let component = spec.as_ref().and_then(|w| w.components.iter().find(|c| c.name == component_name));
-            self.look_after(&mut cri, state, &name, spec.as_ref(), component, max_events).await?;
+            self.look_after(&mut cri, state, &name, spec.as_ref(), component, &mut probed).await?;
         }
         let Some(desired) = desired else { return Ok(()) };
         state.services = self.assign_addresses(key, &desired)?;
@@ -572,8 +588,9 @@ impl Inner {
         name: &str,
         revision: Option<&Workload>,
         component: Option<&ComponentWorkload>,
-        max_events: usize,
+        probed: &mut HashMap<(String, ProbeKind), Result<(), String>>,
     ) -> Result<(), LocalError> {
+        let max_events = self.options.max_events;
         let Some(instance) = state.instances.get_mut(name) else { return Ok(()) };
         let Some(container_id) = instance.container_id.clone() else { return Ok(()) };
         let status = match cri.container_status(&container_id).await {
@@ -668,7 +685,10 @@ impl Inner {
             match &component.startup {
                 None => instance.started_up = true,
                 Some(probe) if instance.startup.due(probe, started) => {
-                    let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                    let result = match probed.remove(&(name.to_string(), ProbeKind::Startup)) {
+                        Some(result) => result,
+                        None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
+                    };
                     instance.startup.record(result.is_ok());
                     if result.is_ok() && instance.startup.successes >= probe.success_threshold {
                         instance.started_up = true;
@@ -685,7 +705,10 @@ impl Inner {
             if let Some(probe) = &component.liveness
                 && instance.liveness.due(probe, started)
             {
-                let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                let result = match probed.remove(&(name.to_string(), ProbeKind::Liveness)) {
+                    Some(result) => result,
+                    None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
+                };
                 instance.liveness.record(result.is_ok());
                 if let Err(why) = result
                     && instance.liveness.failures >= probe.failure_threshold
@@ -696,7 +719,10 @@ impl Inner {
             match &component.readiness {
                 None => instance.ready = true,
                 Some(probe) if instance.readiness.due(probe, started) => {
-                    let result = self.probe(cri, probe, ip.as_deref(), &container_id).await;
+                    let result = match probed.remove(&(name.to_string(), ProbeKind::Readiness)) {
+                        Some(result) => result,
+                        None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
+                    };
                     instance.readiness.record(result.is_ok());
                     if result.is_ok() && instance.readiness.successes >= probe.success_threshold {
                         instance.ready = true;
@@ -735,6 +761,48 @@ impl Inner {
         Ok(())
     }
 
+    /// Runs the probes due now of every running instance, side by side (one exec probe takes
+    /// tens of milliseconds; one after the other, a few dozen instances outlast the period).
+    async fn run_due_probes(
+        &self,
+        cri: &Cri,
+        state: &WorkloadState,
+    ) -> HashMap<(String, ProbeKind), Result<(), String>> {
+        let mut jobs = Vec::new();
+        for instance in state.instances.values() {
+            let (Some(container), Some(started)) = (instance.container_id.clone(), instance.started) else { continue };
+            if !matches!(instance.state, InstanceState::Running { .. }) {
+                continue;
+            }
+            let Some(component) = state
+                .revisions
+                .get(&instance.revision)
+                .and_then(|w| w.components.iter().find(|c| c.name == instance.component))
+            else {
+                continue;
+            };
+            let due = |probe: &Option<ResolvedProbe>, tracker: &ProbeTracker| {
+                probe.as_ref().filter(|p| tracker.due(p, started)).cloned()
+            };
+            let mut wanted = Vec::new();
+            if !instance.started_up {
+                wanted.extend(due(&component.startup, &instance.startup).map(|p| (ProbeKind::Startup, p)));
+            } else {
+                wanted.extend(due(&component.liveness, &instance.liveness).map(|p| (ProbeKind::Liveness, p)));
+                wanted.extend(due(&component.readiness, &instance.readiness).map(|p| (ProbeKind::Readiness, p)));
+            }
+            for (kind, probe) in wanted {
+                let mut cri = cri.clone();
+                let (name, ip, container) = (instance.name.clone(), instance.ip.clone(), container.clone());
+                jobs.push(Box::pin(async move {
+                    let result = self.probe(&mut cri, &probe, ip.as_deref(), &container).await;
+                    ((name, kind), result)
+                }));
+            }
+        }
+        futures::stream::iter(jobs).buffer_unordered(PARALLEL_PROBES).collect().await
+    }
+
     async fn probe(
         &self,
         cri: &mut Cri,
@@ -756,6 +824,16 @@ impl Inner {
         component: &ComponentWorkload,
     ) -> Result<(), LocalError> {
         let max_events = self.options.max_events;
+        // Instances already running this template count for this revision: nothing to replace.
+        let template = component.template_hash();
+        for instance in state.instances.values_mut() {
+            if instance.component == component.name
+                && instance.revision != workload.revision
+                && instance.template == template
+            {
+                instance.revision = workload.revision;
+            }
+        }
         let instances: Vec<rollout::Instance<String>> = state
             .instances
             .values()
@@ -828,8 +906,10 @@ impl Inner {
             }
         }
         let step = rollout::next_step(strategy, &instances);
-        self.stop_instances(cri, state, &step.stop, "replaced or scaled down").await;
-        if step.start > 0 && !self.image_ready(cri, state, &component.name, &component.image).await {
+        let stopping: Vec<Tracked> = step.stop.iter().filter_map(|name| state.instances.remove(name)).collect();
+        if step.start == 0 || !self.image_ready(cri, state, &component.name, &component.image).await {
+            self.remove_pods(cri, &stopping).await;
+            self.stopped(state, stopping, "replaced or scaled down");
             return Ok(());
         }
         // Several pods at once: each spends most of its time in containerd, runc and the CNI
@@ -845,8 +925,12 @@ impl Inner {
                 })
             })
             .collect();
-        let created: Vec<(String, Result<Tracked, LocalError>)> =
-            futures::stream::iter(creations).buffer_unordered(self.options.parallel_starts.max(1)).collect().await;
+        // The step's removals go on while its pods are created.
+        let creating = futures::stream::iter(creations)
+            .buffer_unordered(self.options.parallel_starts.max(1))
+            .collect::<Vec<(String, Result<Tracked, LocalError>)>>();
+        let ((), created) = tokio::join!(self.remove_pods(cri, &stopping), creating);
+        self.stopped(state, stopping, "replaced or scaled down");
         for (name, result) in created {
             match result {
                 Ok(tracked) => {
@@ -972,6 +1056,7 @@ impl Inner {
             name: name.to_string(),
             component: component.name.clone(),
             revision: workload.revision,
+            template: component.template_hash(),
             sandbox_id: sandbox_id.clone(),
             container_id: None,
             attempt: 0,
@@ -1032,6 +1117,12 @@ impl Inner {
     /// Stops and removes instances, several at once.
     async fn stop_instances(&self, cri: &Cri, state: &mut WorkloadState, names: &[String], why: &str) {
         let instances: Vec<Tracked> = names.iter().filter_map(|name| state.instances.remove(name)).collect();
+        self.remove_pods(cri, &instances).await;
+        self.stopped(state, instances, why);
+    }
+
+    /// Stops and removes the pods of `instances` (taken out of the state), several at once.
+    async fn remove_pods(&self, cri: &Cri, instances: &[Tracked]) {
         let removals: Vec<_> = instances
             .iter()
             .map(|instance| {
@@ -1053,6 +1144,10 @@ impl Inner {
             .buffer_unordered(self.options.parallel_starts.max(1))
             .collect::<Vec<()>>()
             .await;
+    }
+
+    /// Records that `instances` were stopped, and why.
+    fn stopped(&self, state: &mut WorkloadState, instances: Vec<Tracked>, why: &str) {
         for instance in instances {
             state.event(
                 self.options.max_events,

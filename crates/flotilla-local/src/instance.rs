@@ -40,6 +40,7 @@ impl InstancePlan<'_> {
     fn labels(&self) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = self.workload.labels(&self.component.name).into_iter().collect();
         labels.insert(INSTANCE_LABEL.to_string(), self.name.clone());
+        labels.insert(labels::TEMPLATE.to_string(), self.component.template_hash());
         labels
     }
 

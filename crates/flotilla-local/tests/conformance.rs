@@ -27,6 +27,7 @@ macro_rules! conformance {
 
 conformance!(runs_restarts_and_rolls_out);
 conformance!(never_ready_revision_misses_its_deadline);
+conformance!(scaling_and_undo_keep_matching_instances);
 conformance!(logs_exec_and_metrics);
 conformance!(an_unpullable_image_is_reported);
 conformance!(delete_removes_everything);
