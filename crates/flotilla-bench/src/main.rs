@@ -10,7 +10,10 @@
 //!    filesystem's fsync latency;
 //! 4. audited creates, closed loop with 128 clients, against the same client on `/healthz`;
 //! 5. after stopping the server: filling the audit chain to N records through the store's
-//!    writer, then `flotilla audit verify --data-dir`, against SHA-256 over the same bytes.
+//!    writer, then `flotilla audit verify --data-dir`, against SHA-256 over the same bytes;
+//! 6. with a second server running the embedded runtime (root only; `--skip-runtime`):
+//!    apply → instance running against a pod made with direct CRI calls (and, informative,
+//!    `ctr run`), a 50-replica rolling update, a rollback (see [`runtime`]).
 //!
 //! It writes `docs/benchmarks.md` (or `--out`) and prints a summary. Targets are from
 //! `TARGETS.md`; a missed one is reported as MISS, not as a failure of the program.
@@ -20,6 +23,7 @@ mod audit;
 mod machine;
 mod probe;
 mod report;
+mod runtime;
 mod server;
 mod stats;
 mod wrk;
@@ -49,7 +53,8 @@ struct Args {
     /// Where to write the report.
     #[arg(long, value_name = "FILE", default_value = "docs/benchmarks.md")]
     out: PathBuf,
-    /// Smoke run: short durations (and 50,000 audit records unless --audit-records is given).
+    /// Smoke run: short durations, 5 apply samples on the embedded runtime (and 50,000 audit
+    /// records unless --audit-records is given).
     #[arg(long)]
     quick: bool,
     /// Length of the audit chain to verify [default: 1000000, or 50000 with --quick].
@@ -58,6 +63,9 @@ struct Args {
     /// Keep the server's data directory (SQLite database, audit key) for inspection.
     #[arg(long)]
     keep_data: bool,
+    /// Leave out the embedded-runtime scenarios (they need root and containerd).
+    #[arg(long)]
+    skip_runtime: bool,
 }
 
 /// Durations and counts of one run.
@@ -216,6 +224,26 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
 
+    let mut runtime_setup = None;
+    if args.skip_runtime {
+        progress("embedded-runtime scenarios skipped (--skip-runtime)");
+    } else {
+        let plan = runtime::RuntimePlan::new(args.quick);
+        for (result, title, method) in runtime::run(&plan, &flotilla, &mut usage).await {
+            match result {
+                Ok(section) => {
+                    runtime_setup = Some(runtime::setup_text());
+                    sections.push(section);
+                }
+                Err(error) => {
+                    progress(&format!("{title}: {error:#}"));
+                    all_ran = false;
+                    sections.push(Section::failed(title, method, &error));
+                }
+            }
+        }
+    }
+
     let report = Report {
         date: jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
         machine,
@@ -223,6 +251,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         quick: args.quick,
         sections,
         breakdown: usage,
+        runtime_setup,
     };
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;

@@ -1,7 +1,8 @@
 //! Where a phase's time goes: CPU used by the server process, by this process and the load
 //! generators it waited for (`wrk`), and by the whole machine (`/proc`), plus the server's
 //! own latency histograms (`/metrics`), each as the difference between two snapshots taken
-//! around the phase.
+//! around the phase. For the embedded-runtime phases it also counts the runtime's processes:
+//! containerd and its shims, found by the runtime's directory in their command lines.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -18,6 +19,8 @@ pub struct Snapshot {
     server_ticks: u64,
     client_ticks: u64,
     machine_busy_ticks: u64,
+    /// Per process of the runtime (containerd, shims): its ticks with the children it waited for.
+    runtime_ticks: Option<BTreeMap<u32, u64>>,
     metrics: BTreeMap<String, Series>,
 }
 
@@ -31,6 +34,9 @@ pub struct Usage {
     pub client_cores: f64,
     /// By everything on the machine.
     pub machine_cores: f64,
+    /// By the embedded runtime's processes (containerd and the shims alive at both ends of
+    /// the phase, with the children they waited for), in the runtime phases.
+    pub runtime_cores: Option<f64>,
     /// Server-side series with calls in this phase: (series, calls, mean).
     pub series: Vec<(String, u64, std::time::Duration)>,
     /// Their histograms in this phase: cumulative count by upper bound (µs).
@@ -40,7 +46,8 @@ pub struct Usage {
 impl Usage {
     /// Cores used by everything else on the machine (other users' builds, say).
     pub fn other_cores(&self) -> f64 {
-        (self.machine_cores - self.server_cores.unwrap_or(0.0) - self.client_cores).max(0.0)
+        (self.machine_cores - self.server_cores.unwrap_or(0.0) - self.client_cores - self.runtime_cores.unwrap_or(0.0))
+            .max(0.0)
     }
 
     /// The mean of one server-side series in this phase.
@@ -73,6 +80,8 @@ pub struct Probe {
     /// `None` once the server is stopped: no `/metrics` to read.
     client: Option<Client>,
     server_pid: Option<u32>,
+    /// Processes whose command line contains this (the runtime's directory) are the runtime's.
+    runtime_marker: Option<String>,
     ticks_per_second: f64,
 }
 
@@ -84,7 +93,13 @@ impl Probe {
             .ok()
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(100.0);
-        Self { client, server_pid, ticks_per_second }
+        Self { client, server_pid, runtime_marker: None, ticks_per_second }
+    }
+
+    /// Also counts the processes whose command line contains `marker` (the server excepted).
+    pub fn with_runtime(mut self, marker: impl Into<String>) -> Self {
+        self.runtime_marker = Some(marker.into());
+        self
     }
 
     pub async fn snapshot(&self) -> Snapshot {
@@ -97,6 +112,7 @@ impl Probe {
             server_ticks: self.server_pid.and_then(|pid| process_ticks(&pid.to_string(), false)).unwrap_or(0),
             client_ticks: process_ticks("self", true).unwrap_or(0),
             machine_busy_ticks: machine_busy_ticks().unwrap_or(0),
+            runtime_ticks: self.runtime_marker.as_deref().map(|marker| marked_ticks(marker, self.server_pid)),
             metrics,
         }
     }
@@ -128,6 +144,13 @@ impl Probe {
             server_cores: self.server_pid.map(|_| cores(after.server_ticks, before.server_ticks)),
             client_cores: cores(after.client_ticks, before.client_ticks),
             machine_cores: cores(after.machine_busy_ticks, before.machine_busy_ticks),
+            runtime_cores: after.runtime_ticks.as_ref().zip(before.runtime_ticks.as_ref()).map(|(late, early)| {
+                // Per process: one that exited during the phase is not counted (a lower bound),
+                // and one that started in it counts from zero.
+                let ticks: u64 =
+                    late.iter().map(|(pid, t)| t.saturating_sub(early.get(pid).copied().unwrap_or(0))).sum();
+                cores(ticks, 0)
+            }),
             series,
             buckets,
         }
@@ -144,6 +167,25 @@ fn process_ticks(pid: &str, with_children: bool) -> Option<u64> {
     let own = fields.get(10)? + fields.get(11)?;
     let children = if with_children { fields.get(12)? + fields.get(13)? } else { 0 };
     Some(own + children)
+}
+
+/// Ticks (with waited-for children) of every process but `except` whose command line
+/// contains `marker`, by process id.
+fn marked_ticks(marker: &str, except: Option<u32>) -> BTreeMap<u32, u64> {
+    let mut ticks = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return ticks };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Ok(pid) = name.parse::<u32>() else { continue };
+        if Some(pid) == except || pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            ticks.insert(pid, process_ticks(&name, true).unwrap_or(0));
+        }
+    }
+    ticks
 }
 
 /// Non-idle ticks of all CPUs from `/proc/stat`.

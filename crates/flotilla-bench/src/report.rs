@@ -125,6 +125,8 @@ pub struct Report {
     pub sections: Vec<Section>,
     /// "Where the time goes", phase by phase.
     pub breakdown: Vec<Usage>,
+    /// How the embedded-runtime scenarios were set up, when they ran.
+    pub runtime_setup: Option<String>,
 }
 
 fn cell(text: &str) -> String {
@@ -136,16 +138,19 @@ const DISTURBED: f64 = 0.2;
 
 impl Report {
     /// A warning when other processes took CPU during a phase: the figures are disturbed.
+    /// The embedded-runtime phases are left out: their "other" includes runtime processes
+    /// that exited during the phase (stopped shims, `runc`, the network plugin).
     fn disturbance(&self) -> Option<String> {
-        let worst = self.breakdown.iter().max_by(|a, b| a.other_cores().total_cmp(&b.other_cores()))?;
+        let checked = || self.breakdown.iter().filter(|u| u.runtime_cores.is_none());
+        let worst = checked().max_by(|a, b| a.other_cores().total_cmp(&b.other_cores()))?;
         let disturbed: Vec<&str> =
-            self.breakdown.iter().filter(|u| u.other_cores() > DISTURBED).map(|u| u.phase.as_str()).collect();
+            checked().filter(|u| u.other_cores() > DISTURBED).map(|u| u.phase.as_str()).collect();
         (!disturbed.is_empty()).then(|| {
             format!(
                 "Other processes used CPU during {} of {} phases (up to {:.2} cores, in \"{}\"): the figures of \
                  those phases are disturbed. See \"Where the time goes\".",
                 disturbed.len(),
-                self.breakdown.len(),
+                checked().count(),
                 worst.other_cores(),
                 worst.phase
             )
@@ -159,7 +164,8 @@ impl Report {
         let _ = writeln!(
             out,
             "Written by `scripts/bench` (the `flotilla-bench` crate); rerun it to refresh this file rather than editing it.\n\
-             The targets are those of `TARGETS.md` (REST API and audit rows). The machines are shared and noisy, so each\n\
+             The targets are those of `TARGETS.md` (REST API and audit rows) and of the embedded runtime's issue (apply,\n\
+             rolling update, rollback). The machines are shared and noisy, so each\n\
              figure is measured next to a floor taken in the same run (the same client and load generator against\n\
              something that does less work) and reported as a ratio too. Absolute figures are for the machine below only.\n\
              Single runs on this shared virtual machine vary (by up to about 3x on some figures between two runs of\n\
@@ -182,7 +188,8 @@ impl Report {
             out,
             "- **Set-up**: one `flotilla server` (release build, SQLite in WAL mode with `synchronous=FULL`, log level \
              `warn`) on `127.0.0.1`; the load generators (`wrk`, the benchmark's own tokio client) run on the same \
-             2 cores, so every figure includes their cost, floors included.\n"
+             2 cores, so every figure includes their cost, floors included.{}\n",
+            self.runtime_setup.as_deref().map(|setup| format!(" {setup}")).unwrap_or_default()
         );
 
         let _ = writeln!(out, "## Summary\n");
@@ -236,7 +243,11 @@ impl Report {
                  `flotilla audit verify`); everything else (should be near 0: anything more is another process \
                  competing for the cores); the whole machine. Then the server's own latency histograms \
                  (`/metrics`) for the same phase: calls × mean. A store `commit` includes the wait for its \
-                 group-commit batch; a store `get` includes the wait for a pooled connection.\n",
+                 group-commit batch; a store `get` includes the wait for a pooled connection. In the \
+                 embedded-runtime phases the server cell adds `runtime`: containerd and its shims (the processes \
+                 whose command line names the runtime's directory) with the children they waited for; a shim \
+                 that exited during the phase (a stopped instance) takes its CPU with it, so \"other\" there \
+                 includes part of the runtime's work, and those phases are not checked for disturbance.\n",
                 cores = self.machine.cores
             );
             let _ = writeln!(
@@ -249,7 +260,11 @@ impl Report {
                     out,
                     "| {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                     cell(&usage.phase),
-                    usage.server_cores.map_or("-".to_string(), |c| format!("{c:.2}")),
+                    match (usage.server_cores, usage.runtime_cores) {
+                        (Some(server), Some(runtime)) => format!("{server:.2} + runtime {runtime:.2}"),
+                        (Some(server), None) => format!("{server:.2}"),
+                        (None, _) => "-".to_string(),
+                    },
                     usage.client_cores,
                     usage.other_cores(),
                     usage.machine_cores,
@@ -264,11 +279,14 @@ impl Report {
             out,
             "```sh\n\
              scripts/bench            # installs wrk if missing, builds release flotilla + flotilla-bench, runs (~5 min)\n\
+             \x20                        # (the embedded-runtime scenarios, about 1.5 min of it, need root)\n\
              scripts/bench --quick    # smoke run: short durations, 50,000 audit records\n\
              scripts/bench --audit-records 200000   # any other chain length\n\
+             scripts/bench --skip-runtime           # without the embedded-runtime scenarios (they need root)\n\
              ```\n\n\
              The benchmark starts its own server on a free loopback port with a temporary data directory, and \
-             removes both at the end. It exits non-zero only when a scenario could not run; a missed target is a \
+             removes both at the end; the embedded-runtime scenarios then start a second one with the runtime \
+             (its own containerd), delete what they ran, stop it and remove what it left on the host. It exits non-zero only when a scenario could not run; a missed target is a \
              MISS in this file, not a failure."
         );
         out

@@ -25,8 +25,19 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary server` on a free loopback port with `data_dir`, the admin password
-    /// set, and logging at `warn` (the benchmark should not measure log formatting).
+    /// set, logging at `warn` (the benchmark should not measure log formatting) and the
+    /// embedded runtime disabled (the API benchmark measures the control plane).
     pub async fn start(binary: &Path, data_dir: &Path, admin_password: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, data_dir, admin_password, &[("FLOTILLA_RUNTIME__ENABLED", "false")]).await
+    }
+
+    /// [`Server::start`] with these `FLOTILLA_*` settings instead of the disabled runtime.
+    pub async fn start_with_env(
+        binary: &Path,
+        data_dir: &Path,
+        admin_password: &str,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = Command::new(binary);
         // The server refuses unknown FLOTILLA_* variables, and nothing from the caller's
         // environment may point it elsewhere: its configuration is this function's alone.
@@ -35,6 +46,7 @@ impl Server {
                 command.env_remove(name);
             }
         }
+        command.envs(settings.iter().copied());
         let mut child = command
             .arg("server")
             .arg("--listen")
@@ -43,8 +55,6 @@ impl Server {
             .arg(data_dir)
             .env("FLOTILLA_ADMIN_PASSWORD", admin_password)
             .env("FLOTILLA_LOG__LEVEL", "warn")
-            // The API benchmark measures the control plane, not the embedded runtime.
-            .env("FLOTILLA_RUNTIME__ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
