@@ -107,6 +107,11 @@ fn cni_arg(args: &str, key: &str) -> Option<String> {
 /// Traffic between two environment bridges is dropped; within one bridge it is accepted.
 fn isolate(bridge: &str) -> Result<(), PluginError> {
     let failed = |message: String| error(999, message);
+    // The last rule added: once it is there, the network is set up (one call per pod, not
+    // seven: each iptables run reads the whole table).
+    if iptables::run(&["-C", ISOLATION_CHAIN, "-i", bridge, "-o", bridge, "-j", "ACCEPT"]).unwrap_or(false) {
+        return Ok(());
+    }
     let _ = iptables::run(&["-N", ISOLATION_CHAIN]);
     iptables::ensure_rule("filter", "FORWARD", &["-j", ISOLATION_CHAIN], true).map_err(failed)?;
     let all = format!("{BRIDGE_PREFIX}+");
@@ -115,9 +120,25 @@ fn isolate(bridge: &str) -> Result<(), PluginError> {
         .map_err(failed)
 }
 
-/// Removes the isolation rules of `bridges` (networks that are gone), and the whole chain
-/// once no bridge has a rule in it.
+/// One masquerading rule per network for traffic leaving it (as Docker has per bridge),
+/// rather than the bridge plugin's chain per pod: the nat table stays small with thousands
+/// of instances, and a pod's start and stop run no iptables at all once it is there.
+fn masquerade(network: &EnvironmentNetwork) -> Result<(), PluginError> {
+    let rule = ["-s", network.subnet.as_str(), "!", "-o", network.bridge.as_str(), "-j", "MASQUERADE"];
+    iptables::ensure_rule("nat", "POSTROUTING", &rule, false).map_err(|message| error(999, message))
+}
+
+/// Removes the isolation and masquerading rules of `bridges` (networks that are gone), and
+/// the isolation chain once no bridge has a rule in it.
 pub fn remove_isolation(bridges: &[String]) {
+    let nat = Command::new("iptables").args(["-w", "5", "-t", "nat", "-S", "POSTROUTING"]).output();
+    let nat = nat.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    for bridge in bridges {
+        for line in nat.lines().filter(|l| l.ends_with(&format!("! -o {bridge} -j MASQUERADE"))) {
+            let rule: Vec<&str> = line.split_whitespace().skip(2).collect();
+            iptables::delete_rule("nat", "POSTROUTING", &rule);
+        }
+    }
     for bridge in bridges {
         iptables::delete_rule("filter", ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"]);
     }
@@ -164,7 +185,7 @@ fn run_command(command: &str, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
         "type": "bridge",
         "bridge": network.bridge,
         "isGateway": true,
-        "ipMasq": true,
+        "ipMasq": false,
         "hairpinMode": true,
         "ipam": {
             "type": "host-local",
@@ -199,6 +220,7 @@ fn run_command(command: &str, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
     }
     if command == "ADD" {
         isolate(&network.bridge)?;
+        masquerade(&network)?;
     }
     Ok(output.stdout)
 }

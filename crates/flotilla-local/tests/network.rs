@@ -75,6 +75,8 @@ async fn pods_reach_their_own_environment_and_not_another() {
         ],
         per_environment_networks: true,
     };
+    let prod_bridge = format!("flt{short}p");
+    let bridge = prod_bridge.clone();
     support::with_runtime_options(options, move |runtime| async move {
         let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"prod data\n".to_vec() };
         runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
@@ -111,6 +113,20 @@ async fn pods_reach_their_own_environment_and_not_another() {
         // ...but not prod's.
         let (ok, output) = reaches(&mut cri, &outsider, &server_ip).await;
         assert!(!ok, "a pod of another environment must not reach prod: {output}");
+
+        // Traffic leaving a network is masqueraded by one rule per network, not a chain per pod.
+        let nat = std::process::Command::new("iptables").args(["-t", "nat", "-S", "POSTROUTING"]).output().unwrap();
+        let nat = String::from_utf8_lossy(&nat.stdout).to_string();
+        let prod_rule = format!("-A POSTROUTING -s 10.214.{octet}.0/24 ! -o flt{short}p -j MASQUERADE");
+        assert_eq!(nat.lines().filter(|l| *l == prod_rule).count(), 1, "{nat}");
+        assert!(
+            !nat.contains(&format!("10.214.{octet}."))
+                || nat.lines().filter(|l| l.contains(&format!("10.214.{octet}."))).count() == 1,
+            "no rule per pod: {nat}"
+        );
     })
     .await;
+    let nat = std::process::Command::new("iptables").args(["-t", "nat", "-S", "POSTROUTING"]).output().unwrap();
+    let nat = String::from_utf8_lossy(&nat.stdout).to_string();
+    assert!(!nat.contains(&prod_bridge), "removed with the network: {nat}");
 }
