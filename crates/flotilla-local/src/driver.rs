@@ -1101,12 +1101,15 @@ impl Inner {
         tracked.container_id = Some(id);
         tracked.started = Some(Instant::now());
         tracked.started_micros = Some(micros_now());
-        tracked.started_up = false;
-        tracked.ready = false;
+        // Without startup and readiness probes a started container is ready (as on
+        // Kubernetes), now rather than at the next pass.
+        let ready = component.startup.is_none() && component.readiness.is_none();
+        tracked.started_up = component.startup.is_none();
+        tracked.ready = ready;
         tracked.startup = ProbeTracker::default();
         tracked.readiness = ProbeTracker::default();
         tracked.liveness = ProbeTracker::default();
-        tracked.state = InstanceState::Running { ready: false };
+        tracked.state = InstanceState::Running { ready };
         Ok(())
     }
 
