@@ -12,9 +12,9 @@
 //! completed. When a newer revision misses its progress deadline, it writes that spec back
 //! to the Application (a new revision, as `kubectl rollout undo` does), as the `system` user,
 //! with an audit record saying which revision failed and why. The failed revision is not
-//! retried until the spec changes again. (The last good spec is kept in memory: after a
-//! restart of the control plane, a rollout must complete once before it can be rolled back
-//! to.)
+//! retried until the spec changes again. A completed revision is also marked in the revision
+//! history (`flotilla.io/rolled-out`), so a restarted control plane still knows where to go
+//! back to.
 //!
 //! # Revision history
 //! Each revision handed to a cluster is recorded as an `ApplicationRevision` ([`revisions`]),
@@ -283,7 +283,13 @@ impl ApplicationController {
             return Ok(false);
         }
         if status.components.iter().all(|c| c.phase == RolloutPhase::Complete) {
-            self.last_good.lock().await.insert(key.clone(), (revision, spec.clone()));
+            let previous = self.last_good.lock().await.insert(key.clone(), (revision, spec.clone()));
+            if previous.is_none_or(|(known, _)| known != revision)
+                && let Err(error) =
+                    revisions::mark_rolled_out(&self.store, &key.project, &key.application, revision).await
+            {
+                tracing::warn!(application = %key, revision, %error, "cannot mark the revision rolled out");
+            }
             return Ok(false);
         }
         let failed: Vec<String> = status
@@ -295,7 +301,15 @@ impl ApplicationController {
         if failed.is_empty() {
             return Ok(false);
         }
-        let Some((good_revision, good_spec)) = self.last_good.lock().await.get(key).cloned() else {
+        let remembered = self.last_good.lock().await.get(key).cloned();
+        let good = match remembered {
+            Some(good) => Some(good),
+            // Restarted since: the revision history says which one completed last.
+            None => revisions::last_rolled_out(&self.store, &key.project, &key.application, revision)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let Some((good_revision, good_spec)) = good else {
             return Ok(false);
         };
         if good_revision >= revision || self.rolled_back.lock().await.get(key) == Some(&revision) {

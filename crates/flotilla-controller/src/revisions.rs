@@ -105,6 +105,60 @@ async fn delete_all_but(
     Ok(())
 }
 
+/// The annotation on a revision whose rollout completed: one to roll back to.
+pub const ROLLED_OUT_ANNOTATION: &str = "flotilla.io/rolled-out";
+
+/// Marks `revision` of `application` as rolled out (once), so that after a restart the
+/// controller still knows where to roll back to.
+pub async fn mark_rolled_out(
+    store: &Arc<dyn Store>,
+    project: &str,
+    application: &str,
+    revision: u64,
+) -> Result<(), StoreError> {
+    let key = ObjectKey::new(
+        "ApplicationRevision",
+        Some(project.to_string()),
+        ApplicationRevisionSpec::object_name(application, revision),
+    );
+    let Some(mut object) = store.get(&key).await? else { return Ok(()) };
+    if object.metadata.annotations.contains_key(ROLLED_OUT_ANNOTATION) {
+        return Ok(());
+    }
+    object.metadata.annotations.insert(ROLLED_OUT_ANNOTATION.into(), "true".into());
+    let operation = Operation {
+        id: format!("rolled-out-{project}-{}", key.name),
+        verb: OperationVerb::Update,
+        key: key.clone(),
+        precondition: object.resource_version(),
+        object: Some(object),
+    };
+    let actor = system_actor(format!("rolled-out-{application}-{revision}"));
+    match store.commit(Mutation { actor, change: Change::Object(operation) }).await {
+        Ok(_) | Err(StoreError::Operation(OperationError::Conflict { .. })) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// The newest revision below `below` whose rollout completed, with its spec.
+pub async fn last_rolled_out(
+    store: &Arc<dyn Store>,
+    project: &str,
+    application: &str,
+    below: u64,
+) -> Result<Option<(u64, ApplicationSpec)>, StoreError> {
+    let revisions = list(store, project, application).await?;
+    Ok(revisions
+        .into_iter()
+        .filter(|(revision, object)| {
+            *revision < below && object.metadata.annotations.contains_key(ROLLED_OUT_ANNOTATION)
+        })
+        .max_by_key(|(revision, _)| *revision)
+        .and_then(|(revision, object)| {
+            serde_json::from_value::<ApplicationRevisionSpec>(object.spec).ok().map(|s| (revision, s.template))
+        }))
+}
+
 /// The recorded revisions of `application`: (revision, object), in no particular order.
 pub async fn list(store: &Arc<dyn Store>, project: &str, application: &str) -> Result<Vec<(u64, Object)>, StoreError> {
     let selector = Selector::parse(&format!("{APPLICATION_LABEL}={application}")).unwrap_or_default();

@@ -295,9 +295,27 @@ async fn a_revision_that_never_becomes_ready_is_rolled_back_automatically() {
         admin.create("applications", Some(project.as_str()), &application).await.unwrap();
         wait_for_status(&admin, &project, "revision 1 complete", |app| web_status(app)["phase"] == "complete").await;
 
+        // Revision 1 is marked rolled out in the history, so a control plane restarted in the
+        // middle of revision 2's rollout (kill -9) still knows to roll back to it.
+        let started = std::time::Instant::now();
+        loop {
+            let revision = admin.get("applicationrevisions", Some(project.as_str()), "shop-1").await.unwrap();
+            if revision.metadata.annotations.get("flotilla.io/rolled-out").is_some_and(|v| v == "true") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "revision 1 never marked rolled out: {revision:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
         // Revision 2 is never ready (its readiness probe asks a port nothing listens on).
         application["spec"]["components"][0] = web_component(9999, 3);
         admin.update("applications", Some(project.as_str()), "shop", &application).await.unwrap();
+        wait_for_status(&admin, &project, "revision 2 rolling out", |app| app.status["revision"] == 2).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let (restarted, base) = start_at(&dir);
+        server = restarted;
+        let admin = admin.with_base(&base);
         let app = wait_for_status(&admin, &project, "rolled back and complete", |app| {
             app.metadata.generation == Some(3) && app.status["revision"] == 3 && web_status(app)["phase"] == "complete"
         })
