@@ -288,6 +288,8 @@ struct Inner {
     chains: Chains,
     /// The services whose rules are loaded, and the bridges given `route_localnet`.
     loaded: Mutex<Option<(Vec<Service>, Vec<String>)>>,
+    /// The (address version, network count) the DNS records and listeners were made for.
+    dns_synced: std::sync::Mutex<Option<(u64, usize)>>,
     /// The last status of each workload, read without waiting for a reconcile in progress.
     statuses: std::sync::RwLock<HashMap<WorkloadKey, WorkloadStatus>>,
 }
@@ -362,6 +364,7 @@ impl LocalDriver {
             dns,
             loaded: Mutex::new(None),
             statuses: std::sync::RwLock::default(),
+            dns_synced: std::sync::Mutex::new(None),
         });
         inner.adopt().await?;
         let reconciler = tokio::spawn(reconcile_forever(inner.clone()));
@@ -447,23 +450,30 @@ impl Inner {
         self.sync_services().await;
     }
 
-    /// Points the DNS names at the service addresses, and the service rules at the ready
-    /// instances.
-    async fn sync_services(&self) {
-        let records: HashMap<String, std::net::Ipv4Addr> = self
-            .addresses
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .all()
-            .map(|(service, address)| (service.dns_name(&self.options.dns_domain), address))
-            .collect();
-        self.dns.zone().set(records);
+    /// Points the DNS names at the service addresses and listens on every network's gateway;
+    /// only after either changed.
+    fn sync_names(&self) {
         let networks = self.networks.all();
+        let addresses = self.addresses.lock().unwrap_or_else(|poison| poison.into_inner());
+        let seen = (addresses.version(), networks.len());
+        let mut synced = self.dns_synced.lock().unwrap_or_else(|poison| poison.into_inner());
+        if *synced == Some(seen) {
+            return;
+        }
+        let domain = &self.options.dns_domain;
+        self.dns.zone().set(addresses.all().map(|(service, address)| (service.dns_name(domain), address)).collect());
         for gateway in networks.iter().filter_map(EnvironmentNetwork::gateway) {
             if let Err(error) = self.dns.listen(gateway) {
                 tracing::warn!(%gateway, %error, "the name server cannot listen here");
             }
         }
+        *synced = Some(seen);
+    }
+
+    /// Points the DNS names at the service addresses, and the service rules at the ready
+    /// instances.
+    async fn sync_services(&self) {
+        self.sync_names();
         let mut services = Vec::new();
         let mut bridges = Vec::new();
         {

@@ -15,11 +15,14 @@ pub struct NetworkAllocator {
     dir: PathBuf,
     second_octet: u8,
     lock: std::sync::Mutex<()>,
+    /// What [`Self::all`] read last; dropped when this allocator adds a network (it is the
+    /// directory's only writer; the plugin only reads it).
+    cached: std::sync::Mutex<Option<Vec<EnvironmentNetwork>>>,
 }
 
 impl NetworkAllocator {
     pub fn new(dir: impl Into<PathBuf>, second_octet: u8) -> Self {
-        Self { dir: dir.into(), second_octet, lock: std::sync::Mutex::new(()) }
+        Self { dir: dir.into(), second_octet, lock: std::sync::Mutex::new(()), cached: std::sync::Mutex::new(None) }
     }
 
     /// The pod namespace of an environment (its network is chosen by it).
@@ -53,17 +56,24 @@ impl NetworkAllocator {
         let hash = hex::encode(Sha256::digest(namespace.as_bytes()));
         let network = EnvironmentNetwork { bridge: format!("{BRIDGE_PREFIX}{}", &hash[..10]), subnet };
         network.install(&self.dir, namespace).map_err(LocalError::io(format!("cannot write {}", path.display())))?;
+        *self.cached.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
         Ok(network)
     }
 
-    /// Every allocated network (for clean-up).
+    /// Every allocated network, read from the directory once and again after an allocation.
     pub fn all(&self) -> Vec<EnvironmentNetwork> {
+        let mut cached = self.cached.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(networks) = cached.as_ref() {
+            return networks.clone();
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        entries
+        let networks: Vec<EnvironmentNetwork> = entries
             .flatten()
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect()
+            .collect();
+        *cached = Some(networks.clone());
+        networks
     }
 }
 

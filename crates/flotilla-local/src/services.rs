@@ -238,6 +238,8 @@ pub struct AddressAllocator {
     range: Ipv4Net,
     file: PathBuf,
     assigned: BTreeMap<ServiceKey, Ipv4Addr>,
+    /// Grows with every change, so that users of [`Self::all`] rebuild only after one.
+    version: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -257,7 +259,12 @@ impl AddressAllocator {
             .filter(|a| range.contains(&a.address))
             .map(|a| (a.service, a.address))
             .collect();
-        Self { range, file, assigned }
+        Self { range, file, assigned, version: 0 }
+    }
+
+    /// Changes with every assignment or release.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The address of `service`, assigning the lowest free one if it has none.
@@ -286,7 +293,8 @@ impl AddressAllocator {
         self.assigned.iter().map(|(service, address)| (service, *address))
     }
 
-    fn save(&self) -> Result<(), LocalError> {
+    fn save(&mut self) -> Result<(), LocalError> {
+        self.version += 1;
         let list: Vec<Assignment> = self
             .assigned
             .iter()
