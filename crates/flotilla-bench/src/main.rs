@@ -66,6 +66,9 @@ struct Args {
     /// Leave out the embedded-runtime scenarios (they need root and containerd).
     #[arg(long)]
     skip_runtime: bool,
+    /// Run the embedded-runtime scenarios only (a partial report, for working on the runtime).
+    #[arg(long, conflicts_with = "skip_runtime")]
+    only_runtime: bool,
 }
 
 /// Durations and counts of one run.
@@ -164,64 +167,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         std::env::args().map(|a| a.replace(&cwd_prefix, "")).collect::<Vec<_>>().join(" ")
     });
 
-    let password = one_time_password();
-    progress("starting the server");
-    let server = server::Server::start(&flotilla, &data_dir, &password).await?;
-    let anonymous = Client::new(&server.base, None)?.with_user_agent("flotilla-bench");
-    let login = anonymous.login_token(server::ADMIN_USER, &password, "bench", None).await.context("login")?;
-    let client = anonymous.clone().with_token(Some(login.token.clone()));
-    let probe = Probe::new(Some(client.clone()), server.pid());
     let mut usage: Vec<Usage> = Vec::new();
-
-    progress(&format!("seeding {} workspaces", plan.seed));
-    let before = probe.snapshot().await;
-    let seeded_in = api::seed(&client, plan.seed, plan.seed_batch).await.context("seeding")?;
-    usage.push(probe.usage("seeding: 5,000 workspaces through /apply", &before, &probe.snapshot().await));
-    progress(&format!("seeded in {}", fmt_duration(seeded_in)));
-
     let mut sections = Vec::new();
     let mut all_ran = true;
-    let mut push = |result: anyhow::Result<Section>, title: &str, method: &str| match result {
-        Ok(section) => sections.push(section),
-        Err(error) => {
-            progress(&format!("{title} failed: {error:#}"));
-            all_ran = false;
-            sections.push(Section::failed(title, method, &error));
-        }
-    };
-
-    let (title, method) = get_method(&plan);
-    progress("authenticated GET with wrk, then the /healthz floor");
-    push(get_benchmark(&plan, &server.base, &login.token, &probe, &mut usage).await, &title, &method);
-
-    let (title, method) = list_method(&plan);
-    progress("list of 5,000");
-    push(list_benchmark(&plan, &client, &probe, &mut usage).await, &title, &method);
-
-    let (title, method) = writes_method(&plan);
-    progress(&format!("audited writes at {}/s for {} s", plan.write_rate, plan.write_duration.as_secs()));
-    push(writes_benchmark(&plan, &client, &data_dir, &probe, &mut usage).await, &title, &method);
-
-    let (title, method) = mutations_method(&plan);
-    progress(&format!("audited creates, {} clients, then the /healthz floor", plan.closed_tasks));
-    push(mutations_benchmark(&plan, &client, &probe, &mut usage).await, &title, &method);
-    let mutations_section = sections.len() - 1;
-
-    progress("stopping the server");
-    server.stop().await?;
-
-    let (title, method) = audit_method(&plan);
-    progress(&format!("filling the audit chain to {} records", fmt_count(plan.audit_records)));
-    match audit_benchmark(&plan, &flotilla, &data_dir, &mut usage).await {
-        Ok((section, store_row)) => {
-            sections[mutations_section].rows.push(store_row);
-            sections.push(section);
-        }
-        Err(error) => {
-            progress(&format!("audit scenario failed: {error:#}"));
-            all_ran = false;
-            sections.push(Section::failed(title, method, &error));
-        }
+    if args.only_runtime {
+        progress("API and audit scenarios skipped (--only-runtime)");
+    } else {
+        all_ran = api_and_audit(&plan, &flotilla, &data_dir, &mut sections, &mut usage).await?;
     }
 
     let mut runtime_setup = None;
@@ -262,6 +214,75 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.keep_data {
         progress(&format!("data directory kept: {}", data.keep().display()));
     }
+    Ok(all_ran)
+}
+
+/// The API scenarios on one server, then the audit chain; `Ok(false)` when one failed.
+async fn api_and_audit(
+    plan: &Plan,
+    flotilla: &Path,
+    data_dir: &Path,
+    sections: &mut Vec<Section>,
+    usage: &mut Vec<Usage>,
+) -> anyhow::Result<bool> {
+    let password = one_time_password();
+    progress("starting the server");
+    let server = server::Server::start(flotilla, data_dir, &password).await?;
+    let anonymous = Client::new(&server.base, None)?.with_user_agent("flotilla-bench");
+    let login = anonymous.login_token(server::ADMIN_USER, &password, "bench", None).await.context("login")?;
+    let client = anonymous.clone().with_token(Some(login.token.clone()));
+    let probe = Probe::new(Some(client.clone()), server.pid());
+
+    progress(&format!("seeding {} workspaces", plan.seed));
+    let before = probe.snapshot().await;
+    let seeded_in = api::seed(&client, plan.seed, plan.seed_batch).await.context("seeding")?;
+    usage.push(probe.usage("seeding: 5,000 workspaces through /apply", &before, &probe.snapshot().await));
+    progress(&format!("seeded in {}", fmt_duration(seeded_in)));
+
+    let mut all_ran = true;
+    let mut push = |result: anyhow::Result<Section>, title: &str, method: &str| match result {
+        Ok(section) => sections.push(section),
+        Err(error) => {
+            progress(&format!("{title} failed: {error:#}"));
+            all_ran = false;
+            sections.push(Section::failed(title, method, &error));
+        }
+    };
+
+    let (title, method) = get_method(plan);
+    progress("authenticated GET with wrk, then the /healthz floor");
+    push(get_benchmark(plan, &server.base, &login.token, &probe, usage).await, &title, &method);
+
+    let (title, method) = list_method(plan);
+    progress("list of 5,000");
+    push(list_benchmark(plan, &client, &probe, usage).await, &title, &method);
+
+    let (title, method) = writes_method(plan);
+    progress(&format!("audited writes at {}/s for {} s", plan.write_rate, plan.write_duration.as_secs()));
+    push(writes_benchmark(plan, &client, data_dir, &probe, usage).await, &title, &method);
+
+    let (title, method) = mutations_method(plan);
+    progress(&format!("audited creates, {} clients, then the /healthz floor", plan.closed_tasks));
+    push(mutations_benchmark(plan, &client, &probe, usage).await, &title, &method);
+    let mutations_section = sections.len() - 1;
+
+    progress("stopping the server");
+    server.stop().await?;
+
+    let (title, method) = audit_method(plan);
+    progress(&format!("filling the audit chain to {} records", fmt_count(plan.audit_records)));
+    match audit_benchmark(plan, flotilla, data_dir, usage).await {
+        Ok((section, store_row)) => {
+            sections[mutations_section].rows.push(store_row);
+            sections.push(section);
+        }
+        Err(error) => {
+            progress(&format!("audit scenario failed: {error:#}"));
+            all_ran = false;
+            sections.push(Section::failed(title, method, &error));
+        }
+    }
+
     Ok(all_ran)
 }
 

@@ -26,6 +26,14 @@ fn failed(call: &'static str) -> impl FnOnce(tonic::Status) -> LocalError {
     move |status| LocalError::Cri { call, status: status.message().to_string() }
 }
 
+/// `NotFound` as success: for calls whose goal is that something is gone.
+fn gone_is_done<T>(result: Result<T, tonic::Status>) -> Result<(), tonic::Status> {
+    match result {
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
 impl Cri {
     /// Connects to the socket (the connection is made lazily again after a failure).
     pub async fn connect(socket: &Path) -> Result<Self, LocalError> {
@@ -106,17 +114,17 @@ impl Cri {
         Ok(self.runtime.list_pod_sandbox(request).await.map_err(failed("ListPodSandbox"))?.into_inner().items)
     }
 
-    /// Stops a pod's containers and sandbox and releases its network.
+    /// Stops a pod's containers and sandbox and releases its network; a pod already gone is
+    /// stopped (the CRI asks this call to be idempotent).
     pub async fn stop_pod_sandbox(&mut self, id: &str) -> Result<(), LocalError> {
         let request = api::StopPodSandboxRequest { pod_sandbox_id: id.to_string() };
-        self.runtime.stop_pod_sandbox(request).await.map_err(failed("StopPodSandbox"))?;
-        Ok(())
+        gone_is_done(self.runtime.stop_pod_sandbox(request).await).map_err(failed("StopPodSandbox"))
     }
 
+    /// Removes a stopped pod; a pod already gone is removed.
     pub async fn remove_pod_sandbox(&mut self, id: &str) -> Result<(), LocalError> {
         let request = api::RemovePodSandboxRequest { pod_sandbox_id: id.to_string() };
-        self.runtime.remove_pod_sandbox(request).await.map_err(failed("RemovePodSandbox"))?;
-        Ok(())
+        gone_is_done(self.runtime.remove_pod_sandbox(request).await).map_err(failed("RemovePodSandbox"))
     }
 
     /// Creates a container in a sandbox created from `sandbox`.

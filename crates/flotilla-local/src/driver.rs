@@ -2,22 +2,31 @@
 //!
 //! # Expected flow
 //! `apply` records the desired workload and wakes the reconciler. The reconciler (one task)
-//! runs every `interval` and, per workload: reads every instance's container from the CRI,
-//! restarts exited containers per their restart policy with a doubling back-off (a crash
-//! loop), runs startup, liveness and readiness probes, kills containers whose liveness fails,
-//! and moves each component one step along its rolling update ([`rollout::next_step`]). A
+//! runs every `interval`, and at once when something it started finishes. Per workload, a
+//! pass lists the containers (asking for the detail of those not running), restarts exited
+//! containers per their restart policy with a doubling back-off (a crash loop), acts on the
+//! probe results that came back, kills containers whose liveness fails, starts the probes
+//! now due, and moves each component along its rolling update ([`rollout::next_step`]). A
 //! rollout that makes no progress within the component's progress deadline is reported as
 //! `DeadlineExceeded`; rolling back is the control plane's decision.
+//!
+//! # Work in the background
+//! A pass never waits for a pod or a probe ([`Background`]): pod creations, pod removals and
+//! probes run as tasks, a bounded number of each kind at once, and report to the next pass.
+//! A pod being created counts for the rollout as a not-ready instance of its revision (as a
+//! pending pod does for a Deployment); a pod being removed no longer counts. So a rollout
+//! starts a replacement as soon as an instance becomes ready, not once per pass.
 //!
 //! # Restarts of the control plane
 //! Pods carry labels naming their workload, component, revision and instance. A new driver
 //! adopts the pods it finds; nothing is restarted. Until the control plane applies the
 //! workload again, adopted instances are kept running as they are.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,12 +35,11 @@ use flotilla_driver::rollout::{self, Progress, Strategy};
 use flotilla_driver::status::{
     ComponentStatus, Event, EventType, InstanceState, InstanceStatus, RolloutPhase, ServiceAddress, WorkloadStatus,
 };
-use flotilla_driver::workload::{ComponentWorkload, ResolvedProbe, Workload, WorkloadKey, labels};
+use flotilla_driver::workload::{ComponentWorkload, Workload, WorkloadKey, labels};
 use flotilla_driver::{ClusterDriver, DriverError, ExecOutput, InstanceMetrics, LogLine, LogQuery};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use ipnet::Ipv4Net;
-use tokio::sync::{Mutex, Notify, broadcast};
+use tokio::sync::{Mutex, Notify, Semaphore, broadcast};
 
 use crate::LocalError;
 use crate::cni_plugin::EnvironmentNetwork;
@@ -39,7 +47,7 @@ use crate::cri::{Cri, api};
 use crate::dns::DnsServer;
 use crate::instance::{INSTANCE_LABEL, InstancePlan, disk_io, instance_dir, remove_pod_cgroup, workload_selector};
 use crate::networks::NetworkAllocator;
-use crate::probe;
+use crate::probe::{self, ProbeKind, ProbeTracker};
 use crate::services::{AddressAllocator, Chains, Service, ServiceKey, ServicePort};
 
 /// Settings of the embedded runtime.
@@ -99,45 +107,8 @@ impl From<LocalError> for DriverError {
     }
 }
 
-/// Consecutive results of one probe.
-#[derive(Debug, Default, Clone)]
-struct ProbeTracker {
-    successes: u32,
-    failures: u32,
-    last_run: Option<Instant>,
-}
-
-impl ProbeTracker {
-    fn due(&self, probe: &ResolvedProbe, started: Instant) -> bool {
-        let now = Instant::now();
-        if now < started + Duration::from_secs(u64::from(probe.initial_delay_seconds)) {
-            return false;
-        }
-        self.last_run.is_none_or(|last| now >= last + Duration::from_secs(u64::from(probe.period_seconds)))
-    }
-
-    fn record(&mut self, ok: bool) {
-        self.last_run = Some(Instant::now());
-        if ok {
-            self.successes += 1;
-            self.failures = 0;
-        } else {
-            self.failures += 1;
-            self.successes = 0;
-        }
-    }
-}
-
 /// Probes run at once, at most.
 const PARALLEL_PROBES: usize = 16;
-
-/// Which probe of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum ProbeKind {
-    Startup,
-    Liveness,
-    Readiness,
-}
 
 /// One instance (pod) the driver looks after.
 #[derive(Debug)]
@@ -166,6 +137,33 @@ struct Tracked {
     liveness: ProbeTracker,
 }
 
+impl Tracked {
+    fn probe_mut(&mut self, kind: ProbeKind) -> &mut ProbeTracker {
+        match kind {
+            ProbeKind::Startup => &mut self.startup,
+            ProbeKind::Liveness => &mut self.liveness,
+            ProbeKind::Readiness => &mut self.readiness,
+        }
+    }
+}
+
+/// An instance being created in the background: until its pod is up it counts for the
+/// rollout as a not-ready instance of its revision.
+#[derive(Debug)]
+struct Creating {
+    component: String,
+    revision: u64,
+    template: String,
+    /// Set when the rollout no longer wants it: not created, or removed once created.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Creating {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Per-component rollout tracking.
 #[derive(Debug, Clone)]
 struct RolloutTracker {
@@ -181,8 +179,10 @@ struct WorkloadState {
     desired: Option<Workload>,
     /// Every revision that still has instances (each is probed and restarted by its own
     /// spec), the desired one included.
-    revisions: BTreeMap<u64, Workload>,
+    revisions: BTreeMap<u64, Arc<Workload>>,
     instances: BTreeMap<String, Tracked>,
+    /// Instances whose pods are being created, by name.
+    creating: BTreeMap<String, Creating>,
     events: VecDeque<Event>,
     rollouts: HashMap<String, RolloutTracker>,
     warnings: Vec<String>,
@@ -229,15 +229,36 @@ impl WorkloadState {
         }
     }
 
+    /// The instances of `component` as the rollout planner sees them, those being created
+    /// included; `current` when of `revision`.
+    fn rollout_view(&self, component: &str, revision: u64) -> Vec<rollout::Instance<String>> {
+        let running = self.instances.values().filter(|i| i.component == component).map(|i| rollout::Instance {
+            id: i.name.clone(),
+            current: i.revision == revision,
+            ready: i.ready,
+        });
+        let creating = self
+            .creating
+            .iter()
+            .filter(|(_, c)| c.component == component)
+            .map(|(name, c)| rollout::Instance { id: name.clone(), current: c.revision == revision, ready: false });
+        running.chain(creating).collect()
+    }
+
     fn status(&self) -> WorkloadStatus {
         let mut components = Vec::new();
         if let Some(desired) = &self.desired {
             for component in &desired.components {
                 let of: Vec<&Tracked> = self.instances.values().filter(|i| i.component == component.name).collect();
+                let creating = self
+                    .creating
+                    .values()
+                    .filter(|c| c.component == component.name && c.revision == desired.revision)
+                    .count() as u32;
                 components.push(ComponentStatus {
                     name: component.name.clone(),
                     desired: component.replicas,
-                    updated: of.iter().filter(|i| i.revision == desired.revision).count() as u32,
+                    updated: of.iter().filter(|i| i.revision == desired.revision).count() as u32 + creating,
                     updated_ready: of.iter().filter(|i| i.revision == desired.revision && i.ready).count() as u32,
                     ready: of.iter().filter(|i| i.ready).count() as u32,
                     // A tracker of an earlier revision says nothing about this one yet.
@@ -269,6 +290,15 @@ impl WorkloadState {
                     restarts: i.restarts,
                     started_micros: i.started_micros,
                 })
+                .chain(self.creating.iter().map(|(name, c)| InstanceStatus {
+                    name: name.clone(),
+                    component: c.component.clone(),
+                    revision: c.revision,
+                    state: InstanceState::Pending { reason: "creating".into() },
+                    ip: None,
+                    restarts: 0,
+                    started_micros: None,
+                }))
                 .collect(),
             events: self.events.iter().cloned().collect(),
             warnings: self.warnings.clone(),
@@ -276,8 +306,55 @@ impl WorkloadState {
     }
 }
 
+/// What a background task (see [`Background`]) reports to the next reconcile pass.
+enum Finished {
+    Created { key: WorkloadKey, name: String, result: Box<Result<Tracked, LocalError>> },
+    Probed { key: WorkloadKey, instance: String, container: String, kind: ProbeKind, result: Result<(), String> },
+}
+
+/// Work the reconciler starts and does not wait for, so that one slow pod or probe holds up
+/// nothing else: pod creations and removals and probes, each kind a bounded number at once.
+/// Results queue here until the next pass takes them.
+struct Background {
+    parallel_pods: usize,
+    creations: Arc<Semaphore>,
+    removals: Arc<Semaphore>,
+    /// While pods are being created, removals go one at a time: a new instance is what a
+    /// rollout waits for, and an old one is out of its service already.
+    removals_yielding: Arc<Semaphore>,
+    probes: Arc<Semaphore>,
+    finished: std::sync::Mutex<Vec<Finished>>,
+}
+
+impl Background {
+    fn new(parallel_pods: usize) -> Self {
+        let parallel_pods = parallel_pods.max(1);
+        Self {
+            parallel_pods,
+            creations: Arc::new(Semaphore::new(parallel_pods)),
+            removals: Arc::new(Semaphore::new(parallel_pods)),
+            removals_yielding: Arc::new(Semaphore::new(1)),
+            probes: Arc::new(Semaphore::new(PARALLEL_PROBES)),
+            finished: std::sync::Mutex::default(),
+        }
+    }
+
+    fn creating(&self) -> bool {
+        self.creations.available_permits() < self.parallel_pods
+    }
+
+    fn finish(&self, done: Finished) {
+        self.finished.lock().unwrap_or_else(|poison| poison.into_inner()).push(done);
+    }
+
+    fn take(&self) -> Vec<Finished> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|poison| poison.into_inner()))
+    }
+}
+
 struct Inner {
     cri: Cri,
+    background: Background,
     options: LocalOptions,
     networks: NetworkAllocator,
     workloads: Mutex<HashMap<WorkloadKey, WorkloadState>>,
@@ -354,6 +431,7 @@ impl LocalDriver {
         let dns = DnsServer::new(zone, options.upstream_dns.clone(), options.dns_port);
         let inner = Arc::new(Inner {
             cri,
+            background: Background::new(options.parallel_starts),
             chains: Chains::of(&options.root),
             options,
             networks,
@@ -404,6 +482,12 @@ impl Inner {
                 continue;
             }
             let latest = containers.iter().filter(|c| c.pod_sandbox_id == sandbox.id).max_by_key(|c| c.created_at);
+            if latest.is_none() {
+                // Half-created when the control plane stopped: made again if still wanted.
+                tracing::info!(instance = %name, "removing a pod that has no container");
+                self.remove_pod(&sandbox.id, &name).await;
+                continue;
+            }
             let key = WorkloadKey { project, environment, application };
             let ip = cri.pod_ip(&sandbox.id).await.ok().flatten();
             let running = latest.is_some_and(|c| c.state == api::ContainerState::ContainerRunning as i32);
@@ -437,8 +521,15 @@ impl Inner {
         Ok(())
     }
 
-    async fn reconcile_all(&self) {
-        let keys: Vec<WorkloadKey> = self.workloads.lock().await.keys().cloned().collect();
+    async fn reconcile_all(self: &Arc<Self>) {
+        let finished = self.background.take();
+        let keys: Vec<WorkloadKey> = {
+            let mut workloads = self.workloads.lock().await;
+            for done in finished {
+                self.absorb(&mut workloads, done);
+            }
+            workloads.keys().cloned().collect()
+        };
         for key in keys {
             let mut workloads = self.workloads.lock().await;
             let Some(state) = workloads.get_mut(&key) else { continue };
@@ -448,6 +539,50 @@ impl Inner {
             self.publish(&key, state);
         }
         self.sync_services().await;
+    }
+
+    /// Takes in what a background task finished: a created instance joins its workload
+    /// (or is removed again when no longer wanted), a probe result waits in its tracker.
+    fn absorb(self: &Arc<Self>, workloads: &mut HashMap<WorkloadKey, WorkloadState>, done: Finished) {
+        let max_events = self.options.max_events;
+        match done {
+            Finished::Created { key, name, result } => {
+                let creating = workloads.get_mut(&key).and_then(|state| state.creating.remove(&name));
+                match (workloads.get_mut(&key).zip(creating), *result) {
+                    (Some((state, creating)), Ok(mut tracked)) => {
+                        // Its revision may have been renumbered meanwhile (same template).
+                        tracked.revision = creating.revision;
+                        state.event(
+                            max_events,
+                            EventType::Normal,
+                            "Started",
+                            format!("instance of revision {} started", creating.revision),
+                            Some(&creating.component),
+                            Some(&name),
+                        );
+                        state.instances.insert(name, tracked);
+                    }
+                    (Some((state, creating)), Err(error)) => state.event(
+                        max_events,
+                        EventType::Warning,
+                        "FailedCreate",
+                        error.to_string(),
+                        Some(&creating.component),
+                        Some(&name),
+                    ),
+                    // Cancelled, or its workload deleted, while the pod was being created.
+                    (None, Ok(tracked)) => self.remove_in_background(vec![tracked]),
+                    (None, Err(_)) => {}
+                }
+            }
+            Finished::Probed { key, instance, container, kind, result } => {
+                let tracked = workloads.get_mut(&key).and_then(|state| state.instances.get_mut(&instance));
+                // A result for a container since replaced says nothing about the new one.
+                if let Some(tracked) = tracked.filter(|t| t.container_id.as_deref() == Some(container.as_str())) {
+                    tracked.probe_mut(kind).finished(result);
+                }
+            }
+        }
     }
 
     /// Points the DNS names at the service addresses and listens on every network's gateway;
@@ -536,10 +671,21 @@ impl Inner {
         }
     }
 
-    async fn reconcile(&self, key: &WorkloadKey, state: &mut WorkloadState) -> Result<(), LocalError> {
+    async fn reconcile(self: &Arc<Self>, key: &WorkloadKey, state: &mut WorkloadState) -> Result<(), LocalError> {
         let mut cri = self.cri.clone();
-        let desired = state.desired.clone();
-        let mut probed = self.run_due_probes(&cri, state).await;
+        let desired = state.desired.clone().map(Arc::new);
+        // One listing says which containers run; only the others are asked for their detail.
+        let running: HashSet<String> = match cri.list_containers(workload_selector(key)).await {
+            Ok(containers) => containers
+                .into_iter()
+                .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+                .map(|c| c.id)
+                .collect(),
+            Err(error) => {
+                tracing::warn!(workload = %key, %error, "cannot list the containers; asking one by one");
+                HashSet::new()
+            }
+        };
         let names: Vec<String> = state.instances.keys().cloned().collect();
         for name in names {
             let (revision, component_name) = {
@@ -548,22 +694,25 @@ impl Inner {
             };
             let spec = state.revisions.get(&revision).cloned();
             let component = spec.as_ref().and_then(|w| w.components.iter().find(|c| c.name == component_name));
-            self.look_after(&mut cri, state, &name, spec.as_ref(), component, &mut probed).await?;
+            self.look_after(&mut cri, state, &name, spec.as_deref(), component, &running).await?;
         }
+        self.start_due_probes(key, state);
         let Some(desired) = desired else { return Ok(()) };
         state.services = self.assign_addresses(key, &desired)?;
         let live: std::collections::BTreeSet<u64> = state.instances.values().map(|i| i.revision).collect();
         state.revisions.retain(|revision, _| *revision == desired.revision || live.contains(revision));
         // Components no longer wanted.
-        let gone: Vec<String> = state
-            .instances
-            .values()
-            .filter(|i| !desired.components.iter().any(|c| c.name == i.component))
-            .map(|i| i.name.clone())
-            .collect();
-        for name in gone {
-            self.stop_instance(&mut cri, state, &name, "the component was removed from the application").await;
-        }
+        let wanted = |component: &str| desired.components.iter().any(|c| c.name == component);
+        state.creating.retain(|_, creating| {
+            let keep = wanted(&creating.component);
+            if !keep {
+                creating.cancel();
+            }
+            keep
+        });
+        let gone: Vec<String> =
+            state.instances.values().filter(|i| !wanted(&i.component)).map(|i| i.name.clone()).collect();
+        self.stop_instances(state, &gone, "the component was removed from the application");
         for component in &desired.components {
             self.roll(&mut cri, key, state, &desired, component).await?;
         }
@@ -598,17 +747,21 @@ impl Inner {
         name: &str,
         revision: Option<&Workload>,
         component: Option<&ComponentWorkload>,
-        probed: &mut HashMap<(String, ProbeKind), Result<(), String>>,
+        running: &HashSet<String>,
     ) -> Result<(), LocalError> {
         let max_events = self.options.max_events;
         let Some(instance) = state.instances.get_mut(name) else { return Ok(()) };
         let Some(container_id) = instance.container_id.clone() else { return Ok(()) };
-        let status = match cri.container_status(&container_id).await {
-            Ok(status) => status,
-            Err(error) => {
-                instance.state = InstanceState::Pending { reason: error.to_string() };
-                instance.ready = false;
-                return Ok(());
+        let status = if running.contains(&container_id) {
+            api::ContainerStatus { state: api::ContainerState::ContainerRunning as i32, ..Default::default() }
+        } else {
+            match cri.container_status(&container_id).await {
+                Ok(status) => status,
+                Err(error) => {
+                    instance.state = InstanceState::Pending { reason: error.to_string() };
+                    instance.ready = false;
+                    return Ok(());
+                }
             }
         };
         if status.state == api::ContainerState::ContainerExited as i32 {
@@ -688,59 +841,35 @@ impl Inner {
             instance.state = InstanceState::Running { ready: true };
             return Ok(());
         };
-        let started = *instance.started.get_or_insert_with(Instant::now);
-        let ip = instance.ip.clone();
+        instance.started.get_or_insert_with(Instant::now);
+        // Act on the probe results that came back since the last pass.
         let mut failure: Option<(String, String)> = None;
         if !instance.started_up {
             match &component.startup {
                 None => instance.started_up = true,
-                Some(probe) if instance.startup.due(probe, started) => {
-                    let result = match probed.remove(&(name.to_string(), ProbeKind::Startup)) {
-                        Some(result) => result,
-                        None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
-                    };
-                    instance.startup.record(result.is_ok());
-                    if result.is_ok() && instance.startup.successes >= probe.success_threshold {
-                        instance.started_up = true;
-                    } else if let Err(why) = result
-                        && instance.startup.failures >= probe.failure_threshold
-                    {
+                Some(probe) => match instance.startup.take() {
+                    Some(Ok(())) if instance.startup.successes >= probe.success_threshold => instance.started_up = true,
+                    Some(Err(why)) if instance.startup.failures >= probe.failure_threshold => {
                         failure = Some(("startup".into(), why));
                     }
-                }
-                Some(_) => {}
+                    _ => {}
+                },
             }
         }
         if instance.started_up && failure.is_none() {
             if let Some(probe) = &component.liveness
-                && instance.liveness.due(probe, started)
+                && let Some(Err(why)) = instance.liveness.take()
+                && instance.liveness.failures >= probe.failure_threshold
             {
-                let result = match probed.remove(&(name.to_string(), ProbeKind::Liveness)) {
-                    Some(result) => result,
-                    None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
-                };
-                instance.liveness.record(result.is_ok());
-                if let Err(why) = result
-                    && instance.liveness.failures >= probe.failure_threshold
-                {
-                    failure = Some(("liveness".into(), why));
-                }
+                failure = Some(("liveness".into(), why));
             }
             match &component.readiness {
                 None => instance.ready = true,
-                Some(probe) if instance.readiness.due(probe, started) => {
-                    let result = match probed.remove(&(name.to_string(), ProbeKind::Readiness)) {
-                        Some(result) => result,
-                        None => self.probe(cri, probe, ip.as_deref(), &container_id).await,
-                    };
-                    instance.readiness.record(result.is_ok());
-                    if result.is_ok() && instance.readiness.successes >= probe.success_threshold {
-                        instance.ready = true;
-                    } else if instance.readiness.failures >= probe.failure_threshold {
-                        instance.ready = false;
-                    }
-                }
-                Some(_) => {}
+                Some(probe) => match instance.readiness.take() {
+                    Some(Ok(())) if instance.readiness.successes >= probe.success_threshold => instance.ready = true,
+                    Some(Err(_)) if instance.readiness.failures >= probe.failure_threshold => instance.ready = false,
+                    _ => {}
+                },
             }
         }
         instance.state = InstanceState::Running { ready: instance.ready };
@@ -771,66 +900,64 @@ impl Inner {
         Ok(())
     }
 
-    /// Runs the probes due now of every running instance, side by side (one exec probe takes
-    /// tens of milliseconds; one after the other, a few dozen instances outlast the period).
-    async fn run_due_probes(
-        &self,
-        cri: &Cri,
-        state: &WorkloadState,
-    ) -> HashMap<(String, ProbeKind), Result<(), String>> {
-        let mut jobs = Vec::new();
-        for instance in state.instances.values() {
+    /// Starts the probes due now of every running instance, in the background (an exec probe
+    /// takes tens of milliseconds; a pass waiting for dozens of them would hold up every
+    /// rollout). Each result waits in its tracker for the next pass; one that changes the
+    /// instance's state (ready or not, started up, failing) wakes the reconciler at once.
+    fn start_due_probes(self: &Arc<Self>, key: &WorkloadKey, state: &mut WorkloadState) {
+        let WorkloadState { instances, revisions, .. } = state;
+        for instance in instances.values_mut() {
             let (Some(container), Some(started)) = (instance.container_id.clone(), instance.started) else { continue };
             if !matches!(instance.state, InstanceState::Running { .. }) {
                 continue;
             }
-            let Some(component) = state
-                .revisions
+            let Some(component) = revisions
                 .get(&instance.revision)
                 .and_then(|w| w.components.iter().find(|c| c.name == instance.component))
             else {
                 continue;
             };
-            let due = |probe: &Option<ResolvedProbe>, tracker: &ProbeTracker| {
-                probe.as_ref().filter(|p| tracker.due(p, started)).cloned()
-            };
-            let mut wanted = Vec::new();
-            if !instance.started_up {
-                wanted.extend(due(&component.startup, &instance.startup).map(|p| (ProbeKind::Startup, p)));
+            let wanted = if instance.started_up {
+                vec![(ProbeKind::Liveness, &component.liveness), (ProbeKind::Readiness, &component.readiness)]
             } else {
-                wanted.extend(due(&component.liveness, &instance.liveness).map(|p| (ProbeKind::Liveness, p)));
-                wanted.extend(due(&component.readiness, &instance.readiness).map(|p| (ProbeKind::Readiness, p)));
-            }
+                vec![(ProbeKind::Startup, &component.startup)]
+            };
             for (kind, probe) in wanted {
-                let mut cri = cri.clone();
-                let (name, ip, container) = (instance.name.clone(), instance.ip.clone(), container.clone());
-                jobs.push(Box::pin(async move {
-                    let result = self.probe(&mut cri, &probe, ip.as_deref(), &container).await;
-                    ((name, kind), result)
-                }));
+                let Some(probe) = probe else { continue };
+                let tracker = instance.probe_mut(kind);
+                if !tracker.due(probe, started) {
+                    continue;
+                }
+                tracker.started();
+                let (inner, key, probe) = (Arc::clone(self), key.clone(), probe.clone());
+                let (name, ip, container, ready) =
+                    (instance.name.clone(), instance.ip.clone(), container.clone(), instance.ready);
+                tokio::spawn(async move {
+                    let Ok(_permit) = inner.background.probes.clone().acquire_owned().await else { return };
+                    let mut cri = inner.cri.clone();
+                    let timeout = Duration::from_secs(u64::from(probe.timeout_seconds));
+                    let result = probe::run(&mut cri, &probe.action, ip.as_deref(), &container, timeout).await;
+                    let news = match kind {
+                        ProbeKind::Startup => result.is_ok(),
+                        ProbeKind::Liveness => result.is_err(),
+                        ProbeKind::Readiness => result.is_ok() != ready,
+                    };
+                    inner.background.finish(Finished::Probed { key, instance: name, container, kind, result });
+                    if news {
+                        inner.wake.notify_one();
+                    }
+                });
             }
         }
-        futures::stream::iter(jobs).buffer_unordered(PARALLEL_PROBES).collect().await
-    }
-
-    async fn probe(
-        &self,
-        cri: &mut Cri,
-        probe: &ResolvedProbe,
-        ip: Option<&str>,
-        container: &str,
-    ) -> Result<(), String> {
-        let timeout = Duration::from_secs(u64::from(probe.timeout_seconds));
-        probe::run(cri, &probe.action, ip, container, timeout).await
     }
 
     /// One step of the rolling update of `component`.
     async fn roll(
-        &self,
+        self: &Arc<Self>,
         cri: &mut Cri,
         key: &WorkloadKey,
         state: &mut WorkloadState,
-        workload: &Workload,
+        workload: &Arc<Workload>,
         component: &ComponentWorkload,
     ) -> Result<(), LocalError> {
         let max_events = self.options.max_events;
@@ -844,12 +971,15 @@ impl Inner {
                 instance.revision = workload.revision;
             }
         }
-        let instances: Vec<rollout::Instance<String>> = state
-            .instances
-            .values()
-            .filter(|i| i.component == component.name)
-            .map(|i| rollout::Instance { id: i.name.clone(), current: i.revision == workload.revision, ready: i.ready })
-            .collect();
+        for creating in state.creating.values_mut() {
+            if creating.component == component.name
+                && creating.revision != workload.revision
+                && creating.template == template
+            {
+                creating.revision = workload.revision;
+            }
+        }
+        let instances = state.rollout_view(&component.name, workload.revision);
         let progress = Progress::of(&instances);
         let strategy = Strategy {
             replicas: component.replicas,
@@ -915,58 +1045,69 @@ impl Inner {
                 RolloutPhase::Progressing => {}
             }
         }
-        let step = rollout::next_step(strategy, &instances);
-        let stopping: Vec<Tracked> = step.stop.iter().filter_map(|name| state.instances.remove(name)).collect();
-        if step.start == 0 || !self.image_ready(cri, state, &component.name, &component.image).await {
-            self.remove_pods(cri, &stopping).await;
-            self.stopped(state, stopping, "replaced or scaled down");
-            return Ok(());
-        }
-        // Several pods at once: each spends most of its time in containerd, runc and the CNI
-        // plugins, not here.
-        let names: Vec<String> = (0..step.start).map(|_| instance_name(&component.name, workload.revision)).collect();
-        let creations: Vec<_> = names
-            .into_iter()
-            .map(|name| {
-                let mut cri = cri.clone();
-                Box::pin(async move {
-                    let result = self.create_instance(&mut cri, key, workload, component, &name).await;
-                    (name, result)
-                })
-            })
-            .collect();
-        // The step's removals go on while its pods are created.
-        let creating = futures::stream::iter(creations)
-            .buffer_unordered(self.options.parallel_starts.max(1))
-            .collect::<Vec<(String, Result<Tracked, LocalError>)>>();
-        let ((), created) = tokio::join!(self.remove_pods(cri, &stopping), creating);
-        self.stopped(state, stopping, "replaced or scaled down");
-        for (name, result) in created {
-            match result {
-                Ok(tracked) => {
-                    state.event(
-                        max_events,
-                        EventType::Normal,
-                        "Started",
-                        format!("instance of revision {} started", workload.revision),
-                        Some(&component.name),
-                        Some(&name),
-                    );
-                    state.instances.insert(name, tracked);
+        // Instances being stopped no longer count: a second step starts what the first one's
+        // stops made room for, as the Deployment controller's next sync would.
+        for _ in 0..2 {
+            let step = rollout::next_step(strategy, &state.rollout_view(&component.name, workload.revision));
+            let mut stopping = Vec::new();
+            for name in &step.stop {
+                if let Some(creating) = state.creating.remove(name) {
+                    creating.cancel();
+                } else if let Some(instance) = state.instances.remove(name) {
+                    stopping.push(instance);
                 }
-                Err(error) => {
-                    state.event(
-                        max_events,
-                        EventType::Warning,
-                        "FailedCreate",
-                        error.to_string(),
-                        Some(&component.name),
-                        Some(&name),
-                    );
-                }
+            }
+            self.stopped(state, &stopping, "replaced or scaled down");
+            self.remove_in_background(stopping);
+            if step.start == 0 || !self.image_ready(cri, state, &component.name, &component.image).await {
+                break;
+            }
+            self.start_creations(key, state, workload, component, &template, step.start);
+            if step.stop.is_empty() {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Starts creating `count` instances of `component` in the background, the creations of
+    /// all workloads `parallel_starts` at a time (each spends most of its time in containerd,
+    /// runc and the CNI plugins). Until created, each counts as a [`Creating`] instance.
+    fn start_creations(
+        self: &Arc<Self>,
+        key: &WorkloadKey,
+        state: &mut WorkloadState,
+        workload: &Arc<Workload>,
+        component: &ComponentWorkload,
+        template: &str,
+        count: u32,
+    ) {
+        for _ in 0..count {
+            let name = instance_name(&component.name, workload.revision);
+            let cancelled = Arc::new(AtomicBool::new(false));
+            state.creating.insert(
+                name.clone(),
+                Creating {
+                    component: component.name.clone(),
+                    revision: workload.revision,
+                    template: template.to_string(),
+                    cancelled: cancelled.clone(),
+                },
+            );
+            let (inner, key, workload, component) =
+                (Arc::clone(self), key.clone(), Arc::clone(workload), component.name.clone());
+            tokio::spawn(async move {
+                let Ok(_permit) = inner.background.creations.clone().acquire_owned().await else { return };
+                let Some(component) = workload.components.iter().find(|c| c.name == component) else { return };
+                if cancelled.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut cri = inner.cri.clone();
+                let result = inner.create_instance(&mut cri, &key, &workload, component, &name).await;
+                inner.background.finish(Finished::Created { key, name, result: Box::new(result) });
+                inner.wake.notify_one();
+            });
+        }
     }
 
     /// Whether `image` is present, pulling it when its back-off allows; a failed pull is
@@ -1123,44 +1264,44 @@ impl Inner {
         Ok(())
     }
 
-    async fn stop_instance(&self, cri: &mut Cri, state: &mut WorkloadState, name: &str, why: &str) {
-        self.stop_instances(cri, state, &[name.to_string()], why).await;
-    }
-
-    /// Stops and removes instances, several at once.
-    async fn stop_instances(&self, cri: &Cri, state: &mut WorkloadState, names: &[String], why: &str) {
+    /// Stops and removes instances (in the background).
+    fn stop_instances(self: &Arc<Self>, state: &mut WorkloadState, names: &[String], why: &str) {
         let instances: Vec<Tracked> = names.iter().filter_map(|name| state.instances.remove(name)).collect();
-        self.remove_pods(cri, &instances).await;
-        self.stopped(state, instances, why);
+        self.stopped(state, &instances, why);
+        self.remove_in_background(instances);
     }
 
-    /// Stops and removes the pods of `instances` (taken out of the state), several at once.
-    async fn remove_pods(&self, cri: &Cri, instances: &[Tracked]) {
-        let removals: Vec<_> = instances
-            .iter()
-            .map(|instance| {
-                let mut cri = cri.clone();
-                let (sandbox, name, dir) = (
-                    instance.sandbox_id.clone(),
-                    instance.name.clone(),
-                    instance_dir(&self.options.root, &instance.name),
-                );
-                Box::pin(async move {
-                    let _ = cri.stop_pod_sandbox(&sandbox).await;
-                    let _ = cri.remove_pod_sandbox(&sandbox).await;
-                    remove_pod_cgroup(&name);
-                    let _ = std::fs::remove_dir_all(dir);
-                })
-            })
-            .collect();
-        futures::stream::iter(removals)
-            .buffer_unordered(self.options.parallel_starts.max(1))
-            .collect::<Vec<()>>()
-            .await;
+    /// Stops and removes the pods of `instances` (taken out of the state) in the background,
+    /// the removals of all workloads `parallel_starts` at a time.
+    fn remove_in_background(self: &Arc<Self>, instances: Vec<Tracked>) {
+        for instance in instances {
+            let inner = Arc::clone(self);
+            tokio::spawn(async move {
+                let Ok(_permit) = inner.background.removals.clone().acquire_owned().await else { return };
+                let _yielding = match inner.background.creating() {
+                    true => inner.background.removals_yielding.clone().acquire_owned().await.ok(),
+                    false => None,
+                };
+                inner.remove_pod(&instance.sandbox_id, &instance.name).await;
+            });
+        }
     }
 
-    /// Records that `instances` were stopped, and why.
-    fn stopped(&self, state: &mut WorkloadState, instances: Vec<Tracked>, why: &str) {
+    /// Stops and removes one instance's pod, its cgroup and its directory.
+    async fn remove_pod(&self, sandbox: &str, name: &str) {
+        let mut cri = self.cri.clone();
+        if let Err(error) = cri.stop_pod_sandbox(sandbox).await {
+            tracing::warn!(instance = name, %error, "cannot stop the pod");
+        }
+        if let Err(error) = cri.remove_pod_sandbox(sandbox).await {
+            tracing::warn!(instance = name, %error, "cannot remove the pod");
+        }
+        remove_pod_cgroup(name);
+        let _ = std::fs::remove_dir_all(instance_dir(&self.options.root, name));
+    }
+
+    /// Records that `instances` are stopped, and why.
+    fn stopped(&self, state: &mut WorkloadState, instances: &[Tracked], why: &str) {
         for instance in instances {
             state.event(
                 self.options.max_events,
@@ -1188,7 +1329,7 @@ impl ClusterDriver for LocalDriver {
             })
             .collect();
         state.warnings = warnings;
-        state.revisions.insert(workload.revision, workload.clone());
+        state.revisions.insert(workload.revision, Arc::new(workload.clone()));
         state.desired = Some(workload.clone());
         self.inner.publish(&workload.key, state);
         drop(workloads);
@@ -1200,6 +1341,8 @@ impl ClusterDriver for LocalDriver {
         let mut workloads = self.inner.workloads.lock().await;
         let mut cri = self.inner.cri.clone();
         let state = workloads.remove(key);
+        // A pod still being created is removed when its creation reports back.
+        state.iter().flat_map(|s| s.creating.values()).for_each(Creating::cancel);
         self.inner.statuses.write().unwrap_or_else(|poison| poison.into_inner()).remove(key);
         self.inner
             .addresses

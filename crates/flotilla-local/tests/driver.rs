@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use flotilla_driver::status::EventType;
+use flotilla_driver::status::{EventType, InstanceState};
 use flotilla_driver::{ClusterDriver, DriverError, LogQuery, LogStream};
 use flotilla_local::cri::Cri;
 use flotilla_local::instance::workload_selector;
@@ -175,4 +175,51 @@ async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() 
         driver.delete(&key, false).await.unwrap();
     })
     .await;
+}
+
+/// Pods still being created when the application is scaled down or deleted are not left
+/// behind: creations not begun are dropped, those under way are removed once done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_still_being_created_are_not_left_behind() {
+    with_driver_runtime(|runtime, key| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let driver = start_driver(&runtime).await;
+        let mut cri = Cri::connect(&runtime.socket).await.unwrap();
+        let spec = |replicas| json!({"environment": "test", "components": [web(replicas, "x", 8080, 600)]});
+        // Pods are created a few at a time, so most of the 8 are still to come when scaled to 1.
+        driver.apply(&workload(&key, 1, spec(8))).await.unwrap();
+        wait_for(&driver, &key, 30, "instances being created", |s| {
+            s.instances.iter().any(|i| matches!(i.state, InstanceState::Pending { .. }))
+        })
+        .await;
+        driver.apply(&workload(&key, 2, spec(1))).await.unwrap();
+        let status = wait_for(&driver, &key, 60, "scaled to 1", |s| complete(s, 2) && s.instances.len() == 1).await;
+        let pods = pods_settling_at(&mut cri, &key, 1).await;
+        assert_eq!(pods[0].labels.get("flotilla.io/instance"), Some(&status.instances[0].name), "{pods:#?}");
+
+        // Deleted right after an apply: nothing is left once the creations report back.
+        driver.apply(&workload(&key, 3, spec(6))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        driver.delete(&key, false).await.unwrap();
+        pods_settling_at(&mut cri, &key, 0).await;
+    })
+    .await;
+}
+
+/// Waits (at most 30 s) until the workload has `count` pods, and returns them.
+async fn pods_settling_at(
+    cri: &mut Cri,
+    key: &flotilla_driver::workload::WorkloadKey,
+    count: usize,
+) -> Vec<flotilla_local::cri::api::PodSandbox> {
+    let started = std::time::Instant::now();
+    loop {
+        let pods = cri.list_pod_sandboxes(workload_selector(key)).await.unwrap();
+        if pods.len() == count {
+            return pods;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{} pods, not {count}: {pods:#?}", pods.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
