@@ -107,6 +107,9 @@ impl From<LocalError> for DriverError {
     }
 }
 
+/// How long deleting a workload waits for its pods already being removed.
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
+
 /// Probes run at once, at most.
 const PARALLEL_PROBES: usize = 16;
 
@@ -324,6 +327,8 @@ struct Background {
     removals_yielding: Arc<Semaphore>,
     probes: Arc<Semaphore>,
     finished: std::sync::Mutex<Vec<Finished>>,
+    /// The sandboxes of the pods being removed.
+    removing: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Background {
@@ -336,7 +341,12 @@ impl Background {
             removals_yielding: Arc::new(Semaphore::new(1)),
             probes: Arc::new(Semaphore::new(PARALLEL_PROBES)),
             finished: std::sync::Mutex::default(),
+            removing: std::sync::Mutex::default(),
         }
+    }
+
+    fn removing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.removing.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn creating(&self) -> bool {
@@ -1276,13 +1286,16 @@ impl Inner {
     fn remove_in_background(self: &Arc<Self>, instances: Vec<Tracked>) {
         for instance in instances {
             let inner = Arc::clone(self);
+            inner.background.removing().insert(instance.sandbox_id.clone());
             tokio::spawn(async move {
-                let Ok(_permit) = inner.background.removals.clone().acquire_owned().await else { return };
-                let _yielding = match inner.background.creating() {
-                    true => inner.background.removals_yielding.clone().acquire_owned().await.ok(),
-                    false => None,
-                };
-                inner.remove_pod(&instance.sandbox_id, &instance.name).await;
+                if let Ok(_permit) = inner.background.removals.clone().acquire_owned().await {
+                    let _yielding = match inner.background.creating() {
+                        true => inner.background.removals_yielding.clone().acquire_owned().await.ok(),
+                        false => None,
+                    };
+                    inner.remove_pod(&instance.sandbox_id, &instance.name).await;
+                }
+                inner.background.removing().remove(&instance.sandbox_id);
             });
         }
     }
@@ -1349,14 +1362,33 @@ impl ClusterDriver for LocalDriver {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .retain(|service| !is_of(service, key))?;
-        // Everything labelled as this workload's, including what the state may have missed.
-        for sandbox in cri.list_pod_sandboxes(workload_selector(key)).await? {
-            cri.stop_pod_sandbox(&sandbox.id).await?;
-            cri.remove_pod_sandbox(&sandbox.id).await?;
-            if let Some(name) = sandbox.labels.get(INSTANCE_LABEL) {
-                remove_pod_cgroup(name);
-                let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
+        // Everything labelled as this workload's, including what the state may have missed;
+        // pods already being removed in the background are waited for.
+        let deadline = Instant::now() + REMOVAL_WAIT;
+        loop {
+            let sandboxes = cri.list_pod_sandboxes(workload_selector(key)).await?;
+            let (busy, idle): (Vec<_>, Vec<_>) = {
+                let removing = self.inner.background.removing();
+                sandboxes.into_iter().partition(|sandbox| removing.contains(&sandbox.id))
+            };
+            for sandbox in idle {
+                cri.stop_pod_sandbox(&sandbox.id).await?;
+                cri.remove_pod_sandbox(&sandbox.id).await?;
+                if let Some(name) = sandbox.labels.get(INSTANCE_LABEL) {
+                    remove_pod_cgroup(name);
+                    let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
+                }
             }
+            if busy.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(DriverError::Failed(format!(
+                    "{} pods of {key} are still being removed after {REMOVAL_WAIT:?}",
+                    busy.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if !keep_volumes {
             let volumes = self

@@ -178,7 +178,8 @@ async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() 
 }
 
 /// Pods still being created when the application is scaled down or deleted are not left
-/// behind: creations not begun are dropped, those under way are removed once done.
+/// behind: creations not begun are dropped, those under way are removed once done; a
+/// deletion waits for the pods being removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_still_being_created_are_not_left_behind() {
     with_driver_runtime(|runtime, key| async move {
@@ -198,8 +199,16 @@ async fn pods_still_being_created_are_not_left_behind() {
         let pods = pods_settling_at(&mut cri, &key, 1).await;
         assert_eq!(pods[0].labels.get("flotilla.io/instance"), Some(&status.instances[0].name), "{pods:#?}");
 
+        // Deleted while pods are being removed: the deletion waits for them.
+        driver.apply(&workload(&key, 3, spec(5))).await.unwrap();
+        wait_for(&driver, &key, 60, "5 ready", |s| complete(s, 3) && s.instances.len() == 5).await;
+        driver.apply(&workload(&key, 4, spec(1))).await.unwrap();
+        wait_for(&driver, &key, 30, "scaled to 1", |s| s.instances.len() == 1).await;
+        driver.delete(&key, false).await.expect("deleting while pods are being removed");
+        pods_settling_at(&mut cri, &key, 0).await;
+
         // Deleted right after an apply: nothing is left once the creations report back.
-        driver.apply(&workload(&key, 3, spec(6))).await.unwrap();
+        driver.apply(&workload(&key, 5, spec(6))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         driver.delete(&key, false).await.unwrap();
         pods_settling_at(&mut cri, &key, 0).await;

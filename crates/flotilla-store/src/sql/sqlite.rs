@@ -8,8 +8,15 @@
 //!   long reads (lists, audit queries, verification) go to tokio's blocking pool;
 //! - a background thread checkpoints the write-ahead log, off the write path.
 //!
-//! The database is in WAL mode (readers never block the writer) with `synchronous = FULL`
-//! (a committed transaction survives power loss, not only a process crash).
+//! The database is in WAL mode (readers never block the writer). A committed transaction
+//! survives power loss, not only a process crash: no caller is answered before the log
+//! holding its commit is synced. The writer's own connection does not sync at each commit
+//! (`synchronous = NORMAL`, still crash-safe: a transaction is in the log whole or not at
+//! all); a syncer thread calls `fdatasync` on the log for every batch, then answers its
+//! callers, while the writer goes on with the next batch. The price: another connection may
+//! read a commit a few hundred microseconds before it is durable (a power loss then takes back
+//! what it read, never what a caller was told was written). Without a log file to sync (it
+//! cannot be opened), every commit syncs itself (`synchronous = FULL`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -174,6 +181,7 @@ pub(crate) fn start(
     migrate(&mut connection)?;
     let readers = Arc::new(Readers { location: location.clone(), idle: Mutex::new(Vec::new()), max_idle: max_readers });
     let (writes, mut queue) = mpsc::channel::<writer::WriteRequest>(max_batch * 4);
+    let syncer = start_syncer(&location, &connection)?;
     std::thread::Builder::new()
         .name("flotilla-sqlite-writer".into())
         .spawn(move || {
@@ -182,7 +190,13 @@ pub(crate) fn start(
             while let Some(first) = queue.blocking_recv() {
                 batch.fill(first, &mut queue, max_batch);
                 let mut exec = SqliteExec { connection: &mut connection };
-                batch.finish(futures::executor::block_on(writer::commit_batch(&shared, &mut exec, &batch.mutations)));
+                let outcome = futures::executor::block_on(writer::commit_batch(&shared, &mut exec, &batch.mutations));
+                match &syncer {
+                    Some(syncer) => {
+                        let _ = syncer.send(batch.settle(outcome));
+                    }
+                    None => batch.finish(outcome),
+                }
                 let since = last_checkpoint.elapsed();
                 if (since >= WRITER_CHECKPOINT_IDLE && queue.is_empty()) || since >= WRITER_CHECKPOINT_BUSY {
                     finish_checkpoint(&connection);
@@ -198,6 +212,50 @@ pub(crate) fn start(
         .spawn(move || checkpoint_wal(checkpointer, alive))
         .map_err(|e| StoreError::Backend(format!("cannot start the SQLite checkpoint thread: {e}")))?;
     Ok((Sqlite { readers, location }, writes))
+}
+
+/// Starts the thread that makes the writer's commits durable and answers their callers (see
+/// the module's documentation); `None`, with the writer syncing each commit itself, when the
+/// log file cannot be opened.
+fn start_syncer(
+    location: &Location,
+    writer: &Connection,
+) -> Result<Option<std::sync::mpsc::Sender<writer::Settled>>, StoreError> {
+    let mut path = location.path().as_os_str().to_owned();
+    path.push("-wal");
+    let log = match std::fs::File::open(&path) {
+        Ok(log) => log,
+        Err(error) => {
+            tracing::warn!(path = ?path, %error, "cannot open the write-ahead log; every commit syncs itself");
+            return Ok(None);
+        }
+    };
+    writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    let (sender, settled) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("flotilla-sqlite-sync".into())
+        .spawn(move || sync_and_answer(settled, move || log.sync_data()))
+        .map_err(|e| StoreError::Backend(format!("cannot start the SQLite sync thread: {e}")))?;
+    Ok(Some(sender))
+}
+
+/// Answers each batch once a `sync` begun after its commit succeeded: one sync for every
+/// batch committed meanwhile. After a failed sync nothing is acknowledged any more (the
+/// kernel may have dropped the pages it could not write; a later sync proves nothing).
+fn sync_and_answer(settled: std::sync::mpsc::Receiver<writer::Settled>, sync: impl Fn() -> std::io::Result<()>) {
+    let mut failed: Option<String> = None;
+    while let Ok(first) = settled.recv() {
+        let waiting: Vec<writer::Settled> = std::iter::once(first).chain(settled.try_iter()).collect();
+        if failed.is_none()
+            && let Err(error) = sync()
+        {
+            tracing::error!(%error, "cannot sync the write-ahead log: no write is acknowledged any more; restart");
+            failed = Some(error.to_string());
+        }
+        for batch in waiting {
+            batch.answer(failed.as_deref().map_or(Ok(()), Err));
+        }
+    }
 }
 
 /// How often the writer, when it has nothing queued, completes the background checkpoint.
@@ -329,6 +387,52 @@ impl Executor for SqliteExec<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Committed;
+    use flotilla_core::audit::Outcome;
+    use tokio::sync::oneshot;
+
+    /// A batch of one applied and one refused mutation, and its callers' receivers.
+    fn settled() -> (writer::Settled, Vec<oneshot::Receiver<Result<Committed, StoreError>>>) {
+        let (replies, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| oneshot::channel()).unzip();
+        let applied = Ok(Committed { seq: 7, outcome: Outcome::Success, object: None });
+        let refused = Err(StoreError::Backend("refused".into()));
+        (writer::Settled::new(replies, vec![applied, refused]), receivers)
+    }
+
+    fn answers(receivers: Vec<oneshot::Receiver<Result<Committed, StoreError>>>) -> Vec<Result<u64, String>> {
+        receivers
+            .into_iter()
+            .map(|mut r| r.try_recv().expect("answered").map(|c| c.seq).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn callers_are_answered_after_the_sync_and_not_acknowledged_when_it_fails() {
+        let syncs = std::sync::atomic::AtomicUsize::new(0);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (first, first_answers) = settled();
+        let (second, second_answers) = settled();
+        sender.send(first).unwrap();
+        sender.send(second).unwrap();
+        drop(sender);
+        sync_and_answer(receiver, || {
+            syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+        assert_eq!(syncs.into_inner(), 1, "one sync for the batches committed meanwhile");
+        for answers in [answers(first_answers), answers(second_answers)] {
+            assert_eq!(answers, vec![Ok(7), Err("store unavailable: refused".to_string())]);
+        }
+
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (failing, failing_answers) = settled();
+        sender.send(failing).unwrap();
+        drop(sender);
+        sync_and_answer(receiver, || Err(std::io::Error::other("EIO")));
+        let answers = answers(failing_answers);
+        assert!(answers[0].as_ref().is_err_and(|e| e.contains("could not be made durable: EIO")), "{answers:?}");
+        assert_eq!(answers[1], Err("store unavailable: refused".to_string()), "a refusal stays a refusal");
+    }
 
     #[test]
     fn urls_name_a_file_and_an_open_mode() {

@@ -11,8 +11,10 @@
 //! # Guarantees
 //! - A change and its audit record commit together or not at all: if appending the record
 //!   fails, the change is rolled back and the caller gets [`StoreError::AuditWrite`].
-//! - No caller is acknowledged before the commit; if the commit fails, every caller of the
-//!   batch gets an error and nothing of the batch is visible.
+//! - No caller is acknowledged before the commit is durable; if the commit fails, every
+//!   caller of the batch gets an error and nothing of the batch is visible. (A driver may
+//!   make the commit durable after the transaction ends, [`Batch::settle`]: SQLite syncs its
+//!   log on another thread while the next batch is written.)
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,12 @@ impl Batch {
 
     /// Answers every caller of the batch (all with the error if the batch failed) and empties it.
     pub(crate) fn finish(&mut self, outcome: Result<Vec<Result<Committed, StoreError>>, StoreError>) {
+        self.settle(outcome).answer(Ok(()));
+    }
+
+    /// Empties the batch into the answers of its callers, to be given once its commit is
+    /// durable ([`Settled::answer`]).
+    pub(crate) fn settle(&mut self, outcome: Result<Vec<Result<Committed, StoreError>>, StoreError>) -> Settled {
         let results = match outcome {
             Ok(results) => results,
             Err(error) => {
@@ -71,10 +79,36 @@ impl Batch {
                 self.mutations.iter().map(|_| Err(StoreError::Backend(error.to_string()))).collect()
             }
         };
-        for (reply, result) in self.replies.drain(..).zip(results) {
+        self.mutations.clear();
+        Settled { replies: std::mem::take(&mut self.replies), results }
+    }
+}
+
+/// The answers of a committed (or failed) batch, not given yet.
+pub(crate) struct Settled {
+    replies: Vec<oneshot::Sender<Result<Committed, StoreError>>>,
+    results: Vec<Result<Committed, StoreError>>,
+}
+
+impl Settled {
+    #[cfg(test)]
+    pub(crate) fn new(
+        replies: Vec<oneshot::Sender<Result<Committed, StoreError>>>,
+        results: Vec<Result<Committed, StoreError>>,
+    ) -> Self {
+        Self { replies, results }
+    }
+
+    /// Answers every caller; when the commit could not be made durable (`Err` says why), a
+    /// caller whose mutation was applied gets that error rather than a success.
+    pub(crate) fn answer(self, durable: Result<(), &str>) {
+        for (reply, result) in self.replies.into_iter().zip(self.results) {
+            let result = match (durable, result) {
+                (Err(why), Ok(_)) => Err(StoreError::Backend(format!("the commit could not be made durable: {why}"))),
+                (_, result) => result,
+            };
             let _ = reply.send(result);
         }
-        self.mutations.clear();
     }
 }
 
