@@ -128,6 +128,23 @@ fn masquerade(network: &EnvironmentNetwork) -> Result<(), PluginError> {
     iptables::ensure_rule("nat", "POSTROUTING", &rule, false).map_err(|message| error(999, message))
 }
 
+/// Removes a network no pod uses any more: its bridge, and its isolation and masquerading
+/// rules. Failures are logged: what is left is harmless and removed with a later network
+/// of the same environment.
+pub fn remove_network(network: &EnvironmentNetwork) {
+    match Command::new("ip").args(["link", "delete", network.bridge.as_str()]).output() {
+        Ok(output) if output.status.success() => {}
+        Ok(output) if String::from_utf8_lossy(&output.stderr).contains("Cannot find device") => {}
+        Ok(output) => tracing::warn!(
+            bridge = %network.bridge,
+            error = %String::from_utf8_lossy(&output.stderr).trim(),
+            "cannot delete the bridge"
+        ),
+        Err(error) => tracing::warn!(bridge = %network.bridge, %error, "cannot run ip"),
+    }
+    remove_isolation(std::slice::from_ref(&network.bridge));
+}
+
 /// Removes the isolation and masquerading rules of `bridges` (networks that are gone), and
 /// the isolation chain once no bridge has a rule in it.
 pub fn remove_isolation(bridges: &[String]) {

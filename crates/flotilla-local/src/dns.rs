@@ -160,6 +160,15 @@ impl DnsServer {
     }
 }
 
+impl DnsServer {
+    /// Stops answering on `address` (its network is gone).
+    pub fn stop_listening(&self, address: Ipv4Addr) {
+        if let Some(task) = self.listeners.lock().unwrap_or_else(|poison| poison.into_inner()).remove(&address) {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for DnsServer {
     fn drop(&mut self) {
         for task in self.listeners.lock().unwrap_or_else(|poison| poison.into_inner()).values() {

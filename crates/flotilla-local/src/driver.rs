@@ -551,6 +551,33 @@ impl Inner {
         self.sync_services().await;
     }
 
+    /// Releases the network of `key`'s environment once no workload and no pod of the
+    /// environment is left: its bridge, rules, name server listener and subnet.
+    async fn release_network_unless_used(
+        &self,
+        workloads: &HashMap<WorkloadKey, WorkloadState>,
+        key: &WorkloadKey,
+    ) -> Result<(), LocalError> {
+        if workloads.keys().any(|other| other.project == key.project && other.environment == key.environment) {
+            return Ok(());
+        }
+        let environment = HashMap::from([
+            (labels::PROJECT.to_string(), key.project.clone()),
+            (labels::ENVIRONMENT.to_string(), key.environment.clone()),
+        ]);
+        if !self.cri.clone().list_pod_sandboxes(environment).await?.is_empty() {
+            return Ok(());
+        }
+        let namespace = NetworkAllocator::namespace(&key.project, &key.environment);
+        let Some(network) = self.networks.release(&namespace) else { return Ok(()) };
+        if let Some(gateway) = network.gateway() {
+            self.dns.stop_listening(gateway);
+        }
+        tracing::info!(environment = %namespace, bridge = %network.bridge, "releasing the environment's network");
+        let _ = tokio::task::spawn_blocking(move || crate::cni_plugin::remove_network(&network)).await;
+        Ok(())
+    }
+
     /// Takes in what a background task finished: a created instance joins its workload
     /// (or is removed again when no longer wanted), a probe result waits in its tracker.
     fn absorb(self: &Arc<Self>, workloads: &mut HashMap<WorkloadKey, WorkloadState>, done: Finished) {
@@ -1390,6 +1417,7 @@ impl ClusterDriver for LocalDriver {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.inner.release_network_unless_used(&workloads, key).await?;
         if !keep_volumes {
             let volumes = self
                 .inner

@@ -1,6 +1,7 @@
 //! The network of each environment: a bridge and a /24 subnet, allocated on first use and
 //! kept in the directory `flotilla-net` reads (one file per pod namespace), so that it
-//! survives restarts and every pod of the environment lands on it.
+//! survives restarts and every pod of the environment lands on it; released when the
+//! environment's last application is deleted.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,17 @@ impl NetworkAllocator {
         Ok(network)
     }
 
+    /// Forgets the network of `namespace` (its subnet may be allocated again) and returns it;
+    /// `None` when it had none.
+    pub fn release(&self, namespace: &str) -> Option<EnvironmentNetwork> {
+        let _guard = self.lock.lock().unwrap_or_else(|poison| poison.into_inner());
+        let path = self.dir.join(format!("{namespace}.json"));
+        let network = serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(&path).ok()?).ok()?;
+        std::fs::remove_file(&path).ok()?;
+        *self.cached.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
+        Some(network)
+    }
+
     /// Every allocated network, read from the directory once and again after an allocation.
     pub fn all(&self) -> Vec<EnvironmentNetwork> {
         let mut cached = self.cached.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -93,5 +105,9 @@ mod tests {
         assert_eq!(allocator.ensure("shop--prod").unwrap(), prod, "kept");
         let again = NetworkAllocator::new(dir.path(), 89);
         assert_eq!(again.ensure("shop--test").unwrap(), test, "kept across restarts");
+        assert_eq!(again.release("shop--prod"), Some(prod.clone()));
+        assert_eq!(again.release("shop--prod"), None, "released once");
+        assert_eq!(again.all(), vec![test], "forgotten");
+        assert_eq!(again.ensure("shop--stage").unwrap().subnet, prod.subnet, "its subnet is free again");
     }
 }

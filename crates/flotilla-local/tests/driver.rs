@@ -179,7 +179,8 @@ async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() 
 
 /// Pods still being created when the application is scaled down or deleted are not left
 /// behind: creations not begun are dropped, those under way are removed once done; a
-/// deletion waits for the pods being removed.
+/// deletion waits for the pods being removed, and the environment's last one releases its
+/// network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_still_being_created_are_not_left_behind() {
     with_driver_runtime(|runtime, key| async move {
@@ -199,6 +200,12 @@ async fn pods_still_being_created_are_not_left_behind() {
         let pods = pods_settling_at(&mut cri, &key, 1).await;
         assert_eq!(pods[0].labels.get("flotilla.io/instance"), Some(&status.instances[0].name), "{pods:#?}");
 
+        let namespace = flotilla_local::networks::NetworkAllocator::namespace(&key.project, &key.environment);
+        let network_file = runtime.networks_dir.clone().unwrap().join(format!("{namespace}.json"));
+        let network: flotilla_local::cni_plugin::EnvironmentNetwork =
+            serde_json::from_slice(&std::fs::read(&network_file).unwrap()).unwrap();
+        assert!(std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge is up");
+
         // Deleted while pods are being removed: the deletion waits for them.
         driver.apply(&workload(&key, 3, spec(5))).await.unwrap();
         wait_for(&driver, &key, 60, "5 ready", |s| complete(s, 3) && s.instances.len() == 5).await;
@@ -206,6 +213,9 @@ async fn pods_still_being_created_are_not_left_behind() {
         wait_for(&driver, &key, 30, "scaled to 1", |s| s.instances.len() == 1).await;
         driver.delete(&key, false).await.expect("deleting while pods are being removed");
         pods_settling_at(&mut cri, &key, 0).await;
+        // The environment's last application: its network goes with it.
+        assert!(!network_file.exists(), "the network was released");
+        assert!(!std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge was deleted");
 
         // Deleted right after an apply: nothing is left once the creations report back.
         driver.apply(&workload(&key, 5, spec(6))).await.unwrap();

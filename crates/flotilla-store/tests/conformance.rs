@@ -392,6 +392,59 @@ async fn replicas_share_one_chain(url: String) {
 // SQLite
 // ---------------------------------------------------------------------------------------------
 
+/// One mutation of a batch failing after it wrote (its audit record refused) takes nothing of
+/// the others with it: they commit, with consecutive sequence numbers, and it leaves no trace.
+async fn a_late_failure_leaves_the_rest_of_the_batch(url: String) {
+    let store = open(&url).await;
+    match store.dialect() {
+        Dialect::Sqlite => {
+            execute(
+                &store,
+                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records WHEN NEW.name = 'lost' \
+                 BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
+            )
+            .await
+        }
+        Dialect::Postgres => {
+            execute(
+                &store,
+                "CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            execute(
+                &store,
+                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records FOR EACH ROW WHEN (NEW.name = 'lost') \
+                 EXECUTE FUNCTION fail_audit()",
+            )
+            .await;
+        }
+    }
+    // Committed at once: the writer takes them in one batch (or a few).
+    let names = ["one", "two", "lost", "three", "four"];
+    let objects: Vec<_> = names.iter().map(|name| workspace(name, "batched")).collect();
+    let outcomes =
+        futures::future::join_all(objects.iter().map(|object| commit(&store, OperationVerb::Create, object, None)))
+            .await;
+    let mut seqs = Vec::new();
+    for (name, outcome) in names.iter().zip(outcomes) {
+        match (*name, outcome) {
+            ("lost", Err(StoreError::AuditWrite(message))) => assert!(message.contains("audit disk full"), "{message}"),
+            ("lost", other) => panic!("the create whose record fails must be AuditWrite, got {other:?}"),
+            (_, Ok(committed)) => seqs.push(committed.seq),
+            (name, Err(error)) => panic!("{name} was refused with its batch: {error:?}"),
+        }
+    }
+    assert_eq!(store.get(&workspace("lost", "").key()).await.expect("get"), None, "no trace of the failed create");
+    for name in ["one", "two", "three", "four"] {
+        assert!(store.get(&workspace(name, "").key()).await.expect("get").is_some(), "{name} was kept");
+    }
+    seqs.sort();
+    assert_eq!(seqs, vec![1, 2, 3, 4], "consecutive sequence numbers, no gap for the failed one");
+    let report = store.audit_verify().await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.records, report.last_seq), (4, 4));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_conformance() {
     on_sqlite(conformance_suite).await;
@@ -418,6 +471,11 @@ async fn sqlite_failed_audit_write_prevents_the_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_late_failure_leaves_the_rest_of_the_batch() {
+    on_sqlite(a_late_failure_leaves_the_rest_of_the_batch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_replicas_share_one_chain() {
     on_sqlite(replicas_share_one_chain).await;
 }
@@ -425,6 +483,11 @@ async fn sqlite_replicas_share_one_chain() {
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_late_failure_leaves_the_rest_of_the_batch() {
+    on_postgres(a_late_failure_leaves_the_rest_of_the_batch).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conformance() {

@@ -115,4 +115,11 @@ pub(crate) trait Executor: Send {
     {
         Ok(self.fetch_all(sql, binds, decode).await?.into_iter().next())
     }
+
+    /// Rows changed on this connection so far, where the database tells (SQLite does): the
+    /// writer then knows whether a failed mutation wrote anything before it failed, and can
+    /// do without a savepoint per mutation.
+    fn rows_changed(&self) -> Option<u64> {
+        None
+    }
 }

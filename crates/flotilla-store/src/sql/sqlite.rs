@@ -367,6 +367,10 @@ fn type_error(column: usize, expected: &str, found: ValueRef<'_>) -> StoreError 
 }
 
 impl Executor for SqliteExec<'_> {
+    fn rows_changed(&self) -> Option<u64> {
+        Some(self.connection.total_changes())
+    }
+
     async fn execute(&mut self, sql: &str, binds: &[Bind]) -> Result<u64, StoreError> {
         Ok(self.prepare(sql, binds)?.raw_execute()? as u64)
     }

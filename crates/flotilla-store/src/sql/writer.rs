@@ -2,10 +2,12 @@
 //!
 //! # Expected flow
 //! Callers queue a [`WriteRequest`]; the task takes everything queued (up to a batch size),
-//! opens one write transaction, locks the audit chain head, and applies each mutation inside
-//! its own savepoint: plan the change against the current rows, write it, append its audit
-//! record to the chain. A refused mutation (conflict, not found, invalid) is rolled back to
-//! its savepoint and a record of the refusal is appended instead. The head is stored and the
+//! opens one write transaction, locks the audit chain head, and applies each mutation: plan
+//! the change against the current rows, write it, append its audit record to the chain. A
+//! refused mutation (conflict, not found, invalid) is undone and a record of the refusal is
+//! appended instead. Undoing is by a savepoint per mutation, or, where the database counts
+//! the rows it changes (SQLite), without: a mutation refused before it wrote needs no
+//! undoing, and one that fails after it wrote sends the batch round again with savepoints. The head is stored and the
 //! transaction committed; only then is every caller answered.
 //!
 //! # Guarantees
@@ -136,8 +138,16 @@ pub(crate) async fn commit_batch<E: Executor>(
     exec.execute(shared.dialect.begin_write(), &[]).await?;
     let began = started.elapsed();
     let mut committing = Duration::ZERO;
-    let written = match write_batch(shared, exec, mutations).await {
-        Ok(results) => {
+    let mut written = write_batch(shared, exec, mutations, false).await;
+    if matches!(written, Ok(Pass::Retry)) {
+        // A mutation failed after it had written: the batch again, each in its savepoint.
+        exec.execute("ROLLBACK", &[]).await?;
+        exec.execute(shared.dialect.begin_write(), &[]).await?;
+        written = write_batch(shared, exec, mutations, true).await;
+    }
+    let written = match written {
+        Ok(Pass::Retry) => Err(StoreError::Backend("a write batch failed twice".into())),
+        Ok(Pass::Done(results)) => {
             let commit_started = Instant::now();
             let committed = exec.execute("COMMIT", &[]).await.map(|_| results);
             committing = commit_started.elapsed();
@@ -159,11 +169,25 @@ pub(crate) async fn commit_batch<E: Executor>(
 /// A batch taking this long is logged: it delays every caller in it.
 const SLOW_BATCH: Duration = Duration::from_millis(50);
 
+/// How a pass over a batch ended.
+enum Pass {
+    Done(Vec<Result<Committed, StoreError>>),
+    /// Without savepoints, a mutation failed after it had written something: only rolling
+    /// back the whole transaction undoes that.
+    Retry,
+}
+
+/// Applies `mutations` in the open transaction. With `savepoints`, each mutation runs in its
+/// own savepoint, rolled back when it is refused or its audit record cannot be written.
+/// Without (where the executor counts the rows it changes), a mutation refused before it
+/// wrote anything needs no undoing, and one that fails later ends the pass with
+/// [`Pass::Retry`]: savepoints cost a copy of every page a mutation touches.
 async fn write_batch<E: Executor>(
     shared: &Shared,
     exec: &mut E,
     mutations: &[Mutation],
-) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    savepoints: bool,
+) -> Result<Pass, StoreError> {
     let head = exec
         .fetch_optional(shared.dialect.select_head_for_update(), &[], |row| {
             Ok(Head { seq: row.int(0)? as u64, hash: row.text(1)? })
@@ -172,22 +196,32 @@ async fn write_batch<E: Executor>(
     let mut head = head.ok_or_else(|| StoreError::Backend("the audit chain head row is missing".into()))?;
     let mut results = Vec::with_capacity(mutations.len());
     for mutation in mutations {
-        exec.execute("SAVEPOINT mutation", &[]).await?;
+        let guarded = savepoints || exec.rows_changed().is_none();
+        if guarded {
+            exec.execute("SAVEPOINT mutation", &[]).await?;
+        }
+        let changed_before = exec.rows_changed();
         let now = to_micros(shared.clock.now());
         let seq = head.seq + 1;
         let result = match apply(shared, exec, mutation, seq, now).await {
             Ok(applied) => match audit::append(exec, &mut head_ref(&mut head), applied.record).await {
                 Ok(()) => Ok(Committed { seq, outcome: applied.outcome, object: applied.object }),
+                Err(_) if !guarded => return Ok(Pass::Retry),
                 Err(error) => {
                     exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
                     Err(StoreError::AuditWrite(error.to_string()))
                 }
             },
             Err(refusal) => {
-                exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
+                if guarded {
+                    exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
+                } else if exec.rows_changed() != changed_before {
+                    return Ok(Pass::Retry);
+                }
                 let record = refusal_record(mutation, &refusal, now);
                 match audit::append(exec, &mut head_ref(&mut head), record).await {
                     Ok(()) => Err(refusal),
+                    Err(_) if !guarded => return Ok(Pass::Retry),
                     Err(error) => {
                         exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
                         Err(StoreError::AuditWrite(error.to_string()))
@@ -195,7 +229,9 @@ async fn write_batch<E: Executor>(
                 }
             }
         };
-        exec.execute("RELEASE SAVEPOINT mutation", &[]).await?;
+        if guarded {
+            exec.execute("RELEASE SAVEPOINT mutation", &[]).await?;
+        }
         results.push(result);
     }
     exec.execute(
@@ -203,7 +239,7 @@ async fn write_batch<E: Executor>(
         &[Bind::Int(head.seq as i64), Bind::Text(head.hash.clone())],
     )
     .await?;
-    Ok(results)
+    Ok(Pass::Done(results))
 }
 
 /// `now` truncated to the microseconds the tables keep, so that the object a write returns
