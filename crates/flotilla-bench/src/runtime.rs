@@ -476,9 +476,14 @@ impl Host {
 
 /// Waits until containerd has no pod sandbox left.
 async fn pods_gone(cri: &mut Cri, limit: Duration) -> anyhow::Result<()> {
+    pods_gone_of(cri, HashMap::new(), limit).await
+}
+
+/// Waits until no pod matching `selector` is left on containerd.
+async fn pods_gone_of(cri: &mut Cri, selector: HashMap<String, String>, limit: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let left = cri.list_pod_sandboxes(HashMap::new()).await?.len();
+        let left = cri.list_pod_sandboxes(selector.clone()).await?.len();
         if left == 0 {
             return Ok(());
         }
@@ -879,7 +884,9 @@ impl Env {
             .delete("applications", Some(&self.project), name, None)
             .await
             .with_context(|| format!("DELETE of {name}"))?;
-        pods_gone(&mut self.cri.clone(), APPLY_TIMEOUT).await
+        let application =
+            HashMap::from([(flotilla_driver::workload::labels::APPLICATION.to_string(), name.to_string())]);
+        pods_gone_of(&mut self.cri.clone(), application, APPLY_TIMEOUT).await
     }
 
     /// Polls `name` (the API) and containerd's pods from the change (`started`, `wall`)
