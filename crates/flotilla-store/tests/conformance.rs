@@ -291,31 +291,38 @@ async fn detects_tampering(url: String) {
     );
 }
 
+/// Makes inserting an audit record fail with "audit disk full" (only where `condition` holds,
+/// when given), through a trigger named `fail_audit`.
+async fn fail_audit_writes(store: &SqlStore, condition: Option<&str>) {
+    match store.dialect() {
+        Dialect::Sqlite => {
+            let when = condition.map(|c| format!("WHEN {c} ")).unwrap_or_default();
+            let trigger = format!(
+                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records {when}\
+                 BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;"
+            );
+            execute(store, &trigger).await
+        }
+        Dialect::Postgres => {
+            execute(
+                store,
+                "CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            let when = condition.map(|c| format!("WHEN ({c}) ")).unwrap_or_default();
+            let trigger = format!(
+                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records FOR EACH ROW {when}EXECUTE FUNCTION fail_audit()"
+            );
+            execute(store, &trigger).await;
+        }
+    }
+}
+
 /// When the audit record cannot be written, the change is not made and the caller is told.
 async fn failed_audit_write_prevents_the_change(url: String) {
     let store = open(&url).await;
     let kept = create(&store, &workspace("kept", "before")).await;
-    match store.dialect() {
-        Dialect::Sqlite => {
-            execute(
-                &store,
-                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
-            )
-            .await
-        }
-        Dialect::Postgres => {
-            execute(
-                &store,
-                "CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$ LANGUAGE plpgsql",
-            )
-            .await;
-            execute(
-                &store,
-                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records FOR EACH ROW EXECUTE FUNCTION fail_audit()",
-            )
-            .await;
-        }
-    }
+    fail_audit_writes(&store, None).await;
 
     let lost = workspace("lost", "never stored");
     match commit(&store, OperationVerb::Create, &lost, None).await {
@@ -396,29 +403,7 @@ async fn replicas_share_one_chain(url: String) {
 /// the others with it: they commit, with consecutive sequence numbers, and it leaves no trace.
 async fn a_late_failure_leaves_the_rest_of_the_batch(url: String) {
     let store = open(&url).await;
-    match store.dialect() {
-        Dialect::Sqlite => {
-            execute(
-                &store,
-                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records WHEN NEW.name = 'lost' \
-                 BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;",
-            )
-            .await
-        }
-        Dialect::Postgres => {
-            execute(
-                &store,
-                "CREATE FUNCTION fail_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$ LANGUAGE plpgsql",
-            )
-            .await;
-            execute(
-                &store,
-                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_records FOR EACH ROW WHEN (NEW.name = 'lost') \
-                 EXECUTE FUNCTION fail_audit()",
-            )
-            .await;
-        }
-    }
+    fail_audit_writes(&store, Some("NEW.name = 'lost'")).await;
     // Committed at once: the writer takes them in one batch (or a few).
     let names = ["one", "two", "lost", "three", "four"];
     let objects: Vec<_> = names.iter().map(|name| workspace(name, "batched")).collect();
