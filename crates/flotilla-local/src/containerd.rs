@@ -118,6 +118,57 @@ state = "{d}/state"
     }
 }
 
+/// Whether this process's root is not the root of its mount namespace: it runs in a chroot.
+/// Compares our `/` with the one a process that joins our mount namespace gets (the top of
+/// the namespace's `/`, see [`ROOTED_AT_CHROOT`]); PID 1 cannot tell, since its `/proc`
+/// entries may be out of reach.
+pub async fn in_chroot() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ours) = std::fs::metadata("/") else { return false };
+    let namespace_root =
+        Command::new("nsenter").args(["--mount=/proc/self/ns/mnt", "--", "stat", "-c", "%d:%i", "/"]).output().await;
+    match namespace_root {
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim() != format!("{}:{}", ours.dev(), ours.ino())
+        }
+        _ => false,
+    }
+}
+
+/// Runs its arguments (containerd and its options) in a new mount namespace whose root is
+/// the chroot this process is in, with util-linux's `unshare`, `nsenter` and `mount`; run as
+/// `unshare --mount --propagation unchanged -- /bin/sh -c ROOTED_AT_CHROOT flotilla CMD...`.
+///
+/// Why: an exec into a container (`runc exec`) joins the container's mount namespace with
+/// setns(2), and the kernel then sets the process's root to the top of that namespace's `/`.
+/// runc's pivot_root puts the container's root file system there only when runc itself ran
+/// at the top of `/`; in a chroot it lands on the chroot's directory instead, and an exec
+/// runs in the host's root file system with the container's mounts out of sight.
+///
+/// How: keep the chroot's root open as fd 3, join our own (new) namespace again, which puts
+/// the shell at the top of its `/` (the host's root, private in this namespace so nothing
+/// propagates back), bind the chroot's tree onto `/`, and join the namespace once more, which
+/// now puts containerd at the top of `/` in the chroot's tree. Mounts under the chroot stay
+/// peers of the originals (see [`share_chroot_mounts`]), so what containerd mounts (network
+/// namespaces, root file systems) is seen outside and by a containerd started later.
+pub const ROOTED_AT_CHROOT: &str = r#"exec 3</ && exec nsenter --mount=/proc/self/ns/mnt -- /bin/sh -c 'mount --make-private / && mount --rbind /proc/self/fd/3 / && exec nsenter --mount=/proc/self/ns/mnt -- "$@" 3<&-' flotilla "$@""#;
+
+/// Makes the mounts of this process's chroot shared, so that the copies in containerd's
+/// namespace (see [`ROOTED_AT_CHROOT`]) are their peers. Without it a restarted containerd
+/// would not see the network namespaces of the pods that kept running. A chroot whose root
+/// is not a mount point cannot be shared: containerd then still runs, with that caveat.
+async fn share_chroot_mounts() {
+    match Command::new("mount").args(["--make-rshared", "/"]).output().await {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => tracing::warn!(
+            error = %String::from_utf8_lossy(&output.stderr).trim(),
+            "cannot share the chroot's mounts with containerd's namespace; a restarted containerd will not see \
+             the network namespaces of running pods"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot run mount --make-rshared /"),
+    }
+}
+
 /// A containerd the runtime talks to.
 #[derive(Debug)]
 pub struct Containerd {
@@ -169,7 +220,17 @@ impl Containerd {
             .open(&log_path)
             .map_err(LocalError::io(format!("cannot open {}", log_path.display())))?;
         let log_err = log.try_clone().map_err(LocalError::io("cannot duplicate the containerd log"))?;
-        let child = Command::new(&options.binary)
+        let mut command = if in_chroot().await {
+            share_chroot_mounts().await;
+            tracing::info!("this process runs in a chroot: containerd gets a mount namespace rooted at it");
+            let mut command = Command::new("unshare");
+            command.args(["--mount", "--propagation", "unchanged", "--", "/bin/sh", "-c", ROOTED_AT_CHROOT]);
+            command.arg("flotilla").arg(&options.binary);
+            command
+        } else {
+            Command::new(&options.binary)
+        };
+        let child = command
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
