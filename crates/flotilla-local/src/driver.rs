@@ -77,6 +77,9 @@ pub struct LocalOptions {
     pub dns_port: u16,
     /// Where names outside `dns_domain` are forwarded: the host's name servers.
     pub upstream_dns: Vec<SocketAddr>,
+    /// How often pods labelled as ours that no workload owns are looked for and removed
+    /// (left behind by a removal that failed).
+    pub sweep_interval: Duration,
 }
 
 impl LocalOptions {
@@ -94,6 +97,7 @@ impl LocalOptions {
             dns_domain: "flotilla.internal".into(),
             dns_port: 53,
             upstream_dns: crate::dns::name_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+            sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -462,8 +466,15 @@ impl LocalDriver {
 
 /// Runs until the driver is dropped (which aborts it).
 async fn reconcile_forever(driver: Arc<Inner>) {
+    let mut last_sweep = Instant::now();
     loop {
         driver.reconcile_all().await;
+        if last_sweep.elapsed() >= driver.options.sweep_interval {
+            if let Err(error) = driver.sweep().await {
+                tracing::warn!(%error, "cannot look for pods no workload owns; will retry");
+            }
+            last_sweep = Instant::now();
+        }
         let _ = tokio::time::timeout(driver.options.interval, driver.wake.notified()).await;
     }
 }
@@ -528,6 +539,30 @@ impl Inner {
         for (key, state) in workloads.iter_mut() {
             self.publish(key, state);
         }
+        Ok(())
+    }
+
+    /// Removes the pods labelled as ours that no workload tracks, creates or is removing:
+    /// those a failed removal left behind (containerd or a shim did not answer in time).
+    async fn sweep(self: &Arc<Self>) -> Result<(), LocalError> {
+        let sandboxes = self.cri.clone().list_pod_sandboxes(HashMap::new()).await?;
+        let orphans: Vec<(String, String)> = {
+            let workloads = self.workloads.lock().await;
+            let mut removing = self.background.removing();
+            let owned = |name: &String| {
+                workloads.values().any(|state| state.instances.contains_key(name) || state.creating.contains_key(name))
+            };
+            sandboxes
+                .into_iter()
+                .filter(|sandbox| sandbox.labels.contains_key(labels::PROJECT))
+                .filter_map(|sandbox| Some((sandbox.labels.get(INSTANCE_LABEL)?.clone(), sandbox.id)))
+                .filter(|(name, id)| !owned(name) && removing.insert(id.clone()))
+                .collect()
+        };
+        for (name, _) in &orphans {
+            tracing::warn!(instance = %name, "removing a pod that no workload owns (an earlier removal failed)");
+        }
+        self.remove_pods_in_background(orphans);
         Ok(())
     }
 
@@ -1308,21 +1343,26 @@ impl Inner {
         self.remove_in_background(instances);
     }
 
-    /// Stops and removes the pods of `instances` (taken out of the state) in the background,
-    /// the removals of all workloads `parallel_starts` at a time.
+    /// Stops and removes the pods of `instances` (taken out of the state) in the background.
     fn remove_in_background(self: &Arc<Self>, instances: Vec<Tracked>) {
-        for instance in instances {
+        self.remove_pods_in_background(instances.into_iter().map(|i| (i.name, i.sandbox_id)).collect());
+    }
+
+    /// Stops and removes `pods` (instance name, sandbox id) in the background, the removals
+    /// of all workloads `parallel_starts` at a time.
+    fn remove_pods_in_background(self: &Arc<Self>, pods: Vec<(String, String)>) {
+        for (name, sandbox_id) in pods {
             let inner = Arc::clone(self);
-            inner.background.removing().insert(instance.sandbox_id.clone());
+            inner.background.removing().insert(sandbox_id.clone());
             tokio::spawn(async move {
                 if let Ok(_permit) = inner.background.removals.clone().acquire_owned().await {
                     let _yielding = match inner.background.creating() {
                         true => inner.background.removals_yielding.clone().acquire_owned().await.ok(),
                         false => None,
                     };
-                    inner.remove_pod(&instance.sandbox_id, &instance.name).await;
+                    inner.remove_pod(&sandbox_id, &name).await;
                 }
-                inner.background.removing().remove(&instance.sandbox_id);
+                inner.background.removing().remove(&sandbox_id);
             });
         }
     }

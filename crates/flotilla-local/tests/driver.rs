@@ -1,7 +1,7 @@
 //! What the embedded runtime does beyond the driver conformance suite (`conformance.rs`),
 //! for real: a crashed container restarts in its own pod; a new driver adopts running
 //! instances without restarting them; per-instance cgroups and disk counters; log rotation;
-//! image pulls retried with a doubling back-off.
+//! image pulls retried with a doubling back-off; pods no workload owns swept away.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -222,6 +222,42 @@ async fn pods_still_being_created_are_not_left_behind() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         driver.delete(&key, false).await.unwrap();
         pods_settling_at(&mut cri, &key, 0).await;
+    })
+    .await;
+}
+
+/// A pod labelled as one of the driver's that no workload owns (as a removal that failed
+/// leaves behind) is removed by the periodic sweep; the workload's own pod is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_no_workload_owns_are_swept() {
+    with_driver_runtime(|runtime, key| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let mut options = options(&runtime);
+        options.sweep_interval = Duration::from_secs(1);
+        let root = options.root.clone();
+        let driver = start_driver_with(&runtime, options).await;
+        let app = workload(&key, 1, json!({"environment": "test", "components": [web(1, "x", 8080, 600)]}));
+        driver.apply(&app).await.unwrap();
+        let status = wait_for(&driver, &key, 60, "1 ready", |s| complete(s, 1)).await;
+
+        let name = format!("web-1-orphan{}", runtime.short);
+        let orphan = flotilla_local::instance::InstancePlan {
+            workload: &app,
+            component: &app.components[0],
+            name: name.clone(),
+            namespace: flotilla_local::networks::NetworkAllocator::namespace(&key.project, &key.environment),
+            dir: flotilla_local::instance::instance_dir(&root, &name),
+            volumes_dir: root.join("volumes"),
+            dns: None,
+        };
+        let mut cri = Cri::connect(&runtime.socket).await.unwrap();
+        cri.run_pod_sandbox(orphan.sandbox()).await.expect("the orphan pod starts");
+        assert_eq!(cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap().len(), 2);
+        let pods = pods_settling_at(&mut cri, &key, 1).await;
+        assert_eq!(pods[0].labels.get("flotilla.io/instance"), Some(&status.instances[0].name), "{pods:#?}");
+        let now = driver.status(&key).await.unwrap();
+        assert_eq!(now.instances, status.instances, "the workload's instance was not touched");
     })
     .await;
 }
