@@ -6,7 +6,7 @@
 set -euo pipefail
 archive="${1:-hello.tar}"
 for command in buildah busybox; do
-    command -v "$command" >/dev/null || { echo "needs $command (apt-get install buildah busybox-static)" >&2; exit 1; }
+    command -v "$command" >/dev/null || { echo "needs $command: scripts/install-deps runtime installs it" >&2; exit 1; }
 done
 root="$(mktemp -d)"
 container=""
