@@ -117,6 +117,9 @@ const REMOVAL_WAIT: Duration = Duration::from_secs(60);
 /// Probes run at once, at most.
 const PARALLEL_PROBES: usize = 16;
 
+/// Image pulls run at once, at most (each is mostly waiting for a registry).
+const PARALLEL_PULLS: usize = 3;
+
 /// One instance (pod) the driver looks after.
 #[derive(Debug)]
 struct Tracked {
@@ -317,10 +320,12 @@ impl WorkloadState {
 enum Finished {
     Created { key: WorkloadKey, name: String, result: Box<Result<Tracked, LocalError>> },
     Probed { key: WorkloadKey, instance: String, container: String, kind: ProbeKind, result: Result<(), String> },
+    Pulled { key: WorkloadKey, component: String, image: String, result: Result<(), String> },
 }
 
 /// Work the reconciler starts and does not wait for, so that one slow pod or probe holds up
-/// nothing else: pod creations and removals and probes, each kind a bounded number at once.
+/// nothing else: image pulls, pod creations and removals and probes, each kind a bounded
+/// number at once.
 /// Results queue here until the next pass takes them.
 struct Background {
     parallel_pods: usize,
@@ -330,6 +335,9 @@ struct Background {
     /// rollout waits for, and an old one is out of its service already.
     removals_yielding: Arc<Semaphore>,
     probes: Arc<Semaphore>,
+    pulls: Arc<Semaphore>,
+    /// The images being pulled (each once, whichever workloads want it).
+    pulling: std::sync::Mutex<HashSet<String>>,
     finished: std::sync::Mutex<Vec<Finished>>,
     /// The sandboxes of the pods being removed.
     removing: std::sync::Mutex<HashSet<String>>,
@@ -344,6 +352,8 @@ impl Background {
             removals: Arc::new(Semaphore::new(parallel_pods)),
             removals_yielding: Arc::new(Semaphore::new(1)),
             probes: Arc::new(Semaphore::new(PARALLEL_PROBES)),
+            pulls: Arc::new(Semaphore::new(PARALLEL_PULLS)),
+            pulling: std::sync::Mutex::default(),
             finished: std::sync::Mutex::default(),
             removing: std::sync::Mutex::default(),
         }
@@ -351,6 +361,10 @@ impl Background {
 
     fn removing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.removing.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn pulling(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pulling.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn creating(&self) -> bool {
@@ -652,6 +666,11 @@ impl Inner {
                 // A result for a container since replaced says nothing about the new one.
                 if let Some(tracked) = tracked.filter(|t| t.container_id.as_deref() == Some(container.as_str())) {
                     tracked.probe_mut(kind).finished(result);
+                }
+            }
+            Finished::Pulled { key, component, image, result } => {
+                if let Some(state) = workloads.get_mut(&key) {
+                    self.pulled(state, &component, &image, result);
                 }
             }
         }
@@ -1131,7 +1150,7 @@ impl Inner {
             }
             self.stopped(state, &stopping, "replaced or scaled down");
             self.remove_in_background(stopping);
-            if step.start == 0 || !self.image_ready(cri, state, &component.name, &component.image).await {
+            if step.start == 0 || !self.image_ready(cri, key, state, &component.name, &component.image).await {
                 break;
             }
             self.start_creations(key, state, workload, component, &template, step.start);
@@ -1182,40 +1201,58 @@ impl Inner {
         }
     }
 
-    /// Whether `image` is present, pulling it when its back-off allows; a failed pull is
-    /// recorded with the registry's message and retried after 1 s, 2 s, 4 s, … up to the
-    /// maximum back-off.
-    async fn image_ready(&self, cri: &mut Cri, state: &mut WorkloadState, component: &str, image: &str) -> bool {
+    /// Whether `image` is present. If not, it is pulled in the background, unless a pull of
+    /// it is under way or the back-off of the last failed one has not run out.
+    async fn image_ready(
+        self: &Arc<Self>,
+        cri: &mut Cri,
+        key: &WorkloadKey,
+        state: &mut WorkloadState,
+        component: &str,
+        image: &str,
+    ) -> bool {
         if matches!(cri.image_id(image).await, Ok(Some(_))) {
             state.pulls.remove(image);
             return true;
         }
-        if state.pulls.get(image).is_some_and(|pull| Instant::now() < pull.retry_at) {
+        if state.pulls.get(image).is_some_and(|pull| Instant::now() < pull.retry_at)
+            || !self.background.pulling().insert(image.to_string())
+        {
             return false;
         }
-        match cri.pull_image(image).await {
-            Ok(_) => {
+        let max_events = self.options.max_events;
+        state.event(max_events, EventType::Normal, "Pulling", format!("pulling {image}"), Some(component), None);
+        let (inner, key, component, image) = (Arc::clone(self), key.clone(), component.to_string(), image.to_string());
+        tokio::spawn(async move {
+            let result = match inner.background.pulls.clone().acquire_owned().await {
+                Ok(_permit) => inner.cri.clone().pull_image(&image).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(_) => Err("the runtime is stopping".into()),
+            };
+            inner.background.pulling().remove(&image);
+            inner.background.finish(Finished::Pulled { key, component, image, result });
+            inner.wake.notify_one();
+        });
+        false
+    }
+
+    /// Records how a pull of `image` for `component` went: a failure is shown with the
+    /// registry's message and retried after 1 s, 2 s, 4 s, … up to the maximum back-off.
+    fn pulled(&self, state: &mut WorkloadState, component: &str, image: &str, result: Result<(), String>) {
+        let max_events = self.options.max_events;
+        match result {
+            Ok(()) => {
                 state.pulls.remove(image);
-                state.event(
-                    self.options.max_events,
-                    EventType::Normal,
-                    "Pulled",
-                    format!("pulled {image}"),
-                    Some(component),
-                    None,
-                );
-                true
+                state.event(max_events, EventType::Normal, "Pulled", format!("pulled {image}"), Some(component), None);
             }
-            Err(error) => {
+            Err(message) => {
                 let failures = state.pulls.get(image).map_or(0, |p| p.failures) + 1;
                 let backoff = self
                     .options
                     .initial_backoff
                     .saturating_mul(1 << (failures - 1).min(16))
                     .min(self.options.max_backoff);
-                let message = error.to_string();
                 state.event(
-                    self.options.max_events,
+                    max_events,
                     EventType::Warning,
                     "ImagePullBackOff",
                     format!("cannot pull {image} (attempt {failures}): {message}; retrying in {backoff:?}"),
@@ -1225,7 +1262,6 @@ impl Inner {
                 state
                     .pulls
                     .insert(image.to_string(), PullBackoff { failures, retry_at: Instant::now() + backoff, message });
-                false
             }
         }
     }

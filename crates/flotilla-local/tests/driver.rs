@@ -1,7 +1,8 @@
 //! What the embedded runtime does beyond the driver conformance suite (`conformance.rs`),
 //! for real: a crashed container restarts in its own pod; a new driver adopts running
 //! instances without restarting them; per-instance cgroups and disk counters; log rotation;
-//! image pulls retried with a doubling back-off; pods no workload owns swept away.
+//! image pulls retried with a doubling back-off, and one that hangs holding up nothing else; pods
+//! no workload owns swept away.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -173,6 +174,40 @@ async fn an_image_that_cannot_be_pulled_is_reported_and_retried_with_back_off() 
         runtime.import_busybox(missing, &["/bin/sh"], vec![]).await;
         wait_for(&driver, &key, 30, "running once the image is there", |s| complete(s, 1)).await;
         driver.delete(&key, false).await.unwrap();
+    })
+    .await;
+}
+
+/// A pull that hangs (a registry that accepts connections and never answers) holds up
+/// nothing else: the workload's other component comes up meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_image_pull_holds_up_nothing_else() {
+    with_driver_runtime(|runtime, key| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hanging = format!("{}/shop/slow:1", registry.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = registry.accept().await {
+                connections.push(connection);
+            }
+        });
+        let driver = start_driver(&runtime).await;
+        let slow = json!({"name": "slow", "image": hanging, "command": ["/bin/sleep", "3600"]});
+        let spec = json!({"environment": "test", "components": [slow, web(1, "x", 8080, 600)]});
+        driver.apply(&workload(&key, 1, spec)).await.unwrap();
+        let status =
+            wait_for(&driver, &key, 30, "web ready while slow's image is pulled", |s| component(s, "web").ready == 1)
+                .await;
+        assert_eq!(component(&status, "slow").ready, 0, "{status:#?}");
+        assert!(
+            status.events.iter().any(|e| e.reason == "Pulling" && e.message.contains(&hanging)),
+            "{:#?}",
+            status.events
+        );
+        driver.delete(&key, false).await.unwrap();
+        held.abort();
     })
     .await;
 }
