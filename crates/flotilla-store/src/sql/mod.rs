@@ -14,6 +14,8 @@ mod postgres;
 mod sqlite;
 mod writer;
 
+pub use sqlite::WRITER_THREAD;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
