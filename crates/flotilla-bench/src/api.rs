@@ -1,7 +1,7 @@
 //! The scenarios that drive the API over loopback with the typed client: seeding, the list
-//! of 5,000, open-loop audited writes at a fixed rate, closed-loop audited creates, and the
-//! closed-loop `/healthz` floor the creates are compared with. Also reads the server's
-//! `/metrics` to show where a request's time goes.
+//! of 5,000 and open-loop audited writes at a fixed rate (the GETs and the closed loop of
+//! creates use `wrk`, see [`crate::wrk`]). Also reads the server's `/metrics` to show where
+//! a request's time goes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -229,87 +229,6 @@ pub async fn fixed_rate_updates(
         latency: samples.summary(),
         rate: ok as f64 / elapsed.as_secs_f64(),
         timeline,
-    })
-}
-
-/// What each closed-loop worker sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClosedLoop {
-    /// `POST /api/v1/workspaces` of a new workspace (`tput-<task>-<i>`): an audited create.
-    Create,
-    /// `GET /healthz`: the client and HTTP stack with nothing behind them.
-    Healthz,
-}
-
-/// Closed loop: `tasks` workers each send their next request as soon as the previous one
-/// answered, for `duration`.
-pub async fn closed_loop(
-    client: &Client,
-    kind: ClosedLoop,
-    tasks: usize,
-    duration: Duration,
-) -> anyhow::Result<LoadResult> {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let first_error = Arc::new(Mutex::new(None::<String>));
-    let mut workers = Vec::with_capacity(tasks);
-    for task in 0..tasks {
-        let client = client.clone();
-        let first_error = first_error.clone();
-        workers.push(tokio::spawn(async move {
-            let mut samples = Samples::with_capacity(4096);
-            let mut errors = 0u64;
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                let outcome = match kind {
-                    ClosedLoop::Create => {
-                        let body = json!({
-                            "apiVersion": "flotilla.io/v1",
-                            "kind": "Workspace",
-                            "metadata": {"name": format!("tput-{task}-{i}"), "labels": {"bench": "tput"}},
-                            "spec": {"description": "closed-loop create"},
-                        });
-                        client.create("workspaces", None, &body).await.map(|_| ())
-                    }
-                    ClosedLoop::Healthz => match client.send(client.request(Method::GET, "/healthz")).await {
-                        Ok(response) => response
-                            .bytes()
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| flotilla_client::ClientError::Decode(e.to_string())),
-                        Err(error) => Err(error),
-                    },
-                };
-                match outcome {
-                    Ok(()) => samples.push(sent.elapsed()),
-                    Err(error) => {
-                        errors += 1;
-                        first_error.lock().await.get_or_insert_with(|| error.to_string());
-                    }
-                }
-                i += 1;
-            }
-            (samples, errors)
-        }));
-    }
-    let mut samples = Samples::default();
-    let mut errors = 0;
-    for worker in workers {
-        let (mine, my_errors) = worker.await?;
-        samples.extend(mine);
-        errors += my_errors;
-    }
-    let elapsed = started.elapsed();
-    let ok = samples.len() as u64;
-    let first_error = first_error.lock().await.take();
-    Ok(LoadResult {
-        ok,
-        errors,
-        first_error,
-        latency: samples.summary(),
-        rate: ok as f64 / elapsed.as_secs_f64(),
-        timeline: Vec::new(),
     })
 }
 

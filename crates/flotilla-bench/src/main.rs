@@ -7,8 +7,8 @@
 //! 1. authenticated `GET` of one object with `wrk`, against `wrk` on `/healthz`;
 //! 2. a list of 5,000 objects (one page);
 //! 3. audited writes, open loop at 500/s, latency from the scheduled time, against the
-//!    filesystem's fsync latency;
-//! 4. audited creates, closed loop with 128 clients, against the same client on `/healthz`;
+//!    filesystem's fsync latency and a bare durable log at the same rate;
+//! 4. audited creates, closed loop with `wrk` on 128 connections, against `wrk` on `/healthz`;
 //! 5. after stopping the server: filling the audit chain to N records through the store's
 //!    writer, then `flotilla audit verify --data-dir`, against SHA-256 over the same bytes;
 //! 6. with a second server running the embedded runtime (root only; `--skip-runtime`):
@@ -37,7 +37,6 @@ use clap::Parser;
 use flotilla_client::Client;
 use sha2::{Digest, Sha256};
 
-use crate::api::ClosedLoop;
 use crate::probe::{Probe, Usage};
 use crate::report::{Report, Row, Section, Verdict, ms, ratio};
 use crate::stats::{Samples, fmt_bytes, fmt_count, fmt_duration, fmt_rate};
@@ -80,8 +79,8 @@ struct Plan {
     write_rate: u32,
     write_duration: Duration,
     fsync_samples: usize,
-    closed_tasks: usize,
-    closed_duration: Duration,
+    /// The closed loop of creates: wrk with [`wrk::CREATE_SCRIPT`].
+    creates: wrk::WrkOptions,
     audit_records: u64,
     committers: usize,
     /// Cores of this machine, for the CPU notes.
@@ -103,8 +102,11 @@ impl Plan {
             write_rate: 500,
             write_duration: Duration::from_secs(if quick { 5 } else { 20 }),
             fsync_samples: if quick { 200 } else { 1000 },
-            closed_tasks: 128,
-            closed_duration: Duration::from_secs(if quick { 3 } else { 10 }),
+            creates: wrk::WrkOptions {
+                threads: 2,
+                connections: 128,
+                duration: Duration::from_secs(if quick { 3 } else { 10 }),
+            },
             audit_records: args.audit_records.unwrap_or(if quick { 50_000 } else { 1_000_000 }),
             committers: 512,
             cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
@@ -262,8 +264,8 @@ async fn api_and_audit(
     push(writes_benchmark(plan, &client, data_dir, &probe, usage).await, &title, &method);
 
     let (title, method) = mutations_method(plan);
-    progress(&format!("audited creates, {} clients, then the /healthz floor", plan.closed_tasks));
-    push(mutations_benchmark(plan, &client, &probe, usage).await, &title, &method);
+    progress(&format!("audited creates, {} connections, then the /healthz floor", plan.creates.connections));
+    push(mutations_benchmark(plan, &server.base, &login.token, data_dir, &probe, usage).await, &title, &method);
     let mutations_section = sections.len() - 1;
 
     progress("stopping the server");
@@ -309,9 +311,9 @@ async fn get_benchmark(
     let (title, method) = get_method(plan);
     let url = format!("{base}/api/v1/workspaces/{}", api::workspace_name(GET_TARGET_INDEX));
     let before = probe.snapshot().await;
-    let get = wrk::run(&plan.wrk, &url, Some(token)).await?;
+    let get = wrk::run(&plan.wrk, &url, Some(token), None).await?;
     let middle = probe.snapshot().await;
-    let floor = wrk::run(&plan.wrk, &format!("{base}/healthz"), None).await?;
+    let floor = wrk::run(&plan.wrk, &format!("{base}/healthz"), None, None).await?;
     let after = probe.snapshot().await;
     usage.push(probe.usage("authenticated GET (wrk)", &before, &middle));
     usage.push(probe.usage("floor: /healthz (wrk)", &middle, &after));
@@ -426,10 +428,14 @@ fn writes_method(plan: &Plan) -> (String, String) {
              ones have answered. Latency runs from the *scheduled* start, so a server that falls behind is charged \
              for the queueing (no coordinated omission). Each write commits the object and its audit record in one \
              durable SQLite transaction (group commit). Floor: the latency of a 4 KiB write + `fdatasync` on the \
-             same filesystem, {} times in a row, measured in the same run (a durable commit cannot beat one sync).",
+             same filesystem, {} times in a row, measured in the same run (a durable commit cannot beat one sync). \
+             Peer: a bare durable log at the same rate for as long, right after (see `sync_at_rate`: 4 KiB records \
+             due every {} ms, each batch of due records written then synced with one `fdatasync`, latency from \
+             the due time): what this disk alone makes a durable write at this rate wait, stalls included.",
             1000 / plan.write_rate,
             plan.write_duration.as_secs(),
-            plan.fsync_samples
+            plan.fsync_samples,
+            1000 / plan.write_rate
         ),
     )
 }
@@ -446,6 +452,7 @@ async fn writes_benchmark(
     let result = api::fixed_rate_updates(client, plan.seed, plan.write_rate, plan.write_duration).await?;
     usage.push(probe.usage("audited writes at 500/s (open loop)", &before, &probe.snapshot().await));
     let fsync = fsync_floor(data_dir, plan.fsync_samples).await?;
+    let log = sync_at_rate(data_dir, plan.write_rate, plan.write_duration).await?;
     let mut section = Section::new(title, method);
     let verdict = if result.errors > 0 {
         Verdict::Miss(format!("{} writes failed", result.errors))
@@ -468,6 +475,15 @@ async fn writes_benchmark(
         .floor(
             format!("fdatasync p50 {} / max {}", ms(fsync.p50), ms(fsync.max)),
             ratio(result.latency.p50.as_secs_f64(), fsync.p50.as_secs_f64()),
+        ),
+    );
+    section.rows.push(
+        Row::new(format!("write p99 / max at {}/s, against a bare durable log at that rate", plan.write_rate), {
+            format!("{} / {}", ms(result.latency.p99), ms(result.latency.max))
+        })
+        .floor(
+            format!("log p99 {} / max {}", ms(log.p99), ms(log.max)),
+            ratio(result.latency.p99.as_secs_f64(), log.p99.as_secs_f64()),
         ),
     );
     section.rows.push(Row::new(
@@ -550,85 +566,145 @@ async fn fsync_floor(dir: &Path, samples: usize) -> anyhow::Result<stats::Summar
     Ok(summary)
 }
 
+/// A durable log at `rate` records/s and nothing else, for `duration`: open loop, as the
+/// writes it is set beside. One thread writes every 4 KiB record already due, then makes
+/// them durable with one `fdatasync` (a group commit), over a preallocated file (as a
+/// restarted write-ahead log is overwritten). Latency runs from a record's due time until
+/// the sync covering it returned: what the disk alone makes a durable write wait.
+async fn sync_at_rate(dir: &Path, rate: u32, duration: Duration) -> anyhow::Result<stats::Summary> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 4096;
+    const FILE_BLOCKS: u64 = 4096;
+    let path = dir.join("sync-at-rate.tmp");
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<stats::Summary> {
+        let file = std::fs::File::create(&path)?;
+        file.write_all_at(&vec![0u8; (BLOCK * FILE_BLOCKS) as usize], 0)?;
+        file.sync_all()?;
+        let block = vec![0x5au8; BLOCK as usize];
+        let total = u64::from(rate) * duration.as_secs();
+        let interval = Duration::from_secs(1) / rate.max(1);
+        let mut latencies = Samples::with_capacity(total as usize);
+        let started = Instant::now();
+        let (mut next, mut position) = (0u64, 0u64);
+        while next < total {
+            let due = |n: u64| started + interval * n as u32;
+            let now = Instant::now();
+            if due(next) > now {
+                std::thread::sleep(due(next) - now);
+                continue;
+            }
+            let first = next;
+            while next < total && due(next) <= now {
+                file.write_all_at(&block, (position % FILE_BLOCKS) * BLOCK)?;
+                (next, position) = (next + 1, position + 1);
+            }
+            file.sync_data()?;
+            let synced = Instant::now();
+            for n in first..next {
+                latencies.push(synced - due(n));
+            }
+        }
+        drop(file);
+        std::fs::remove_file(&path)?;
+        Ok(latencies.summary())
+    })
+    .await??;
+    Ok(summary)
+}
+
 fn mutations_method(plan: &Plan) -> (String, String) {
     (
         "Audited mutations per second".into(),
         format!(
-            "Closed loop: {} concurrent clients (one tokio runtime, one connection each) create new workspaces \
-             (`POST /api/v1/workspaces`, `tput-<client>-<i>`) for {} s, each sending its next request as soon as the \
-             previous one answered. Floor: the same {} clients and client code on `GET /healthz` for as long. \
-             The last row is the store alone: audit-only mutations committed in process by {} concurrent \
-             committers while filling the audit chain (see below), no HTTP.",
-            plan.closed_tasks,
-            plan.closed_duration.as_secs(),
-            plan.closed_tasks,
-            plan.committers
+            "Closed loop: `wrk {flags} -s create.lua -H \"Authorization: Bearer <API token>\"` on \
+             `/api/v1/workspaces`: each of the {connections} connections sends its next request as soon as the \
+             previous one answered, and every request is a `POST` creating a new workspace (`tput-<thread>-<n>`, \
+             one label, a description), an audited create committed durably with its audit record. The load \
+             generator is `wrk`, as for the GETs, so that the 2 cores go to the server rather than to the client. \
+             Floor: the same `wrk` command on `GET /healthz` for as long. The last row is the store alone: \
+             audit-only mutations committed in process by {committers} concurrent committers while filling the \
+             audit chain (see below), no HTTP.",
+            flags = plan.creates.flags(),
+            connections = plan.creates.connections,
+            committers = plan.committers
         ),
     )
 }
 
 async fn mutations_benchmark(
     plan: &Plan,
-    client: &Client,
+    base: &str,
+    token: &str,
+    data_dir: &Path,
     probe: &Probe,
     usage: &mut Vec<Usage>,
 ) -> anyhow::Result<Section> {
     let (title, method) = mutations_method(plan);
+    let script = data_dir.join("create.lua");
+    std::fs::write(&script, wrk::CREATE_SCRIPT).context("writing the wrk script")?;
     let before = probe.snapshot().await;
-    let writes = api::closed_loop(client, ClosedLoop::Create, plan.closed_tasks, plan.closed_duration).await?;
+    let writes = wrk::run(&plan.creates, &format!("{base}/api/v1/workspaces"), Some(token), Some(&script)).await?;
     let middle = probe.snapshot().await;
-    let floor = api::closed_loop(client, ClosedLoop::Healthz, plan.closed_tasks, plan.closed_duration).await?;
+    let floor = wrk::run(&plan.creates, &format!("{base}/healthz"), None, None).await?;
     let after = probe.snapshot().await;
-    usage.push(probe.usage("audited creates, 128 clients (closed loop)", &before, &middle));
-    usage.push(probe.usage("floor: /healthz, 128 clients (closed loop)", &middle, &after));
+    let connections = plan.creates.connections;
+    usage.push(probe.usage(&format!("audited creates, {connections} connections (wrk)"), &before, &middle));
+    usage.push(probe.usage(&format!("floor: /healthz, {connections} connections (wrk)"), &middle, &after));
     let mut section = Section::new(title, method);
-    let verdict = if writes.errors > 0 {
-        Verdict::Miss(format!("{} creates failed", writes.errors))
+    let verdict = if writes.non_2xx > 0 {
+        Verdict::Miss(format!("{} responses were not 2xx: the figure is not valid", writes.non_2xx))
     } else {
-        Verdict::at_least(writes.rate, MUTATIONS_TARGET)
+        Verdict::at_least(writes.requests_per_sec, MUTATIONS_TARGET)
     };
     section.rows.push(
-        Row::new("audited creates/s over HTTP", fmt_rate(writes.rate))
+        Row::new("audited creates/s over HTTP", fmt_rate(writes.requests_per_sec))
             .target(format!("≥ {}", fmt_rate(MUTATIONS_TARGET)), verdict)
-            .floor(format!("{} (`/healthz`)", fmt_rate(floor.rate)), ratio(writes.rate, floor.rate)),
+            .floor(
+                format!("{} (`/healthz`)", fmt_rate(floor.requests_per_sec)),
+                ratio(writes.requests_per_sec, floor.requests_per_sec),
+            ),
     );
+    section.rows.push(Row::new("latency p50 / p99", format!("{} / {}", ms(writes.p50), ms(writes.p99))).floor(
+        format!("{} / {}", ms(floor.p50), ms(floor.p99)),
+        ratio(writes.p99.as_secs_f64(), floor.p99.as_secs_f64()),
+    ));
     section.rows.push(
-        Row::new("latency p50 / p99", format!("{} / {}", ms(writes.latency.p50), ms(writes.latency.p99))).floor(
-            format!("{} / {}", ms(floor.latency.p50), ms(floor.latency.p99)),
-            ratio(writes.latency.p99.as_secs_f64(), floor.latency.p99.as_secs_f64()),
-        ),
-    );
-    section.rows.push(
-        Row::new("requests (errors)", format!("{} ({})", fmt_count(writes.ok), writes.errors))
-            .floor(format!("{} ({})", fmt_count(floor.ok), floor.errors), ""),
+        Row::new("requests (not 2xx)", format!("{} ({})", fmt_count(writes.requests), writes.non_2xx))
+            .floor(format!("{} ({})", fmt_count(floor.requests), floor.non_2xx), ""),
     );
     let (on_writes, on_floor) = (&usage[usage.len() - 2], &usage[usage.len() - 1]);
-    section.notes.push(cpu_note(on_writes, writes.rate, "audited create", on_floor, floor.rate, plan.cores));
+    let rate = writes.requests_per_sec;
+    section.notes.push(cpu_note(on_writes, rate, "audited create", on_floor, floor.requests_per_sec, plan.cores));
     if let (Some(http), Some(commit)) =
         (on_writes.mean_of("http POST /api/v1/workspaces"), on_writes.mean_of("store commit"))
     {
         let share = commit.as_secs_f64() / http.as_secs_f64().max(1e-9) * 100.0;
         let mut note = format!(
             "Inside the server a create took {} on average, {} of it ({share:.0} %) in `Store::commit` (queueing for \
-             and running its group-commit batch).",
+             and running its group-commit batch, then the sync of the log).",
             fmt_duration(http),
             fmt_duration(commit)
         );
-        if share > 80.0 && on_writes.server_cores.unwrap_or(0.0) < 0.75 * plan.cores {
+        if let Some(writer) = on_writes.writer_cores {
+            let per_create = Duration::from_secs_f64(writer / rate.max(1e-9));
             note.push_str(&format!(
-                " The server was not CPU-bound ({:.2} of {} cores): the store's single writer task, which applies \
-                 the mutations of a batch one after the other, is the limit, at about {} of writer time per \
-                 create (1 / rate).",
-                on_writes.server_cores.unwrap_or(0.0),
-                plan.cores,
-                fmt_duration(Duration::from_secs_f64(1.0 / writes.rate.max(1e-9)))
+                " The store's writer thread, which runs every transaction, was busy {:.0} % of the time: {} of \
+                 writer time per create.",
+                writer * 100.0,
+                fmt_duration(per_create)
             ));
+            note.push_str(if writer >= 0.9 {
+                " The single writer is the limit."
+            } else {
+                " It was not the limit: each connection waits for its create's batch to be committed and its log \
+                 synced before it sends the next, so the rate is set by that round trip as much as by the work."
+            });
         }
         section.notes.push(note);
     }
     for (which, result) in [("creates", &writes), ("floor", &floor)] {
-        if let Some(error) = &result.first_error {
-            section.notes.push(format!("First error ({which}): {error}"));
+        if let Some(errors) = &result.socket_errors {
+            section.notes.push(format!("wrk ({which}): {errors}"));
         }
     }
     Ok(section)

@@ -17,6 +17,8 @@ use crate::stats::{fmt_count, fmt_duration};
 pub struct Snapshot {
     at: Instant,
     server_ticks: u64,
+    /// The server's store writer thread ([`flotilla_store::sql::WRITER_THREAD`]).
+    writer_ticks: Option<u64>,
     client_ticks: u64,
     machine_busy_ticks: u64,
     /// Per process of the runtime (containerd, shims): its ticks with the children it waited for.
@@ -30,6 +32,9 @@ pub struct Usage {
     pub phase: String,
     /// Cores (CPU seconds per second) used by the server process, while there is one.
     pub server_cores: Option<f64>,
+    /// By the server's store writer thread (SQLite), which runs every transaction: 1.0 is
+    /// one core, all the time.
+    pub writer_cores: Option<f64>,
     /// By this process and the children it waited for (wrk).
     pub client_cores: f64,
     /// By everything on the machine.
@@ -110,6 +115,7 @@ impl Probe {
         Snapshot {
             at: Instant::now(),
             server_ticks: self.server_pid.and_then(|pid| process_ticks(&pid.to_string(), false)).unwrap_or(0),
+            writer_ticks: self.server_pid.and_then(|pid| thread_ticks(pid, flotilla_store::sql::WRITER_THREAD)),
             client_ticks: process_ticks("self", true).unwrap_or(0),
             machine_busy_ticks: machine_busy_ticks().unwrap_or(0),
             runtime_ticks: self.runtime_marker.as_deref().map(|marker| marked_ticks(marker, self.server_pid)),
@@ -142,6 +148,7 @@ impl Probe {
         Usage {
             phase: phase.to_string(),
             server_cores: self.server_pid.map(|_| cores(after.server_ticks, before.server_ticks)),
+            writer_cores: after.writer_ticks.zip(before.writer_ticks).map(|(late, early)| cores(late, early)),
             client_cores: cores(after.client_ticks, before.client_ticks),
             machine_cores: cores(after.machine_busy_ticks, before.machine_busy_ticks),
             runtime_cores: after.runtime_ticks.as_ref().zip(before.runtime_ticks.as_ref()).map(|(late, early)| {
@@ -167,6 +174,16 @@ fn process_ticks(pid: &str, with_children: bool) -> Option<u64> {
     let own = fields.get(10)? + fields.get(11)?;
     let children = if with_children { fields.get(12)? + fields.get(13)? } else { 0 };
     Some(own + children)
+}
+
+/// utime + stime of the thread of `pid` named `name`.
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten().find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        (comm.trim_end() == name)
+            .then(|| process_ticks(&format!("{pid}/task/{}", task.file_name().to_string_lossy()), false))
+            .flatten()
+    })
 }
 
 /// Ticks (with waited-for children) of every process but `except` whose command line

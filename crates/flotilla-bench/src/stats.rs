@@ -28,10 +28,6 @@ impl Samples {
         self.values.push(value);
     }
 
-    pub fn extend(&mut self, other: Samples) {
-        self.values.extend(other.values);
-    }
-
     pub fn len(&self) -> usize {
         self.values.len()
     }

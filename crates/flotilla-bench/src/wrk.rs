@@ -33,8 +33,35 @@ impl WrkOptions {
     }
 }
 
-/// Runs wrk against `url`, with `Authorization: Bearer <token>` when a token is given.
-pub async fn run(options: &WrkOptions, url: &str, token: Option<&str>) -> anyhow::Result<WrkResult> {
+/// A wrk script whose every request creates a new workspace, `tput-<thread>-<n>` (a POST to
+/// the URL wrk is given, with the headers of its command line).
+pub const CREATE_SCRIPT: &str = r#"-- Written by flotilla-bench: each request creates a new workspace.
+next_thread = 0
+function setup(thread)
+  thread:set("thread_id", next_thread)
+  next_thread = next_thread + 1
+end
+function init(args)
+  count = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  count = count + 1
+  return wrk.format(nil, nil, nil, string.format(
+    '{"apiVersion":"flotilla.io/v1","kind":"Workspace","metadata":{"name":"tput-%d-%d","labels":{"bench":"tput"}},'
+    .. '"spec":{"description":"closed-loop create"}}', thread_id, count))
+end
+"#;
+
+/// Runs wrk against `url`, with `Authorization: Bearer <token>` when a token is given and
+/// the Lua `script` when one is.
+pub async fn run(
+    options: &WrkOptions,
+    url: &str,
+    token: Option<&str>,
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<WrkResult> {
     let mut command = tokio::process::Command::new("wrk");
     command
         .arg(format!("-t{}", options.threads))
@@ -43,6 +70,9 @@ pub async fn run(options: &WrkOptions, url: &str, token: Option<&str>) -> anyhow
         .arg("--latency");
     if let Some(token) = token {
         command.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    }
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
     }
     command.arg(url).kill_on_drop(true);
     let output = command.output().await.context("cannot run wrk (install it: apt-get install wrk)")?;
