@@ -187,8 +187,10 @@ impl Report {
         let _ = writeln!(
             out,
             "- **Set-up**: one `flotilla server` (release build, SQLite in WAL mode, each commit's log synced before \
-             it is acknowledged, log level `warn`) on `127.0.0.1`; the load generators (`wrk`, the benchmark's own tokio client) run on the same \
-             2 cores, so every figure includes their cost, floors included.{}\n",
+             it is acknowledged, log level `warn`) on `127.0.0.1`, started after `scripts/bench` flushed the \
+             build's writes to disk (`sync`: their writeback would otherwise stall durable writes about 30 s \
+             later); the load generators (`wrk`, the benchmark's own tokio client) run on the same 2 cores, so \
+             every figure includes their cost, floors included.{}\n",
             self.runtime_setup.as_deref().map(|setup| format!(" {setup}")).unwrap_or_default()
         );
 
