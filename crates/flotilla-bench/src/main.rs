@@ -527,16 +527,19 @@ async fn writes_benchmark(
         (phase.slower_than(route, WRITE_P99_LIMIT), phase.slower_than("store commit", WRITE_P99_LIMIT))
     {
         let client_slow = result.timeline.iter().filter(|(_, latency)| *latency > bound).count();
-        section.notes.push(format!(
-            "Above {} (the server's first histogram bound past the limit): {} writes as the client measured them, \
+        let any_slow = client_slow as u64 + server_slow + commit.1 > 0;
+        section.notes.extend(any_slow.then(|| {
+            format!(
+                "Above {} (the server's first histogram bound past the limit): {} writes as the client measured them, \
              {} as the server measured them (its metrics middleware, from routing to response), {} store commits. \
              Writes slow at the client but not at the server waited before the server's handler started (in \
              the client, the kernel or the server's accept and scheduling).",
-            ms(bound),
-            fmt_count(client_slow as u64),
-            fmt_count(server_slow),
-            fmt_count(commit.1)
-        ));
+                ms(bound),
+                fmt_count(client_slow as u64),
+                fmt_count(server_slow),
+                fmt_count(commit.1)
+            )
+        }));
     }
     if let Some(error) = &result.first_error {
         section.notes.push(format!("First error: {error}"));
