@@ -1,0 +1,264 @@
+//! [`FsBlobStore`]: blobs as files in a directory (under the data dir).
+//!
+//! Layout: `blobs/sha256/<first two hex digits>/<hex digits>` and `uploads/<upload id>`, on
+//! one file system. An upload is a file of its own; finishing it checks the digest, syncs
+//! the file, renames it into place and syncs the directory, so a blob file only ever exists
+//! whole and durable. The digest is computed as the chunks are written; after a restart it
+//! is computed again from the upload's file when the upload next grows or finishes.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{BlobStore, BlobStream, StorageError, UploadId};
+use crate::digest::{self, Digest, Hasher};
+
+/// Bytes read at once when streaming a blob or hashing an upload again.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Blob storage in a directory.
+pub struct FsBlobStore {
+    root: PathBuf,
+    /// Uploads being written by this process: one writer at a time, and the hash so far.
+    uploads: std::sync::Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Progress>>>>,
+}
+
+/// What is known of an upload's content: the hash of its first `bytes` bytes.
+#[derive(Default)]
+struct Progress {
+    hashed: Option<(u64, Hasher)>,
+}
+
+impl FsBlobStore {
+    /// Opens (creating as needed) the store in `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        for dir in [root.join("blobs").join("sha256"), root.join("uploads")] {
+            std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
+        }
+        Ok(Self { root, uploads: std::sync::Mutex::default() })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Result<PathBuf, StorageError> {
+        digest::supported(digest)?;
+        // A SHA-256 digest's encoded part is 64 lowercase hex digits: safe as a file name.
+        let hex = digest.digest();
+        Ok(self.root.join("blobs").join("sha256").join(&hex[..2]).join(hex))
+    }
+
+    fn upload_path(&self, upload: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(upload.as_str())
+    }
+
+    fn progress(&self, upload: &UploadId) -> Arc<tokio::sync::Mutex<Progress>> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|poison| poison.into_inner());
+        uploads.entry(upload.clone()).or_default().clone()
+    }
+
+    fn forget(&self, upload: &UploadId) {
+        self.uploads.lock().unwrap_or_else(|poison| poison.into_inner()).remove(upload);
+    }
+
+    /// The size of an upload's file; [`StorageError::UnknownUpload`] when there is none.
+    async fn upload_len(&self, upload: &UploadId) -> Result<u64, StorageError> {
+        match tokio::fs::metadata(self.upload_path(upload)).await {
+            Ok(metadata) => Ok(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::UnknownUpload(upload.to_string()))
+            }
+            Err(error) => Err(StorageError::io(format!("cannot read upload {upload}"))(error)),
+        }
+    }
+
+    /// The hash of the upload's first `len` bytes: from memory, or read again from its file.
+    async fn hashed(&self, upload: &UploadId, progress: &mut Progress, len: u64) -> Result<Hasher, StorageError> {
+        if let Some((bytes, hasher)) = &progress.hashed
+            && *bytes == len
+        {
+            return Ok(hasher.clone());
+        }
+        let path = self.upload_path(upload);
+        let mut file =
+            tokio::fs::File::open(&path).await.map_err(StorageError::io(format!("cannot open upload {upload}")))?;
+        let mut hasher = Hasher::default();
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let read = file
+                .read(&mut buffer[..want])
+                .await
+                .map_err(StorageError::io(format!("cannot read upload {upload}")))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            left -= read as u64;
+        }
+        progress.hashed = Some((len, hasher.clone()));
+        Ok(hasher)
+    }
+}
+
+/// Syncs a directory, so that a rename or a new file in it survives a crash.
+async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let handle =
+        tokio::fs::File::open(dir).await.map_err(StorageError::io(format!("cannot open {}", dir.display())))?;
+    handle.sync_all().await.map_err(StorageError::io(format!("cannot sync {}", dir.display())))
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StorageError> {
+        match tokio::fs::metadata(self.blob_path(digest)?).await {
+            Ok(metadata) => Ok(Some(metadata.len())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(StorageError::io(format!("cannot read blob {digest}"))(error)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError> {
+        let mut file = match tokio::fs::File::open(self.blob_path(digest)?).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::BlobNotFound(digest.clone()));
+            }
+            Err(error) => return Err(StorageError::io(format!("cannot open blob {digest}"))(error)),
+        };
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).await.map_err(StorageError::io(format!("cannot seek in {digest}")))?;
+        }
+        let context = format!("cannot read blob {digest}");
+        Ok(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+            .map_err(move |error| StorageError::io(context.clone())(error))
+            .boxed())
+    }
+
+    async fn start_upload(&self) -> Result<UploadId, StorageError> {
+        let upload = UploadId::new();
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.upload_path(&upload))
+            .await
+            .map_err(StorageError::io(format!("cannot create upload {upload}")))?;
+        Ok(upload)
+    }
+
+    async fn upload_size(&self, upload: &UploadId) -> Result<u64, StorageError> {
+        self.upload_len(upload).await
+    }
+
+    async fn append(&self, upload: &UploadId, offset: u64, mut data: BlobStream) -> Result<u64, StorageError> {
+        let progress = self.progress(upload);
+        let mut progress = progress.lock().await;
+        let mut size = self.upload_len(upload).await?;
+        if offset != size {
+            return Err(StorageError::OffsetMismatch { expected: size, given: offset });
+        }
+        let mut hasher = self.hashed(upload, &mut progress, size).await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(self.upload_path(upload))
+            .await
+            .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
+        let mut outcome = Ok(());
+        while let Some(chunk) = data.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            };
+            if let Err(error) = file.write_all(&chunk).await {
+                // What was written of the chunk is unknown: the next append hashes the file again.
+                progress.hashed = None;
+                return Err(StorageError::io(format!("cannot write upload {upload}"))(error));
+            }
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        file.flush().await.map_err(StorageError::io(format!("cannot write upload {upload}")))?;
+        progress.hashed = Some((size, hasher));
+        outcome.map(|()| size)
+    }
+
+    async fn finish_upload(&self, upload: &UploadId, digest: &Digest) -> Result<u64, StorageError> {
+        let target = self.blob_path(digest)?;
+        let progress = self.progress(upload);
+        let mut progress = progress.lock().await;
+        let size = self.upload_len(upload).await?;
+        let computed = self.hashed(upload, &mut progress, size).await?.finish();
+        let source = self.upload_path(upload);
+        self.forget(upload);
+        if &computed != digest {
+            let _ = tokio::fs::remove_file(&source).await;
+            return Err(StorageError::DigestMismatch { expected: digest.clone(), computed });
+        }
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            // The same content is already there (its digest says so): one copy is enough.
+            let _ = tokio::fs::remove_file(&source).await;
+            return Ok(size);
+        }
+        let file =
+            tokio::fs::File::open(&source).await.map_err(StorageError::io(format!("cannot open upload {upload}")))?;
+        file.sync_all().await.map_err(StorageError::io(format!("cannot sync upload {upload}")))?;
+        drop(file);
+        let dir = target.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&dir).await.map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
+        tokio::fs::rename(&source, &target)
+            .await
+            .map_err(StorageError::io(format!("cannot move upload {upload} into place as {digest}")))?;
+        sync_dir(&dir).await?;
+        Ok(size)
+    }
+
+    async fn cancel_upload(&self, upload: &UploadId) -> Result<(), StorageError> {
+        let progress = self.progress(upload);
+        let _writing = progress.lock().await;
+        self.forget(upload);
+        match tokio::fs::remove_file(self.upload_path(upload)).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::UnknownUpload(upload.to_string()))
+            }
+            Err(error) => Err(StorageError::io(format!("cannot remove upload {upload}"))(error)),
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool, StorageError> {
+        match tokio::fs::remove_file(self.blob_path(digest)?).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(StorageError::io(format!("cannot remove blob {digest}"))(error)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>, StorageError> {
+        let root = self.root.join("blobs").join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut digests = Vec::new();
+            let shards =
+                std::fs::read_dir(&root).map_err(StorageError::io(format!("cannot list {}", root.display())))?;
+            for shard in shards.flatten() {
+                let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
+                for file in files.flatten() {
+                    // Anything that is not a digest's file (none is made here) is not a blob.
+                    if let Ok(digest) = digest::parse(&format!("sha256:{}", file.file_name().to_string_lossy())) {
+                        digests.push(digest);
+                    }
+                }
+            }
+            digests.sort_by(|a, b| a.digest().cmp(b.digest()));
+            Ok(digests)
+        })
+        .await
+        .map_err(|e| StorageError::Body(format!("listing blobs failed: {e}")))?
+    }
+}
