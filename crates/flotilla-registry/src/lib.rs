@@ -1,7 +1,7 @@
 //! The delivery center's OCI registry.
 //!
-//! This first part is its storage: blobs (image layers, configs, manifests, artifacts) kept
-//! by content address.
+//! So far: its storage, index and the Distribution API, without authentication (it is not
+//! served by `flotilla server` until the token flow and project roles stand in front of it).
 //!
 //! - [`digest`]: content digests (`sha256:<hex>`, as the OCI specifications define them) and
 //!   computing them while the bytes stream through.
@@ -9,11 +9,19 @@
 //!   filesystem under the data dir now, S3-compatible object storage later), with resumable
 //!   uploads whose content becomes visible only once its digest is verified.
 //! - [`storage::fs`]: the filesystem implementation.
+//! - [`names`]: repository names and tags, validated (and so safe as path components).
+//! - [`index`]: which blobs, manifests and tags each repository has ([`index::FsIndex`]
+//!   keeps it in files).
+//! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
+//!   specification's codes and statuses in one place.
 //! - [`conformance`]: the behaviour every implementation must show; each implementation's
 //!   tests run it.
 
 pub mod conformance;
 pub mod digest;
+pub mod http;
+pub mod index;
+pub mod names;
 pub mod storage;
 
 pub use digest::Digest;

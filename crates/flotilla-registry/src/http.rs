@@ -1,0 +1,653 @@
+//! The OCI Distribution API (v1.1) under `/v2/`: blobs (monolithic, chunked and resumable
+//! uploads, cross-repository mounts, ranged reads), manifests and indexes (OCI and Docker
+//! media types) by tag or digest, tag lists and the catalog with paging, deletion, and the
+//! referrers API.
+//!
+//! This router has no authentication of its own: it is not served until the token flow
+//! and project roles (the next step of the delivery center) stand in front of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+
+use crate::digest::{self, Digest};
+use crate::index::{Index, ManifestEntry};
+use crate::names;
+use crate::storage::{BlobStore, BlobStream, StorageError, UploadId};
+
+/// The largest manifest accepted (the specification suggests registries accept at least 4 MiB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Tags or repositories in one page when the client does not ask for fewer.
+const DEFAULT_PAGE: usize = 1000;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// What the API serves from.
+pub struct Registry {
+    pub blobs: Arc<dyn BlobStore>,
+    pub index: Arc<dyn Index>,
+}
+
+/// The `/v2/` routes.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new().route("/v2/", any(base)).route("/v2/{*path}", any(dispatch)).with_state(registry)
+}
+
+/// An error in the specification's format: `{"errors": [{"code", "message", "detail"}]}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), headers: Vec::new() }
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"errors": [{"code": self.code, "message": self.message, "detail": {}}]});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        with_api_version(response)
+    }
+}
+
+/// The one place storage errors become statuses and codes.
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match &error {
+            StorageError::BlobNotFound(_) => Self::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", error.to_string()),
+            StorageError::UnknownUpload(_) => {
+                Self::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", error.to_string())
+            }
+            StorageError::OffsetMismatch { expected, .. } => {
+                Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", error.to_string())
+                    .with_header(header::RANGE, range(*expected))
+            }
+            StorageError::DigestMismatch { .. } | StorageError::Digest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", error.to_string())
+            }
+            StorageError::Body(_) => Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", error.to_string()),
+            StorageError::Io { .. } => {
+                tracing::error!(%error, "registry storage failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error")
+            }
+        }
+    }
+}
+
+impl From<digest::DigestError> for ApiError {
+    fn from(error: digest::DigestError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", error.to_string())
+    }
+}
+
+impl From<names::NameError> for ApiError {
+    fn from(error: names::NameError) -> Self {
+        match error {
+            names::NameError::Repository(_) => Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", error.to_string()),
+            names::NameError::Tag(_) => Self::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", error.to_string()),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn with_api_version(mut response: Response) -> Response {
+    response.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// `Range: 0-<last byte>` of an upload that has `size` bytes (`0-0` when empty, as
+/// distribution answers).
+fn range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn respond(status: StatusCode, headers: Vec<(&'static str, String)>, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    with_api_version(response)
+}
+
+async fn base() -> Response {
+    respond(StatusCode::OK, vec![("Content-Type", "application/json".into())], Body::from("{}"))
+}
+
+/// What a path under `/v2/` names.
+enum Target {
+    Catalog,
+    Tags(String),
+    Uploads(String, Option<String>),
+    Blob(String, String),
+    Manifest(String, String),
+    Referrers(String, String),
+}
+
+fn target(path: &str) -> Option<Target> {
+    if path == "_catalog" {
+        return Some(Target::Catalog);
+    }
+    if let Some(name) = path.strip_suffix("/tags/list") {
+        return Some(Target::Tags(name.to_string()));
+    }
+    if let Some(name) = path.strip_suffix("/blobs/uploads/").or_else(|| path.strip_suffix("/blobs/uploads")) {
+        return Some(Target::Uploads(name.to_string(), None));
+    }
+    for (marker, make) in [
+        ("/blobs/uploads/", (|n, r| Target::Uploads(n, Some(r))) as fn(String, String) -> Target),
+        ("/blobs/", Target::Blob),
+        ("/manifests/", Target::Manifest),
+        ("/referrers/", Target::Referrers),
+    ] {
+        if let Some((name, rest)) = path.rsplit_once(marker)
+            && !rest.is_empty()
+            && !rest.contains('/')
+        {
+            return Some(make(name.to_string(), rest.to_string()));
+        }
+    }
+    None
+}
+
+async fn dispatch(
+    State(registry): State<Arc<Registry>>,
+    method: Method,
+    Path(path): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = match target(&path) {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("no such endpoint: /v2/{path}"))),
+        Some(target) => handle(&registry, method, target, &query, &headers, body).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(
+    registry: &Registry,
+    method: Method,
+    target: Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let unsupported = || ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here");
+    match target {
+        Target::Catalog if method == Method::GET => catalog(registry, query).await,
+        Target::Tags(name) if method == Method::GET => tags(registry, &name, query).await,
+        Target::Uploads(name, upload) => {
+            names::repository(&name)?;
+            match (method, upload) {
+                (Method::POST, None) => start_upload(registry, &name, query, body).await,
+                (Method::PATCH, Some(upload)) => patch_upload(registry, &name, &upload, headers, body).await,
+                (Method::PUT, Some(upload)) => finish_upload(registry, &name, &upload, query, body).await,
+                (Method::GET, Some(upload)) => upload_status(registry, &name, &upload).await,
+                (Method::DELETE, Some(upload)) => {
+                    registry.blobs.cancel_upload(&UploadId::parse(&upload)?).await?;
+                    Ok(respond(StatusCode::NO_CONTENT, vec![], Body::empty()))
+                }
+                _ => Err(unsupported()),
+            }
+        }
+        Target::Blob(name, digest) => {
+            names::repository(&name)?;
+            let digest = digest::parse(&digest)?;
+            match method {
+                Method::GET | Method::HEAD => get_blob(registry, &name, &digest, headers, method == Method::HEAD).await,
+                Method::DELETE => {
+                    if !registry.index.unlink_blob(&name, &digest).await? {
+                        return Err(StorageError::BlobNotFound(digest).into());
+                    }
+                    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+                }
+                _ => Err(unsupported()),
+            }
+        }
+        Target::Manifest(name, reference) => {
+            names::repository(&name)?;
+            match method {
+                Method::PUT => put_manifest(registry, &name, &reference, headers, body).await,
+                Method::GET | Method::HEAD => get_manifest(registry, &name, &reference, method == Method::HEAD).await,
+                Method::DELETE => delete_manifest(registry, &name, &reference).await,
+                _ => Err(unsupported()),
+            }
+        }
+        Target::Referrers(name, digest) if method == Method::GET => {
+            names::repository(&name)?;
+            referrers(registry, &name, &digest::parse(&digest)?, query).await
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+fn body_stream(body: Body) -> BlobStream {
+    body.into_data_stream().map_err(|error| StorageError::Body(error.to_string())).boxed()
+}
+
+fn upload_location(name: &str, upload: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{upload}")
+}
+
+fn upload_accepted(name: &str, upload: &UploadId, size: u64, status: StatusCode) -> Response {
+    respond(
+        status,
+        vec![
+            ("Location", upload_location(name, upload)),
+            ("Range", range(size)),
+            ("Docker-Upload-UUID", upload.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn blob_created(name: &str, digest: &Digest) -> Response {
+    respond(
+        StatusCode::CREATED,
+        vec![
+            ("Location", format!("/v2/{name}/blobs/{digest}")),
+            ("Docker-Content-Digest", digest.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+async fn start_upload(registry: &Registry, name: &str, query: &HashMap<String, String>, body: Body) -> ApiResult {
+    if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
+        let digest = digest::parse(mount)?;
+        // Mounted only from a repository that has it; otherwise an ordinary upload starts.
+        if names::repository(from).is_ok()
+            && registry.index.has_blob(from, &digest).await?
+            && registry.blobs.stat(&digest).await?.is_some()
+        {
+            registry.index.link_blob(name, &digest).await?;
+            return Ok(blob_created(name, &digest));
+        }
+    }
+    let upload = registry.blobs.start_upload().await?;
+    if let Some(digest) = query.get("digest") {
+        let digest = digest::parse(digest)?;
+        registry.blobs.append(&upload, 0, body_stream(body)).await?;
+        registry.blobs.finish_upload(&upload, &digest).await?;
+        registry.index.link_blob(name, &digest).await?;
+        return Ok(blob_created(name, &digest));
+    }
+    Ok(upload_accepted(name, &upload, 0, StatusCode::ACCEPTED))
+}
+
+/// The start of a `Content-Range: <start>-<end>` header (`bytes=` tolerated).
+fn content_range_start(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim().trim_start_matches("bytes=").trim_start_matches("bytes ");
+    let start = text.split_once('-').map(|(start, _)| start).unwrap_or(text);
+    start.trim().parse::<u64>().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            format!("Content-Range {text:?} is not <start>-<end>"),
+        )
+    })
+}
+
+async fn patch_upload(registry: &Registry, name: &str, upload: &str, headers: &HeaderMap, body: Body) -> ApiResult {
+    let upload = UploadId::parse(upload)?;
+    let offset = match content_range_start(headers)? {
+        Some(start) => start,
+        None => registry.blobs.upload_size(&upload).await?,
+    };
+    let size = registry.blobs.append(&upload, offset, body_stream(body)).await?;
+    Ok(upload_accepted(name, &upload, size, StatusCode::ACCEPTED))
+}
+
+async fn finish_upload(
+    registry: &Registry,
+    name: &str,
+    upload: &str,
+    query: &HashMap<String, String>,
+    body: Body,
+) -> ApiResult {
+    let upload = UploadId::parse(upload)?;
+    let Some(digest) = query.get("digest") else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "the digest query parameter is missing"));
+    };
+    let digest = digest::parse(digest)?;
+    let size = registry.blobs.upload_size(&upload).await?;
+    registry.blobs.append(&upload, size, body_stream(body)).await?;
+    registry.blobs.finish_upload(&upload, &digest).await?;
+    registry.index.link_blob(name, &digest).await?;
+    Ok(blob_created(name, &digest))
+}
+
+async fn upload_status(registry: &Registry, name: &str, upload: &str) -> ApiResult {
+    let upload = UploadId::parse(upload)?;
+    let size = registry.blobs.upload_size(&upload).await?;
+    Ok(upload_accepted(name, &upload, size, StatusCode::NO_CONTENT))
+}
+
+/// `Range: bytes=<start>-[<end>]`, resolved against a blob of `size` bytes.
+fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default();
+    let unsatisfiable = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UNKNOWN",
+            format!("range {text:?} is not within {size} bytes"),
+        )
+        .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+    };
+    let spec = text.strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
+    let (start, end) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let start: u64 = start.trim().parse().map_err(|_| unsatisfiable())?;
+    let end: u64 =
+        if end.trim().is_empty() { size.saturating_sub(1) } else { end.trim().parse().map_err(|_| unsatisfiable())? };
+    if start >= size || end < start {
+        return Err(unsatisfiable());
+    }
+    Ok(Some((start, end.min(size - 1))))
+}
+
+async fn get_blob(registry: &Registry, name: &str, digest: &Digest, headers: &HeaderMap, head: bool) -> ApiResult {
+    let size = match registry.blobs.stat(digest).await? {
+        Some(size) if registry.index.has_blob(name, digest).await? => size,
+        _ => return Err(StorageError::BlobNotFound(digest.clone()).into()),
+    };
+    let range = requested_range(headers, size)?;
+    let (start, length) = range.map_or((0, size), |(start, end)| (start, end - start + 1));
+    let mut response_headers = vec![
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Length", length.to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+    ];
+    let status = match range {
+        Some((start, end)) => {
+            response_headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
+    if head {
+        return Ok(respond(status, response_headers, Body::empty()));
+    }
+    let stream = registry.blobs.read(digest, start).await?;
+    let limited = stream
+        .scan(length, |left, chunk| {
+            let chunk = chunk.map(|mut bytes: Bytes| {
+                bytes.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= bytes.len() as u64;
+                bytes
+            });
+            futures::future::ready(Some(chunk))
+        })
+        .take_while(|chunk| futures::future::ready(chunk.as_ref().map_or(true, |bytes| !bytes.is_empty())));
+    Ok(respond(status, response_headers, Body::from_stream(limited)))
+}
+
+/// A manifest's content checked before it is stored: its media type, and the subject and
+/// artifact type the referrers API reports.
+fn check_manifest(content: &[u8], content_type: Option<&str>) -> Result<(ManifestEntry, Value), ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message);
+    let document: Value =
+        serde_json::from_slice(content).map_err(|e| invalid(format!("the manifest is not JSON: {e}")))?;
+    let declared = document.get("mediaType").and_then(Value::as_str);
+    let media_type = match (content_type, declared) {
+        (Some(given), Some(declared)) if given != declared => {
+            return Err(invalid(format!("Content-Type {given} differs from the manifest's mediaType {declared}")));
+        }
+        (_, Some(declared)) => declared.to_string(),
+        (Some(given), None) => given.to_string(),
+        (None, None) => return Err(invalid("neither a Content-Type nor a mediaType names the manifest's type".into())),
+    };
+    if ![OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].contains(&media_type.as_str()) {
+        return Err(invalid(format!(
+            "media type {media_type} is not an image manifest or index ({OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, \
+             {DOCKER_MANIFEST_LIST})"
+        )));
+    }
+    if document.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err(invalid("schemaVersion must be 2".into()));
+    }
+    let subject = document.pointer("/subject/digest").and_then(Value::as_str).map(str::to_string);
+    let artifact_type = document
+        .get("artifactType")
+        .or_else(|| if media_type == OCI_MANIFEST { document.pointer("/config/mediaType") } else { None })
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let entry = ManifestEntry { media_type, size: content.len() as u64, subject, artifact_type };
+    Ok((entry, document))
+}
+
+/// The digests a manifest refers to that must already be in the repository: blobs (config
+/// and layers) for an image manifest, manifests for an index.
+fn references(document: &Value, media_type: &str) -> (Vec<String>, Vec<String>) {
+    let digests = |pointer: &str| -> Vec<String> {
+        document
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .map(|items| {
+                items.iter().filter_map(|i| i.get("digest").and_then(Value::as_str).map(str::to_string)).collect()
+            })
+            .unwrap_or_default()
+    };
+    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+        (Vec::new(), digests("/manifests"))
+    } else {
+        let mut blobs = digests("/layers");
+        blobs.extend(document.pointer("/config/digest").and_then(Value::as_str).map(str::to_string));
+        (blobs, Vec::new())
+    }
+}
+
+async fn put_manifest(registry: &Registry, name: &str, reference: &str, headers: &HeaderMap, body: Body) -> ApiResult {
+    let content = axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!("a manifest is at most {MAX_MANIFEST_BYTES} bytes"),
+        )
+    })?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let (entry, document) = check_manifest(&content, content_type)?;
+    let digest = digest::of(&content);
+    let tag = if reference.contains(':') {
+        let named = digest::parse(reference)?;
+        if named != digest {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                format!("the manifest's digest is {digest}, not {named}"),
+            ));
+        }
+        None
+    } else {
+        names::tag(reference)?;
+        Some(reference)
+    };
+    let (blobs, manifests) = references(&document, &entry.media_type);
+    for blob in blobs {
+        let known = match digest::parse(&blob) {
+            Ok(blob) => registry.index.has_blob(name, &blob).await? && registry.blobs.stat(&blob).await?.is_some(),
+            Err(_) => false,
+        };
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("blob {blob} is not in {name}"),
+            ));
+        }
+    }
+    for manifest in manifests {
+        let known = match digest::parse(&manifest) {
+            Ok(manifest) => registry.index.manifest(name, &manifest).await?.is_some(),
+            Err(_) => false,
+        };
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("manifest {manifest} is not in {name}"),
+            ));
+        }
+    }
+    let upload = registry.blobs.start_upload().await?;
+    registry.blobs.append(&upload, 0, futures::stream::once(async move { Ok(content) }).boxed()).await?;
+    registry.blobs.finish_upload(&upload, &digest).await?;
+    registry.index.put_manifest(name, &digest, &entry, tag).await?;
+    let mut response_headers = vec![
+        ("Location", format!("/v2/{name}/manifests/{digest}")),
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Length", "0".to_string()),
+    ];
+    if let Some(subject) = &entry.subject {
+        response_headers.push(("OCI-Subject", subject.clone()));
+    }
+    Ok(respond(StatusCode::CREATED, response_headers, Body::empty()))
+}
+
+/// The digest a manifest reference (tag or digest) stands for in `name`.
+async fn resolve(registry: &Registry, name: &str, reference: &str) -> Result<Option<Digest>, ApiError> {
+    if reference.contains(':') {
+        return Ok(Some(digest::parse(reference)?));
+    }
+    names::tag(reference)?;
+    Ok(registry.index.resolve_tag(name, reference).await?)
+}
+
+async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bool) -> ApiResult {
+    let unknown = || {
+        ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("{name}:{reference} is not in the registry"))
+    };
+    let digest = resolve(registry, name, reference).await?.ok_or_else(unknown)?;
+    let entry = registry.index.manifest(name, &digest).await?.ok_or_else(unknown)?;
+    let response_headers = vec![
+        ("Content-Type", entry.media_type.clone()),
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Length", entry.size.to_string()),
+    ];
+    if head {
+        return Ok(respond(StatusCode::OK, response_headers, Body::empty()));
+    }
+    let chunks: Vec<Bytes> = registry.blobs.read(&digest, 0).await?.try_collect().await?;
+    Ok(respond(StatusCode::OK, response_headers, Body::from(chunks.concat())))
+}
+
+async fn delete_manifest(registry: &Registry, name: &str, reference: &str) -> ApiResult {
+    let deleted = if reference.contains(':') {
+        registry.index.delete_manifest(name, &digest::parse(reference)?).await?
+    } else {
+        names::tag(reference)?;
+        registry.index.delete_tag(name, reference).await?
+    };
+    if !deleted {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("{name}:{reference} is not in the registry"),
+        ));
+    }
+    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+}
+
+/// `n` (page size) and `last` (the page starts after it) of a list request.
+fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<String>), ApiError> {
+    let limit = match query.get("n") {
+        Some(n) => n.parse::<usize>().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", format!("n={n} is not a number"))
+        })?,
+        None => DEFAULT_PAGE,
+    };
+    Ok((limit.min(10 * DEFAULT_PAGE), query.get("last").cloned()))
+}
+
+fn page_response(path: &str, limit: usize, items: &[String], body: Value) -> Response {
+    let mut response_headers = vec![("Content-Type", "application/json".to_string())];
+    if let Some(last) = items.last().filter(|_| items.len() == limit && limit > 0) {
+        response_headers.push(("Link", format!("<{path}?n={limit}&last={last}>; rel=\"next\"")));
+    }
+    respond(StatusCode::OK, response_headers, Body::from(body.to_string()))
+}
+
+async fn tags(registry: &Registry, name: &str, query: &HashMap<String, String>) -> ApiResult {
+    names::repository(name)?;
+    let (limit, last) = paging(query)?;
+    let tags = registry.index.tags(name, last.as_deref(), limit).await?;
+    if tags.is_empty()
+        && last.is_none()
+        && registry.index.repositories(None, usize::MAX).await?.iter().all(|r| r != name)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("repository {name} is not in the registry"),
+        ));
+    }
+    Ok(page_response(&format!("/v2/{name}/tags/list"), limit, &tags, json!({"name": name, "tags": tags})))
+}
+
+async fn catalog(registry: &Registry, query: &HashMap<String, String>) -> ApiResult {
+    let (limit, last) = paging(query)?;
+    let repositories = registry.index.repositories(last.as_deref(), limit).await?;
+    Ok(page_response("/v2/_catalog", limit, &repositories, json!({"repositories": repositories})))
+}
+
+async fn referrers(registry: &Registry, name: &str, subject: &Digest, query: &HashMap<String, String>) -> ApiResult {
+    let wanted = query.get("artifactType");
+    let manifests: Vec<Value> = registry
+        .index
+        .referrers(name, subject)
+        .await?
+        .into_iter()
+        .filter(|(_, entry)| wanted.is_none_or(|wanted| entry.artifact_type.as_ref() == Some(wanted)))
+        .map(|(digest, entry)| {
+            let mut descriptor =
+                json!({"mediaType": entry.media_type, "digest": digest.to_string(), "size": entry.size});
+            if let Some(artifact_type) = entry.artifact_type {
+                descriptor["artifactType"] = json!(artifact_type);
+            }
+            descriptor
+        })
+        .collect();
+    let mut response_headers = vec![("Content-Type", OCI_INDEX.to_string())];
+    if wanted.is_some() {
+        response_headers.push(("OCI-Filters-Applied", "artifactType".to_string()));
+    }
+    let body = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    Ok(respond(StatusCode::OK, response_headers, Body::from(body.to_string())))
+}
