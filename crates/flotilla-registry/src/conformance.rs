@@ -30,6 +30,7 @@ pub async fn run_all(store: &dyn BlobStore) {
     the_same_content_twice_is_one_blob(store).await;
     unknown_uploads_and_blobs_are_errors(store).await;
     deleted_blobs_are_gone(store).await;
+    stale_uploads_are_removed(store).await;
 }
 
 pub async fn a_monolithic_upload_becomes_a_blob(store: &dyn BlobStore) {
@@ -140,4 +141,14 @@ pub async fn deleted_blobs_are_gone(store: &dyn BlobStore) {
     assert!(!store.delete(&digest).await.unwrap(), "a second delete finds nothing");
     assert_eq!(store.stat(&digest).await.unwrap(), None);
     assert!(!store.list().await.unwrap().contains(&digest));
+}
+
+pub async fn stale_uploads_are_removed(store: &dyn BlobStore) {
+    let upload = store.start_upload().await.unwrap();
+    store.append(&upload, 0, body(&[b"abandoned"])).await.unwrap();
+    assert_eq!(store.remove_stale_uploads(std::time::Duration::from_secs(3600)).await.unwrap(), 0, "not idle long");
+    assert_eq!(store.upload_size(&upload).await.unwrap(), 9);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(store.remove_stale_uploads(std::time::Duration::from_millis(10)).await.unwrap() >= 1);
+    assert!(matches!(store.upload_size(&upload).await, Err(StorageError::UnknownUpload(_))));
 }

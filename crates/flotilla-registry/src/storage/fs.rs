@@ -157,7 +157,7 @@ impl BlobStore for FsBlobStore {
     async fn append(&self, upload: &UploadId, offset: u64, mut data: BlobStream) -> Result<u64, StorageError> {
         let progress = self.progress(upload);
         let mut progress = progress.lock().await;
-        let mut size = self.upload_len(upload).await?;
+        let mut size = self.upload_len(upload).await.inspect_err(|_| self.forget(upload))?;
         if offset != size {
             return Err(StorageError::OffsetMismatch { expected: size, given: offset });
         }
@@ -193,7 +193,7 @@ impl BlobStore for FsBlobStore {
         let target = self.blob_path(digest)?;
         let progress = self.progress(upload);
         let mut progress = progress.lock().await;
-        let size = self.upload_len(upload).await?;
+        let size = self.upload_len(upload).await.inspect_err(|_| self.forget(upload))?;
         let computed = self.hashed(upload, &mut progress, size).await?.finish();
         let source = self.upload_path(upload);
         self.forget(upload);
@@ -238,6 +238,30 @@ impl BlobStore for FsBlobStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(error) => Err(StorageError::io(format!("cannot remove blob {digest}"))(error)),
         }
+    }
+
+    async fn remove_stale_uploads(&self, idle: std::time::Duration) -> Result<usize, StorageError> {
+        let dir = self.root.join("uploads");
+        let mut entries =
+            tokio::fs::read_dir(&dir).await.map_err(StorageError::io(format!("cannot list {}", dir.display())))?;
+        let mut removed = 0;
+        while let Some(entry) =
+            entries.next_entry().await.map_err(StorageError::io(format!("cannot list {}", dir.display())))?
+        {
+            let Ok(upload) = UploadId::parse(&entry.file_name().to_string_lossy()) else { continue };
+            let modified = entry.metadata().await.ok().and_then(|m| m.modified().ok());
+            let stale = modified.and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= idle);
+            if stale {
+                // Not while a chunk is being written to it.
+                let progress = self.progress(&upload);
+                let Ok(_writing) = progress.try_lock() else { continue };
+                self.forget(&upload);
+                if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn list(&self) -> Result<Vec<Digest>, StorageError> {

@@ -128,4 +128,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every blob (for garbage collection).
     async fn list(&self) -> Result<Vec<Digest>, StorageError>;
+
+    /// Abandons the uploads that have not grown for `idle` (clients that went away), and
+    /// says how many.
+    async fn remove_stale_uploads(&self, idle: std::time::Duration) -> Result<usize, StorageError>;
 }
