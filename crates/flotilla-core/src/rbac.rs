@@ -122,6 +122,35 @@ pub struct Target<'a> {
     pub subject: Option<&'a str>,
 }
 
+/// What may be done to a repository of the registry. Repositories live under projects
+/// (`<project>/<name>`), and project roles decide ([`Principal::registry_actions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegistryAction {
+    Pull,
+    Push,
+    Delete,
+}
+
+impl RegistryAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryAction::Pull => "pull",
+            RegistryAction::Push => "push",
+            RegistryAction::Delete => "delete",
+        }
+    }
+
+    /// The action a token scope names (`pull`, `push`, `delete`); `None` for others.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pull" => Some(RegistryAction::Pull),
+            "push" => Some(RegistryAction::Push),
+            "delete" => Some(RegistryAction::Delete),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of a policy check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -176,6 +205,31 @@ impl Principal {
             }
             Category::Access | Category::ProjectConfig | Category::Workload => !self.grants.is_empty(),
         }
+    }
+
+    /// The registry actions the principal may take on the repositories of `project` (in
+    /// `workspace`): viewers and auditors pull, developers also push, maintainers and owners
+    /// also delete, as do the workspace's admins and platform admins. A grant narrowed to some
+    /// environments still counts: images belong to the project, not to an environment.
+    /// Nothing for anyone else (deny by default).
+    pub fn registry_actions(&self, project: &str, workspace: Option<&str>) -> Vec<RegistryAction> {
+        let rank = if self.is_admin() || self.is_workspace_admin(workspace) {
+            4
+        } else {
+            let project_rank = self.project_grants(Some(project)).map(|g| g.role.project_rank()).max().unwrap_or(0);
+            project_rank.max(if self.is_auditor() { 1 } else { 0 })
+        };
+        let mut actions = Vec::new();
+        if rank >= 1 {
+            actions.push(RegistryAction::Pull);
+        }
+        if rank >= 2 {
+            actions.push(RegistryAction::Push);
+        }
+        if rank >= 3 {
+            actions.push(RegistryAction::Delete);
+        }
+        actions
     }
 
     /// Decides whether the principal may perform `verb` on `target`. Deny by default.
@@ -306,6 +360,31 @@ mod tests {
             name: Some("x"),
             subject: None,
         }
+    }
+
+    #[test]
+    fn project_roles_decide_registry_actions() {
+        use RegistryAction::*;
+        let actions = |grants: Vec<Grant>| principal(grants).registry_actions("shop", Some("retail"));
+        assert_eq!(actions(vec![]), vec![], "deny by default");
+        assert_eq!(actions(vec![Grant::project(Role::Viewer, "shop")]), vec![Pull]);
+        assert_eq!(actions(vec![Grant::project(Role::Developer, "shop")]), vec![Pull, Push]);
+        assert_eq!(actions(vec![Grant::project(Role::Maintainer, "shop")]), vec![Pull, Push, Delete]);
+        assert_eq!(actions(vec![Grant::project(Role::Owner, "shop")]), vec![Pull, Push, Delete]);
+        assert_eq!(
+            actions(vec![Grant::project(Role::Owner, "bank")]),
+            vec![],
+            "another project's role counts for nothing"
+        );
+        let narrowed = Grant { environments: Some(vec!["test".into()]), ..Grant::project(Role::Developer, "shop") };
+        assert_eq!(actions(vec![narrowed]), vec![Pull, Push]);
+        assert_eq!(actions(vec![Grant::platform(Role::Auditor)]), vec![Pull]);
+        assert_eq!(actions(vec![Grant::platform(Role::Admin)]), vec![Pull, Push, Delete]);
+        let workspace_admin = Grant { workspace: Some("retail".into()), ..Grant::platform(Role::WorkspaceAdmin) };
+        assert_eq!(actions(vec![workspace_admin.clone()]), vec![Pull, Push, Delete]);
+        assert_eq!(principal(vec![workspace_admin]).registry_actions("shop", Some("bank")), vec![]);
+        assert_eq!(RegistryAction::parse("push"), Some(Push));
+        assert_eq!(RegistryAction::parse("*"), None);
     }
 
     #[test]

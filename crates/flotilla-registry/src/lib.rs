@@ -14,6 +14,7 @@
 //!   keeps it in files).
 //! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
 //!   specification's codes and statuses in one place.
+//! - [`token`]: bearer tokens of the Docker/OCI token flow (scopes, signing, challenges).
 //! - [`conformance`]: the behaviour every implementation must show; each implementation's
 //!   tests run it.
 
@@ -23,6 +24,7 @@ pub mod http;
 pub mod index;
 pub mod names;
 pub mod storage;
+pub mod token;
 
 pub use digest::Digest;
 pub use storage::{BlobStore, BlobStream, StorageError, UploadId};
