@@ -256,38 +256,42 @@ fn new_token(
     Ok((record, token))
 }
 
-/// `POST /api/v1/auth/login`
-pub async fn login(
-    State(state): State<AppState>,
-    Meta(meta): Meta,
-    Json(request): Json<LoginRequest>,
-) -> Result<Response, ApiError> {
-    let username = request.username.trim().to_string();
-    if username.is_empty() {
-        return Err(ApiError::bad_field("username", "is required"));
-    }
-    let now = now_micros(&state);
+/// Checks `password` for `username` under the login throttling (per user and per source
+/// address): a locked-out key, a wrong password or a disabled user is audited as a denied
+/// login (authenticated `how`) and refused. On success, returns the throttle updates the
+/// successful login's audit record carries.
+pub(crate) async fn check_password(
+    state: &AppState,
+    meta: &RequestMeta,
+    username: &str,
+    password: &str,
+    how: &str,
+) -> Result<Vec<(String, Option<ThrottleState>)>, ApiError> {
+    let now = now_micros(state);
     let policy = &state.config.login;
     let user_key = format!("user:{username}");
     let ip_key = format!("ip:{}", meta.source_ip);
     let user_state = state.store.throttle(&user_key).await?;
     let ip_state = state.store.throttle(&ip_key).await?;
-    let audit_login = |outcome: Outcome,
-                       message: &str,
-                       grant: Option<LoginGrant>,
-                       throttle: Vec<(String, Option<ThrottleState>)>| Mutation {
-        actor: actor(&meta, &username, "password"),
-        change: Change::Login { user: username.clone(), outcome, message: Some(message.to_string()), grant, throttle },
+    let denied = |message: &str, throttle: Vec<(String, Option<ThrottleState>)>| Mutation {
+        actor: actor(meta, username, how),
+        change: Change::Login {
+            user: username.to_string(),
+            outcome: Outcome::Denied,
+            message: Some(message.to_string()),
+            grant: None,
+            throttle,
+        },
     };
     if let Some(retry_after_secs) = locked_for(user_state.as_ref(), now).or(locked_for(ip_state.as_ref(), now)) {
-        state.store.commit(audit_login(Outcome::Denied, "locked out after repeated failures", None, vec![])).await?;
+        state.store.commit(denied("locked out after repeated failures", vec![])).await?;
         return Err(ApiError::Locked { retry_after_secs });
     }
-    let hash = state.store.password_hash(&username).await?;
-    let account = state.store.get(&ObjectKey::new("User", None, &username)).await?;
+    let hash = state.store.password_hash(username).await?;
+    let account = state.store.get(&ObjectKey::new("User", None, username)).await?;
     let disabled =
         account.and_then(|o| serde_json::from_value::<UserSpec>(o.spec).ok()).is_none_or(|spec| spec.disabled);
-    let password = request.password.clone();
+    let password = password.to_string();
     let verified = tokio::task::spawn_blocking(move || match hash {
         Some(hash) => flotilla_identity::verify_password(&password, &hash),
         None => {
@@ -303,10 +307,31 @@ pub async fn login(
             (user_key, Some(after_failure(user_state, now, policy, policy.max_failures))),
             (ip_key, Some(after_failure(ip_state, now, policy, policy.max_failures.saturating_mul(4)))),
         ];
-        state.store.commit(audit_login(Outcome::Denied, reason, None, throttle)).await?;
+        state.store.commit(denied(reason, throttle)).await?;
         return Err(ApiError::Unauthenticated("invalid user name or password".into()));
     }
-    let clear = vec![(user_key, None)];
+    Ok(vec![(user_key, None)])
+}
+
+/// `POST /api/v1/auth/login`
+pub async fn login(
+    State(state): State<AppState>,
+    Meta(meta): Meta,
+    Json(request): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let username = request.username.trim().to_string();
+    if username.is_empty() {
+        return Err(ApiError::bad_field("username", "is required"));
+    }
+    let now = now_micros(&state);
+    let audit_login = |outcome: Outcome,
+                       message: &str,
+                       grant: Option<LoginGrant>,
+                       throttle: Vec<(String, Option<ThrottleState>)>| Mutation {
+        actor: actor(&meta, &username, "password"),
+        change: Change::Login { user: username.clone(), outcome, message: Some(message.to_string()), grant, throttle },
+    };
+    let clear = check_password(&state, &meta, &username, &request.password, "password").await?;
     match request.mode {
         LoginMode::Token => {
             let (record, token) = new_token(&state, &username, request.token_name, request.ttl_days)?;

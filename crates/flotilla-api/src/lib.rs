@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod operate;
+pub mod registry;
 pub mod routes;
 pub mod state;
 
@@ -65,6 +66,13 @@ pub fn app_with_status(
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
     let state = AppState { store, kinds, config, metrics, clock, openapi, observed };
+    let router = match registry::RegistryService::open(&state.config.data_dir) {
+        Ok(service) => router.merge(registry::routes(state.clone(), Arc::new(service))),
+        Err(error) => {
+            tracing::error!(%error, "the registry cannot open its storage: /v2/ is not served");
+            router
+        }
+    };
     router
         .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -3,16 +3,16 @@
 //! media types) by tag or digest, tag lists and the catalog with paging, deletion, and the
 //! referrers API.
 //!
-//! This router has no authentication of its own: it is not served until the token flow
-//! and project roles (the next step of the delivery center) stand in front of it.
+//! This router has no authentication of its own: `flotilla-api`'s `registry` module serves
+//! it behind the token flow and project roles, and audits what it does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
@@ -185,11 +185,14 @@ fn target(path: &str) -> Option<Target> {
 async fn dispatch(
     State(registry): State<Arc<Registry>>,
     method: Method,
-    Path(path): Path<String>,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // From the URI rather than a path parameter: the router may be mounted under routes
+    // that capture parameters of their own.
+    let path = uri.path().strip_prefix("/v2/").unwrap_or_default().to_string();
     let result = match target(&path) {
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("no such endpoint: /v2/{path}"))),
         Some(target) => handle(&registry, method, target, &query, &headers, body).await,

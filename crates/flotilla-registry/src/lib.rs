@@ -1,7 +1,7 @@
 //! The delivery center's OCI registry.
 //!
-//! So far: its storage, index and the Distribution API, without authentication (it is not
-//! served by `flotilla server` until the token flow and project roles stand in front of it).
+//! So far: its storage, index, the Distribution API and its bearer tokens. `flotilla-api`
+//! serves the API at `/v2/` behind the token flow (see its `registry` module).
 //!
 //! - [`digest`]: content digests (`sha256:<hex>`, as the OCI specifications define them) and
 //!   computing them while the bytes stream through.
@@ -14,6 +14,7 @@
 //!   keeps it in files).
 //! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
 //!   specification's codes and statuses in one place.
+//! - [`test_image`]: small real images (layer tars, an OCI image layout) for tests.
 //! - [`token`]: bearer tokens of the Docker/OCI token flow (scopes, signing, challenges).
 //! - [`conformance`]: the behaviour every implementation must show; each implementation's
 //!   tests run it.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod index;
 pub mod names;
 pub mod storage;
+pub mod test_image;
 pub mod token;
 
 pub use digest::Digest;

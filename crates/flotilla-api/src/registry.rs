@@ -1,0 +1,354 @@
+//! The delivery center's registry, served at `/v2/` with the token flow Docker and OCI
+//! clients speak.
+//!
+//! # Expected flow
+//! A client's request without a token is refused with `401` and a challenge naming
+//! `/v2/token`, the service and the scope it needs. The client asks `/v2/token` with its
+//! credentials (HTTP Basic: a user name and its password, or an API token in place of the
+//! password; or none, anonymously). The token grants, of the actions asked for, those the
+//! user's project roles allow ([`Principal::registry_actions`]: a repository's first path
+//! component is its project). The registry then serves each request the token covers.
+//!
+//! Password checks go through the login throttling and are audited as logins. Manifest
+//! pushes, pulls and deletions are audited with the user, address and outcome.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use flotilla_core::ObjectKey;
+use flotilla_core::audit::Outcome;
+use flotilla_core::kinds::ProjectSpec;
+use flotilla_core::rbac::{Principal, RegistryAction};
+use flotilla_registry::http::Registry;
+use flotilla_registry::index::FsIndex;
+use flotilla_registry::storage::fs::FsBlobStore;
+use flotilla_registry::token::{self, Access, Claims, TokenKey};
+use flotilla_store::{AuditNote, Change, Mutation};
+use serde_json::{Value, json};
+
+use crate::auth::{Meta, actor, check_password};
+use crate::context::RequestMeta;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The `service` of the token flow.
+pub const SERVICE: &str = "flotilla";
+
+/// How long a registry token lasts.
+const TOKEN_SECONDS: i64 = 300;
+
+/// The registry and the key its tokens are signed with.
+pub struct RegistryService {
+    pub registry: Arc<Registry>,
+    pub tokens: TokenKey,
+}
+
+impl RegistryService {
+    /// Opens the registry kept under `<data dir>/registry`, with its token key (made on
+    /// first use, readable by the owner only).
+    pub fn open(data_dir: &Path) -> Result<Self, String> {
+        let dir = data_dir.join("registry");
+        let blobs = FsBlobStore::open(&dir).map_err(|e| e.to_string())?;
+        let index = FsIndex::open(&dir).map_err(|e| e.to_string())?;
+        let key_path = dir.join("token.key");
+        let key = match std::fs::read(&key_path) {
+            Ok(key) => key,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let key = flotilla_identity::random_string(64).into_bytes();
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_path)
+                    .map_err(|e| format!("cannot create {}: {e}", key_path.display()))?;
+                file.write_all(&key)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| format!("{}: {e}", key_path.display()))?;
+                key
+            }
+            Err(error) => return Err(format!("cannot read {}: {error}", key_path.display())),
+        };
+        let tokens = TokenKey::new(key).ok_or_else(|| format!("{} holds too short a key", key_path.display()))?;
+        Ok(Self { registry: Arc::new(Registry { blobs: Arc::new(blobs), index: Arc::new(index) }), tokens })
+    }
+}
+
+/// `/v2/token` and the guarded `/v2/` routes.
+pub fn routes(state: AppState, service: Arc<RegistryService>) -> Router<AppState> {
+    let guarded = flotilla_registry::http::router(service.registry.clone())
+        .layer(middleware::from_fn_with_state((state, service.clone()), guard));
+    Router::new()
+        .route("/v2/token", get(issue_token))
+        .route_service("/v2/", guarded.clone())
+        .route_service("/v2/{*path}", guarded)
+        .layer(Extension(service))
+}
+
+fn now_seconds(state: &AppState) -> i64 {
+    state.clock.now().as_second()
+}
+
+/// The user name and secret of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+        return Err(ApiError::Unauthenticated("the token endpoint takes HTTP Basic credentials".into()));
+    };
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::Unauthenticated("malformed Basic credentials".into()))?;
+    let (user, secret) =
+        decoded.split_once(':').ok_or_else(|| ApiError::Unauthenticated("malformed Basic credentials".into()))?;
+    Ok(Some((user.to_string(), secret.to_string())))
+}
+
+/// Authenticates `user` by `secret`: one of the user's API tokens, else the password.
+async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: &str) -> Result<(), ApiError> {
+    let now = state.clock.now().as_microsecond();
+    if let Some(record) = state.store.token_by_secret(&flotilla_identity::secret_hash(secret)).await?
+        && record.user == user
+    {
+        if record.revoked_micros.is_some() || record.expires_micros <= now {
+            return Err(ApiError::Unauthenticated("this API token was revoked or has expired".into()));
+        }
+        return Ok(());
+    }
+    let clear = check_password(state, meta, user, secret, "registry-password").await?;
+    let success = Mutation {
+        actor: actor(meta, user, "registry-password"),
+        change: Change::Login {
+            user: user.to_string(),
+            outcome: Outcome::Success,
+            message: Some("registry token issued".into()),
+            grant: None,
+            throttle: clear,
+        },
+    };
+    state.store.commit(success).await?;
+    Ok(())
+}
+
+/// `GET /v2/token?service=flotilla&scope=…`: a token for what the caller may do of what it
+/// asks.
+async fn issue_token(
+    State(state): State<AppState>,
+    Extension(service): Extension<Arc<RegistryService>>,
+    Meta(meta): Meta,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let requested = token::parse_scopes(query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))
+        .map_err(|e| ApiError::bad_field("scope", e.to_string()))?;
+    let principal = match basic_credentials(&headers)? {
+        Some((user, secret)) => {
+            authenticate(&state, &meta, &user, &secret).await?;
+            Principal { grants: state.store.grants_of(&user).await?, user }
+        }
+        None => Principal { user: String::new(), grants: Vec::new() },
+    };
+    let mut granted = Vec::new();
+    for access in requested {
+        let allowed: Vec<String> = if access.kind == "registry" {
+            if principal.is_admin() { access.actions.clone() } else { Vec::new() }
+        } else {
+            let project = access.name.split('/').next().unwrap_or_default();
+            let workspace = state
+                .store
+                .get(&ObjectKey::new("Project", None, project))
+                .await?
+                .and_then(|object| serde_json::from_value::<ProjectSpec>(object.spec).ok())
+                .map(|spec| spec.workspace);
+            let may = if workspace.is_some() {
+                principal.registry_actions(project, workspace.as_deref())
+            } else {
+                Vec::new()
+            };
+            access
+                .actions
+                .iter()
+                .filter(|action| RegistryAction::parse(action).is_some_and(|a| may.contains(&a)))
+                .cloned()
+                .collect()
+        };
+        if !allowed.is_empty() {
+            granted.push(Access { actions: allowed, ..access });
+        }
+    }
+    let now = now_seconds(&state);
+    let claims = Claims { sub: principal.user.clone(), access: granted, iat: now, exp: now + TOKEN_SECONDS };
+    let token = service.tokens.issue(&claims);
+    let issued_at = state.clock.now().to_string();
+    Ok(Json(json!({"token": token, "access_token": token, "expires_in": TOKEN_SECONDS, "issued_at": issued_at})))
+}
+
+/// What a request under `/v2/` needs its token to allow.
+#[derive(Debug, PartialEq, Eq)]
+enum Needs {
+    /// `/v2/`: any valid token.
+    Token,
+    Catalog,
+    Repository {
+        name: String,
+        action: RegistryAction,
+        manifest: Option<String>,
+    },
+}
+
+fn needs(method: &Method, path: &str) -> Option<Needs> {
+    let rest = path.strip_prefix("/v2/")?;
+    if rest.is_empty() {
+        return Some(Needs::Token);
+    }
+    if rest == "_catalog" {
+        return Some(Needs::Catalog);
+    }
+    let action = match *method {
+        Method::GET | Method::HEAD => RegistryAction::Pull,
+        Method::DELETE => RegistryAction::Delete,
+        _ => RegistryAction::Push,
+    };
+    let (name, manifest) = if let Some(name) = rest.strip_suffix("/tags/list") {
+        (name, None)
+    } else {
+        let markers = ["/blobs/uploads", "/blobs/", "/manifests/", "/referrers/"];
+        let (name, marker, reference) =
+            markers.iter().find_map(|m| rest.rsplit_once(m).map(|(name, reference)| (name, *m, reference)))?;
+        (name, (marker == "/manifests/").then(|| reference.to_string()))
+    };
+    // An upload in progress is only ever written to, whatever the method.
+    let action = if rest.contains("/blobs/uploads") { RegistryAction::Push } else { action };
+    Some(Needs::Repository { name: name.to_string(), action, manifest })
+}
+
+fn refuse(request_host: &str, scope: Option<String>, token_given: bool) -> Response {
+    let realm = format!("http://{request_host}/v2/token");
+    let error = token_given.then_some("insufficient_scope");
+    let challenge = token::challenge(&realm, SERVICE, scope.as_deref(), error);
+    let body = json!({"errors": [{"code": if token_given { "DENIED" } else { "UNAUTHORIZED" },
+        "message": if token_given { "the token does not allow this" } else { "authentication required" }, "detail": {}}]});
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// Checks every request under `/v2/` against its bearer token, and audits manifest pushes,
+/// pulls and deletions.
+async fn guard(
+    State((state, _service)): State<(AppState, Arc<RegistryService>)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost").to_string();
+    let Some(needed) = needs(request.method(), request.uri().path()) else { return next.run(request).await };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::to_string);
+    let claims = presented.as_deref().and_then(|token| _service.tokens.verify(token, now_seconds(&state)).ok());
+    let (allowed, scope) = match (&needed, &claims) {
+        (Needs::Token, claims) => (claims.is_some(), None),
+        (Needs::Catalog, claims) => {
+            (claims.as_ref().is_some_and(Claims::allows_catalog), Some("registry:catalog:*".into()))
+        }
+        (Needs::Repository { name, action, .. }, claims) => {
+            let actions =
+                if *action == RegistryAction::Pull { "pull".to_string() } else { format!("pull,{}", action.as_str()) };
+            (claims.as_ref().is_some_and(|c| c.allows(name, *action)), Some(format!("repository:{name}:{actions}")))
+        }
+    };
+    if !allowed {
+        return refuse(&host, scope, claims.is_some());
+    }
+    // A mount from a repository the token cannot pull from is an ordinary upload.
+    if let (Needs::Repository { .. }, Some(claims)) = (&needed, &claims)
+        && let Some(query) = request.uri().query()
+    {
+        let pairs: HashMap<String, String> = url_pairs(query);
+        if let Some(from) = pairs.get("from")
+            && !claims.allows(from, RegistryAction::Pull)
+        {
+            let path = request.uri().path().to_string();
+            if let Ok(uri) = path.parse::<Uri>() {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    let method = request.method().clone();
+    let meta = request.extensions().get::<RequestMeta>().cloned();
+    let response = next.run(request).await;
+    if let (Needs::Repository { name, action, manifest: Some(reference) }, Some(claims), Some(meta)) =
+        (needed, claims, meta)
+        && method != Method::HEAD
+    {
+        let status = response.status();
+        let note = AuditNote {
+            action: format!("registry.{}", action.as_str()),
+            kind: Some("Repository".into()),
+            project: name.split('/').next().map(str::to_string),
+            name: Some(format!("{name}@{reference}")),
+            outcome: Some(if status.is_success() { Outcome::Success } else { Outcome::Error }),
+            message: Some(format!("{method} manifest {reference} of {name}: {}", status.as_u16())),
+        };
+        let mutation = Mutation { actor: actor(&meta, &claims.sub, "registry-token"), change: Change::Record(note) };
+        if let Err(error) = state.store.commit(mutation).await {
+            tracing::error!(%error, repository = %name, "cannot audit a registry operation");
+        }
+    }
+    response
+}
+
+fn url_pairs(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%2F", "/").replace("%2f", "/")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_needs_its_action() {
+        let repo = |name: &str, action, manifest: Option<&str>| {
+            Some(Needs::Repository { name: name.into(), action, manifest: manifest.map(str::to_string) })
+        };
+        assert_eq!(needs(&Method::GET, "/v2/"), Some(Needs::Token));
+        assert_eq!(needs(&Method::GET, "/v2/_catalog"), Some(Needs::Catalog));
+        assert_eq!(needs(&Method::GET, "/v2/shop/web/manifests/1"), repo("shop/web", RegistryAction::Pull, Some("1")));
+        assert_eq!(needs(&Method::PUT, "/v2/shop/web/manifests/1"), repo("shop/web", RegistryAction::Push, Some("1")));
+        assert_eq!(
+            needs(&Method::DELETE, "/v2/shop/web/manifests/1"),
+            repo("shop/web", RegistryAction::Delete, Some("1"))
+        );
+        assert_eq!(needs(&Method::HEAD, "/v2/shop/web/blobs/sha256:ab"), repo("shop/web", RegistryAction::Pull, None));
+        assert_eq!(needs(&Method::POST, "/v2/shop/web/blobs/uploads/"), repo("shop/web", RegistryAction::Push, None));
+        assert_eq!(needs(&Method::GET, "/v2/shop/web/blobs/uploads/x"), repo("shop/web", RegistryAction::Push, None));
+        assert_eq!(
+            needs(&Method::DELETE, "/v2/shop/web/blobs/uploads/x"),
+            repo("shop/web", RegistryAction::Push, None)
+        );
+        assert_eq!(needs(&Method::GET, "/v2/shop/web/tags/list"), repo("shop/web", RegistryAction::Pull, None));
+        assert_eq!(needs(&Method::GET, "/v2/nothing"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! The registry served by the API, with the token flow and project roles, driven by real
+//! `skopeo`: an admin pushes; a viewer pulls but cannot push; nobody pushes anonymously or
+//! into a project that does not exist; pushes and pulls are audited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod support;
+
+use flotilla_registry::test_image::image_layout;
+use serde_json::Value;
+use support::{ADMIN_PASSWORD, TestServer};
+
+async fn skopeo(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().await.unwrap()
+}
+
+async fn audit_of(server: &TestServer, params: &[(&str, &str)]) -> Vec<Value> {
+    let params: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let page = server.admin.audit_query(&params).await.unwrap();
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pushed_and_pulled_with_tokens_that_project_roles_decide() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let host = server.base.trim_start_matches("http://").to_string();
+
+    // Without a token: a challenge naming the token endpoint.
+    let refused = reqwest::get(format!("{}/v2/", server.base)).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert_eq!(challenge, format!("Bearer realm=\"http://{host}/v2/token\",service=\"flotilla\""));
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let manifest = image_layout(&source, "1");
+    let oci = format!("oci:{}:1", source.display());
+    let admin_creds = format!("admin:{ADMIN_PASSWORD}");
+    let pushed = skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &admin_creds,
+        &oci,
+        &format!("docker://{host}/shop/web:1"),
+    ])
+    .await;
+    assert!(pushed.status.success(), "the admin pushes: {}", String::from_utf8_lossy(&pushed.stderr));
+
+    // A viewer of the project pulls, and cannot push.
+    server.user("vera").await;
+    server.grant("vera", "viewer", Some("shop"), None).await;
+    let viewer_creds = "vera:vera password 123";
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        viewer_creds,
+        &format!("docker://{host}/shop/web:1"),
+    ])
+    .await;
+    assert!(raw.status.success(), "the viewer pulls: {}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(raw.stdout, manifest, "byte for byte");
+    let denied = skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        viewer_creds,
+        &oci,
+        &format!("docker://{host}/shop/web:2"),
+    ])
+    .await;
+    assert!(!denied.status.success(), "a viewer cannot push");
+    let stderr = String::from_utf8_lossy(&denied.stderr).to_lowercase();
+    assert!(stderr.contains("unauthorized") || stderr.contains("denied"), "{stderr}");
+
+    // Nobody pulls anonymously, and nothing is pushed outside a project.
+    let anonymous = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{host}/shop/web:1")]).await;
+    assert!(!anonymous.status.success(), "no anonymous pull of a private repository");
+    let nowhere = skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &admin_creds,
+        &oci,
+        &format!("docker://{host}/noproject/web:1"),
+    ])
+    .await;
+    assert!(!nowhere.status.success(), "repositories live under projects");
+    let wrong = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "vera:wrong",
+        &format!("docker://{host}/shop/web:1"),
+    ])
+    .await;
+    assert!(!wrong.status.success());
+
+    // Audited: the push and the pull by their users, the wrong password as a denied login.
+    let pushes = audit_of(&server, &[("action", "registry.push"), ("user", "admin")]).await;
+    assert!(pushes.iter().any(|r| r["name"] == "shop/web@1" && r["outcome"] == "success"), "{pushes:#?}");
+    let pulls = audit_of(&server, &[("action", "registry.pull"), ("user", "vera")]).await;
+    assert!(!pulls.is_empty(), "the viewer's pull is audited");
+    let logins = audit_of(&server, &[("user", "vera"), ("outcome", "denied")]).await;
+    assert!(!logins.is_empty(), "the wrong password is a denied login");
+}
