@@ -27,7 +27,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flotilla_core::ObjectKey;
 use flotilla_core::audit::Outcome;
-use flotilla_core::kinds::ProjectSpec;
+use flotilla_core::kinds::{ProjectSpec, UserSpec};
 use flotilla_core::rbac::{Principal, RegistryAction};
 use flotilla_registry::http::Registry;
 use flotilla_registry::index::FsIndex;
@@ -124,6 +124,10 @@ async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: 
     {
         if record.revoked_micros.is_some() || record.expires_micros <= now {
             return Err(ApiError::Unauthenticated("this API token was revoked or has expired".into()));
+        }
+        let account = state.store.get(&ObjectKey::new("User", None, user)).await?;
+        if account.and_then(|o| serde_json::from_value::<UserSpec>(o.spec).ok()).is_none_or(|spec| spec.disabled) {
+            return Err(ApiError::Unauthenticated(format!("user {user:?} is disabled or no longer exists")));
         }
         return Ok(());
     }

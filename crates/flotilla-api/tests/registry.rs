@@ -103,6 +103,19 @@ async fn images_are_pushed_and_pulled_with_tokens_that_project_roles_decide() {
     .await;
     assert!(!wrong.status.success());
 
+    // An API token works in place of the password, until its user is disabled.
+    let login = server.anonymous().login_token("vera", "vera password 123", "registry", None).await.unwrap();
+    let token_creds = format!("vera:{}", login.token);
+    let inspect = |creds: String| {
+        let image = format!("docker://{host}/shop/web:1");
+        async move { skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &image]).await }
+    };
+    assert!(inspect(token_creds.clone()).await.status.success(), "an API token as the password");
+    let mut user = serde_json::to_value(server.admin.get("users", None, "vera").await.unwrap()).unwrap();
+    user["spec"]["disabled"] = serde_json::json!(true);
+    server.admin.update("users", None, "vera", &user).await.unwrap();
+    assert!(!inspect(token_creds).await.status.success(), "not once the user is disabled");
+
     // Audited: the push and the pull by their users, the wrong password as a denied login.
     let pushes = audit_of(&server, &[("action", "registry.push"), ("user", "admin")]).await;
     assert!(pushes.iter().any(|r| r["name"] == "shop/web@1" && r["outcome"] == "success"), "{pushes:#?}");
