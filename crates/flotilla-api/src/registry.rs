@@ -29,7 +29,7 @@ use flotilla_core::ObjectKey;
 use flotilla_core::audit::Outcome;
 use flotilla_core::kinds::{ProjectSpec, UserSpec};
 use flotilla_core::rbac::{Principal, RegistryAction};
-use flotilla_registry::http::Registry;
+use flotilla_registry::http::{Registry, Target, target};
 use flotilla_registry::index::FsIndex;
 use flotilla_registry::storage::fs::FsBlobStore;
 use flotilla_registry::token::{self, Access, Claims, TokenKey};
@@ -213,29 +213,21 @@ enum Needs {
 }
 
 fn needs(method: &Method, path: &str) -> Option<Needs> {
-    let rest = path.strip_prefix("/v2/")?;
-    if rest.is_empty() {
-        return Some(Needs::Token);
-    }
-    if rest == "_catalog" {
-        return Some(Needs::Catalog);
-    }
-    let action = match *method {
+    let by_method = match *method {
         Method::GET | Method::HEAD => RegistryAction::Pull,
         Method::DELETE => RegistryAction::Delete,
         _ => RegistryAction::Push,
     };
-    let (name, manifest) = if let Some(name) = rest.strip_suffix("/tags/list") {
-        (name, None)
-    } else {
-        let markers = ["/blobs/uploads", "/blobs/", "/manifests/", "/referrers/"];
-        let (name, marker, reference) =
-            markers.iter().find_map(|m| rest.rsplit_once(m).map(|(name, reference)| (name, *m, reference)))?;
-        (name, (marker == "/manifests/").then(|| reference.to_string()))
-    };
-    // An upload in progress is only ever written to, whatever the method.
-    let action = if rest.contains("/blobs/uploads") { RegistryAction::Push } else { action };
-    Some(Needs::Repository { name: name.to_string(), action, manifest })
+    let repository = |name: String, action, manifest| Some(Needs::Repository { name, action, manifest });
+    match target(path)? {
+        Target::Base => Some(Needs::Token),
+        Target::Catalog => Some(Needs::Catalog),
+        Target::Tags(name) | Target::Referrers(name, _) => repository(name, RegistryAction::Pull, None),
+        // An upload in progress is only ever written to, whatever the method.
+        Target::Uploads(name, _) => repository(name, RegistryAction::Push, None),
+        Target::Blob(name, _) => repository(name, by_method, None),
+        Target::Manifest(name, reference) => repository(name, by_method, Some(reference)),
+    }
 }
 
 fn refuse(request_host: &str, scope: Option<String>, token_given: bool) -> Response {
@@ -255,7 +247,7 @@ fn refuse(request_host: &str, scope: Option<String>, token_given: bool) -> Respo
 /// Checks every request under `/v2/` against its bearer token, and audits manifest pushes,
 /// pulls and deletions.
 async fn guard(
-    State((state, _service)): State<(AppState, Arc<RegistryService>)>,
+    State((state, service)): State<(AppState, Arc<RegistryService>)>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -267,7 +259,7 @@ async fn guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::to_string);
-    let claims = presented.as_deref().and_then(|token| _service.tokens.verify(token, now_seconds(&state)).ok());
+    let claims = presented.as_deref().and_then(|token| service.tokens.verify(token, now_seconds(&state)).ok());
     let (allowed, scope) = match (&needed, &claims) {
         (Needs::Token, claims) => (claims.is_some(), None),
         (Needs::Catalog, claims) => {
@@ -284,17 +276,12 @@ async fn guard(
     }
     // A mount from a repository the token cannot pull from is an ordinary upload.
     if let (Needs::Repository { .. }, Some(claims)) = (&needed, &claims)
-        && let Some(query) = request.uri().query()
+        && let Ok(Query(pairs)) = Query::<HashMap<String, String>>::try_from_uri(request.uri())
+        && let Some(from) = pairs.get("from")
+        && !claims.allows(from, RegistryAction::Pull)
+        && let Ok(uri) = request.uri().path().parse::<Uri>()
     {
-        let pairs: HashMap<String, String> = url_pairs(query);
-        if let Some(from) = pairs.get("from")
-            && !claims.allows(from, RegistryAction::Pull)
-        {
-            let path = request.uri().path().to_string();
-            if let Ok(uri) = path.parse::<Uri>() {
-                *request.uri_mut() = uri;
-            }
-        }
+        *request.uri_mut() = uri;
     }
     let method = request.method().clone();
     let meta = request.extensions().get::<RequestMeta>().cloned();
@@ -318,14 +305,6 @@ async fn guard(
         }
     }
     response
-}
-
-fn url_pairs(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("%2F", "/").replace("%2f", "/")))
-        .collect()
 }
 
 #[cfg(test)]
@@ -353,6 +332,10 @@ mod tests {
             repo("shop/web", RegistryAction::Push, None)
         );
         assert_eq!(needs(&Method::GET, "/v2/shop/web/tags/list"), repo("shop/web", RegistryAction::Pull, None));
+        assert_eq!(
+            needs(&Method::GET, "/v2/shop/web/referrers/sha256:ab"),
+            repo("shop/web", RegistryAction::Pull, None)
+        );
         assert_eq!(needs(&Method::GET, "/v2/nothing"), None);
     }
 }

@@ -14,6 +14,23 @@ async fn skopeo(args: &[&str]) -> std::process::Output {
     tokio::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().await.unwrap()
 }
 
+/// `skopeo copy` of the OCI layout `oci` to `image` (`HOST/REPOSITORY:TAG`) as `creds`.
+async fn push(creds: &str, oci: &str, image: &str) -> std::process::Output {
+    let destination = format!("docker://{image}");
+    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", creds, oci, &destination]).await
+}
+
+/// `skopeo inspect --raw` of `image`, as `creds` (anonymously without).
+async fn inspect(creds: Option<&str>, image: &str) -> std::process::Output {
+    let source = format!("docker://{image}");
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(creds) = creds {
+        args.extend(["--creds", creds]);
+    }
+    args.push(&source);
+    skopeo(&args).await
+}
+
 async fn audit_of(server: &TestServer, params: &[(&str, &str)]) -> Vec<Value> {
     let params: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.to_string())).collect();
     let page = server.admin.audit_query(&params).await.unwrap();
@@ -37,84 +54,36 @@ async fn images_are_pushed_and_pulled_with_tokens_that_project_roles_decide() {
     let manifest = image_layout(&source, "1");
     let oci = format!("oci:{}:1", source.display());
     let admin_creds = format!("admin:{ADMIN_PASSWORD}");
-    let pushed = skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &admin_creds,
-        &oci,
-        &format!("docker://{host}/shop/web:1"),
-    ])
-    .await;
+    let image = format!("{host}/shop/web:1");
+    let pushed = push(&admin_creds, &oci, &image).await;
     assert!(pushed.status.success(), "the admin pushes: {}", String::from_utf8_lossy(&pushed.stderr));
 
     // A viewer of the project pulls, and cannot push.
     server.user("vera").await;
     server.grant("vera", "viewer", Some("shop"), None).await;
     let viewer_creds = "vera:vera password 123";
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        viewer_creds,
-        &format!("docker://{host}/shop/web:1"),
-    ])
-    .await;
+    let raw = inspect(Some(viewer_creds), &image).await;
     assert!(raw.status.success(), "the viewer pulls: {}", String::from_utf8_lossy(&raw.stderr));
     assert_eq!(raw.stdout, manifest, "byte for byte");
-    let denied = skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        viewer_creds,
-        &oci,
-        &format!("docker://{host}/shop/web:2"),
-    ])
-    .await;
+    let denied = push(viewer_creds, &oci, &format!("{host}/shop/web:2")).await;
     assert!(!denied.status.success(), "a viewer cannot push");
     let stderr = String::from_utf8_lossy(&denied.stderr).to_lowercase();
     assert!(stderr.contains("unauthorized") || stderr.contains("denied"), "{stderr}");
 
     // Nobody pulls anonymously, and nothing is pushed outside a project.
-    let anonymous = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{host}/shop/web:1")]).await;
-    assert!(!anonymous.status.success(), "no anonymous pull of a private repository");
-    let nowhere = skopeo(&[
-        "copy",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &admin_creds,
-        &oci,
-        &format!("docker://{host}/noproject/web:1"),
-    ])
-    .await;
+    assert!(!inspect(None, &image).await.status.success(), "no anonymous pull of a private repository");
+    let nowhere = push(&admin_creds, &oci, &format!("{host}/noproject/web:1")).await;
     assert!(!nowhere.status.success(), "repositories live under projects");
-    let wrong = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        "vera:wrong",
-        &format!("docker://{host}/shop/web:1"),
-    ])
-    .await;
-    assert!(!wrong.status.success());
+    assert!(!inspect(Some("vera:wrong"), &image).await.status.success());
 
     // An API token works in place of the password, until its user is disabled.
     let login = server.anonymous().login_token("vera", "vera password 123", "registry", None).await.unwrap();
     let token_creds = format!("vera:{}", login.token);
-    let inspect = |creds: String| {
-        let image = format!("docker://{host}/shop/web:1");
-        async move { skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &image]).await }
-    };
-    assert!(inspect(token_creds.clone()).await.status.success(), "an API token as the password");
+    assert!(inspect(Some(&token_creds), &image).await.status.success(), "an API token as the password");
     let mut user = serde_json::to_value(server.admin.get("users", None, "vera").await.unwrap()).unwrap();
     user["spec"]["disabled"] = serde_json::json!(true);
     server.admin.update("users", None, "vera", &user).await.unwrap();
-    assert!(!inspect(token_creds).await.status.success(), "not once the user is disabled");
+    assert!(!inspect(Some(&token_creds), &image).await.status.success(), "not once the user is disabled");
 
     // Audited: the push and the pull by their users, the wrong password as a denied login.
     let pushes = audit_of(&server, &[("action", "registry.push"), ("user", "admin")]).await;

@@ -11,8 +11,9 @@
 //! `DeadlineExceeded`; rolling back is the control plane's decision.
 //!
 //! # Work in the background
-//! A pass never waits for a pod or a probe ([`Background`]): pod creations, pod removals and
-//! probes run as tasks, a bounded number of each kind at once, and report to the next pass.
+//! A pass never waits for a pull, a pod or a probe ([`Background`]): image pulls, pod
+//! creations, pod removals and probes run as tasks, a bounded number of each kind at once,
+//! and report to the next pass.
 //! A pod being created counts for the rollout as a not-ready instance of its revision (as a
 //! pending pod does for a Deployment); a pod being removed no longer counts. So a rollout
 //! starts a replacement as soon as an instance becomes ready, not once per pass.

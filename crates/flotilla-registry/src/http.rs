@@ -43,7 +43,7 @@ pub struct Registry {
 
 /// The `/v2/` routes.
 pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new().route("/v2/", any(base)).route("/v2/{*path}", any(dispatch)).with_state(registry)
+    Router::new().route("/v2/", any(dispatch)).route("/v2/{*path}", any(dispatch)).with_state(registry)
 }
 
 /// An error in the specification's format: `{"errors": [{"code", "message", "detail"}]}`.
@@ -146,17 +146,26 @@ async fn base() -> Response {
     respond(StatusCode::OK, vec![("Content-Type", "application/json".into())], Body::from("{}"))
 }
 
-/// What a path under `/v2/` names.
-enum Target {
+/// What a path under `/v2/` names (repository names not validated yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `/v2/` itself.
+    Base,
     Catalog,
     Tags(String),
+    /// An upload of the repository: none yet (`POST …/blobs/uploads/`) or this one.
     Uploads(String, Option<String>),
     Blob(String, String),
     Manifest(String, String),
     Referrers(String, String),
 }
 
-fn target(path: &str) -> Option<Target> {
+/// What `path` (the request's whole path) names; `None` for no endpoint of the API.
+pub fn target(path: &str) -> Option<Target> {
+    let path = path.strip_prefix("/v2/")?;
+    if path.is_empty() {
+        return Some(Target::Base);
+    }
     if path == "_catalog" {
         return Some(Target::Catalog);
     }
@@ -192,9 +201,8 @@ async fn dispatch(
 ) -> Response {
     // From the URI rather than a path parameter: the router may be mounted under routes
     // that capture parameters of their own.
-    let path = uri.path().strip_prefix("/v2/").unwrap_or_default().to_string();
-    let result = match target(&path) {
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("no such endpoint: /v2/{path}"))),
+    let result = match target(uri.path()) {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("no such endpoint: {}", uri.path()))),
         Some(target) => handle(&registry, method, target, &query, &headers, body).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -210,6 +218,7 @@ async fn handle(
 ) -> ApiResult {
     let unsupported = || ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "method not allowed here");
     match target {
+        Target::Base => Ok(base().await),
         Target::Catalog if method == Method::GET => catalog(registry, query).await,
         Target::Tags(name) if method == Method::GET => tags(registry, &name, query).await,
         Target::Uploads(name, upload) => {

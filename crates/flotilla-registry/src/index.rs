@@ -2,8 +2,9 @@
 //! media type, subject and artifact type, for the referrers API) and its tags. The content
 //! itself (blobs and manifests alike) is in the [`crate::storage::BlobStore`].
 //!
-//! [`FsIndex`] keeps it in files under the data dir, each written whole (temporary file then
-//! rename), in the layout `repositories/<name>/{_layers/<hex>, _manifests/<hex>.json,
+//! [`FsIndex`] keeps it in files under the data dir, each written whole and durably
+//! (temporary file, sync, rename, sync of the directory) before a push is answered, in the
+//! layout `repositories/<name>/{_layers/<hex>, _manifests/<hex>.json,
 //! _tags/<tag>, _referrers/<subject hex>/<hex>}`. Path components starting with `_` cannot be
 //! part of a repository name, so the two never mix.
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{self, Digest};
 use crate::storage::StorageError;
+use crate::storage::fs::sync_dir;
 
 /// What the index knows of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,15 +82,18 @@ fn hex(digest: &Digest) -> &str {
     digest.digest()
 }
 
-/// Writes `content` to `path` whole: a temporary file next to it, then a rename.
+/// Writes `content` to `path` whole and durably: a temporary file next to it, synced, then
+/// renamed, and the directory synced.
 async fn write_whole(path: &Path, content: &[u8]) -> Result<(), StorageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let failed = || StorageError::io(format!("cannot write {}", path.display()));
     tokio::fs::create_dir_all(dir).await.map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
     let temporary = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-    tokio::fs::write(&temporary, content)
-        .await
-        .map_err(StorageError::io(format!("cannot write {}", path.display())))?;
-    tokio::fs::rename(&temporary, path).await.map_err(StorageError::io(format!("cannot write {}", path.display())))
+    let mut file = tokio::fs::File::create(&temporary).await.map_err(failed())?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, content).await.map_err(failed())?;
+    file.sync_all().await.map_err(failed())?;
+    tokio::fs::rename(&temporary, path).await.map_err(failed())?;
+    sync_dir(dir).await
 }
 
 async fn exists(path: &Path) -> Result<bool, StorageError> {

@@ -292,24 +292,15 @@ async fn manifests_indexes_tags_referrers_and_deletion() {
     let artifact_digest = digest::of(&serde_json::to_vec(&artifact).unwrap()).to_string();
     let pushed = put_manifest(&client, &base, "shop/app", &artifact_digest, &artifact).await;
     assert_eq!(pushed.headers()["oci-subject"], index_digest.as_str());
-    let referrers: Value = client
-        .get(format!("{base}/v2/shop/app/referrers/{index_digest}?artifactType=application/spdx%2Bjson"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(referrers["manifests"][0]["digest"], json!(artifact_digest));
-    assert_eq!(referrers["manifests"][0]["artifactType"], json!("application/spdx+json"));
-    let filtered: Value = client
-        .get(format!("{base}/v2/shop/app/referrers/{index_digest}?artifactType=text/plain"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let referrers = |artifact_type: &str| {
+        let url = format!("{base}/v2/shop/app/referrers/{index_digest}?artifactType={artifact_type}");
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let spdx = referrers("application/spdx%2Bjson").await;
+    assert_eq!(spdx["manifests"][0]["digest"], json!(artifact_digest));
+    assert_eq!(spdx["manifests"][0]["artifactType"], json!("application/spdx+json"));
+    let filtered = referrers("text/plain").await;
     assert_eq!(filtered["manifests"], json!([]));
 
     // Deleting a tag leaves the manifest; deleting the manifest takes its tags with it.

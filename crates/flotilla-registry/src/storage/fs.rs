@@ -106,7 +106,7 @@ impl FsBlobStore {
 }
 
 /// Syncs a directory, so that a rename or a new file in it survives a crash.
-async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let handle =
         tokio::fs::File::open(dir).await.map_err(StorageError::io(format!("cannot open {}", dir.display())))?;
     handle.sync_all().await.map_err(StorageError::io(format!("cannot sync {}", dir.display())))
