@@ -11,6 +11,7 @@ use flotilla_core::ValidationErrors;
 use flotilla_core::operation::OperationError;
 use flotilla_driver::DriverError;
 use flotilla_store::StoreError;
+use flotilla_store::registry::RegistryRefusal;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -167,6 +168,14 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "audit write failed; change refused");
                 ApiError::AuditWrite("the audit record could not be written, so the change was not made".into())
             }
+            StoreError::Registry(refusal) => match refusal {
+                RegistryRefusal::UnknownReference { .. } | RegistryRefusal::UnknownProject(_) => {
+                    ApiError::NotFound(refusal.to_string())
+                }
+                RegistryRefusal::ImmutableTag { .. } | RegistryRefusal::QuotaExceeded { .. } => {
+                    ApiError::Forbidden(refusal.to_string())
+                }
+            },
             StoreError::InvalidQuery(message) => ApiError::BadRequest(message),
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
             StoreError::Backend(detail) => ApiError::Internal(detail),

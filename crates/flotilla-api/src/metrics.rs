@@ -169,6 +169,9 @@ impl Store for MeteredStore {
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
         metered!(self, "audit_record", self.inner.audit_record(seq))
     }
+    fn registry(&self) -> &dyn flotilla_store::registry::RegistryReads {
+        self.inner.registry()
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         metered!(self, "ping", self.inner.ping())
     }

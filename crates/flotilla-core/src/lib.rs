@@ -6,6 +6,8 @@
 //! - [`selector`]: label selectors (parse, match).
 //! - [`operation`]: a mutation as data, and how it is planned against the current object.
 //! - [`rbac`]: roles, grants and the authorization decision.
+//! - [`registry`]: the registry's governance (public repositories, immutable tags,
+//!   retention, quotas) and robot account names.
 //! - [`audit`]: audit records, redaction of secrets, diffs and the hash chain.
 //!
 //! Nothing here reads a clock, a file, a socket or the environment: time and randomness are
@@ -17,6 +19,7 @@ pub mod kinds;
 pub mod object;
 pub mod operation;
 pub mod rbac;
+pub mod registry;
 pub mod selector;
 pub mod validation;
 

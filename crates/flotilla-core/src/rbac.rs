@@ -124,7 +124,10 @@ pub struct Target<'a> {
 
 /// What may be done to a repository of the registry. Repositories live under projects
 /// (`<project>/<name>`), and project roles decide ([`Principal::registry_actions`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum RegistryAction {
     Pull,
     Push,

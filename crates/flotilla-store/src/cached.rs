@@ -142,7 +142,7 @@ impl CachedStore {
                 self.sessions.clear();
                 self.tokens.clear();
             }
-            Change::Record(_) => {}
+            Change::Record(_) | Change::Registry(_) => {}
         }
     }
 }
@@ -232,6 +232,10 @@ impl Store for CachedStore {
 
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
         self.inner.audit_record(seq).await
+    }
+
+    fn registry(&self) -> &dyn crate::registry::RegistryReads {
+        self.inner.registry()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -30,6 +30,7 @@ use flotilla_core::{Object, ObjectKey, ValidationErrors};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
+use crate::registry::{NewManifest, RegistryChange, RegistryRefusal, RepositoryQuery};
 use crate::types::{
     ApiToken, AuditNote, AuditQuery, Change, Committed, ListQuery, LoginGrant, MAX_PAGE, Mutation, Session, SortBy,
     SummaryBy, ThrottleState,
@@ -57,6 +58,9 @@ pub async fn run_all(store: &dyn Store) {
     identity_throttle(store).await;
     grants_of_user(store).await;
     group_commit_concurrency(store).await;
+    registry_pushes_tags_and_deletions(store).await;
+    registry_rules_hold_in_the_transaction(store).await;
+    registry_garbage_is_what_nothing_references(store).await;
     audit_verify_counts_every_record(store).await;
 }
 
@@ -1397,4 +1401,274 @@ pub async fn audit_verify_counts_every_record(store: &dyn Store) {
     assert_eq!(report.last_seq, last_seq, "the chain ends at the last commit");
     assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1), "sequence numbers have no gaps");
     assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash), "every record links to its predecessor");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry index
+// ---------------------------------------------------------------------------------------------
+
+/// A made-up digest, unique per call.
+fn fake_digest() -> String {
+    format!("sha256:{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// A workspace and a project with `registry` settings; the project's name.
+async fn registry_project(store: &dyn Store, actor: &Actor, registry: Value) -> String {
+    let name = format!("reg-{}", unique());
+    create(store, actor, &workspace(&name, json!({}), json!({}))).await;
+    let mut project = project(&name, &name, None);
+    project.spec["registry"] = registry;
+    create(store, actor, &project).await;
+    name
+}
+
+async fn link(store: &dyn Store, actor: &Actor, repository: &str, digest: &str, size: u64) -> Result<(), StoreError> {
+    let change = RegistryChange::LinkBlob { repository: repository.into(), digest: digest.into(), size };
+    submit_change(store, actor, Change::Registry(change)).await.map(|_| ())
+}
+
+fn image_manifest(digest: &str, size: u64) -> NewManifest {
+    NewManifest {
+        digest: digest.into(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        size,
+        subject: None,
+        artifact_type: None,
+    }
+}
+
+async fn push(
+    store: &dyn Store,
+    actor: &Actor,
+    repository: &str,
+    manifest: NewManifest,
+    references: &[&str],
+    tag: Option<&str>,
+) -> Result<Committed, StoreError> {
+    let change = RegistryChange::PutManifest {
+        repository: repository.into(),
+        manifest,
+        references: references.iter().map(|r| r.to_string()).collect(),
+        tag: tag.map(str::to_string),
+    };
+    submit_change(store, actor, Change::Registry(change)).await
+}
+
+async fn registry_change(store: &dyn Store, actor: &Actor, change: RegistryChange) -> Result<Committed, StoreError> {
+    submit_change(store, actor, Change::Registry(change)).await
+}
+
+/// The newest audit record of `action` by `user`.
+async fn last_record(store: &dyn Store, user: &str, action: &str) -> AuditRecord {
+    let query = AuditQuery {
+        user: Some(user.into()),
+        action: Some(action.into()),
+        newest_first: true,
+        limit: 1,
+        ..AuditQuery::default()
+    };
+    let page = store.audit_query(&query).await.expect("audit query");
+    page.records.into_iter().next().unwrap_or_else(|| panic!("no {action} record of {user}"))
+}
+
+pub async fn registry_pushes_tags_and_deletions(store: &dyn Store) {
+    let admin = actor(&format!("pusher-{}", unique()));
+    let project = registry_project(store, &admin, json!({})).await;
+    let repository = format!("{project}/web");
+    let index = store.registry();
+    let (config, layer, manifest) = (fake_digest(), fake_digest(), fake_digest());
+    link(store, &admin, &repository, &config, 100).await.expect("link the config");
+    link(store, &admin, &repository, &layer, 5000).await.expect("link the layer");
+    assert_eq!(index.linked_blob(&repository, &layer).await.expect("read"), Some(5000));
+    assert_eq!(
+        index.linked_blob(&format!("{project}/api"), &layer).await.expect("read"),
+        None,
+        "links are per repository"
+    );
+    assert!(index.manifest(&repository, &manifest).await.expect("read").is_none());
+
+    let stray = fake_digest();
+    let refused =
+        push(store, &admin, &repository, image_manifest(&manifest, 400), &[&config, &stray], Some("1.0")).await;
+    assert!(
+        matches!(refused, Err(StoreError::Registry(RegistryRefusal::UnknownReference { ref digest, .. })) if *digest == stray),
+        "a manifest referring to a blob the repository does not have is refused: {refused:?}"
+    );
+    assert!(index.tag(&repository, "1.0").await.expect("read").is_none(), "nothing of the refused push remains");
+
+    push(store, &admin, &repository, image_manifest(&manifest, 400), &[&config, &layer], Some("1.0"))
+        .await
+        .expect("push the manifest");
+    let stored = index.manifest(&repository, &manifest).await.expect("read").expect("the manifest is indexed");
+    assert_eq!(stored.total_size, 5500, "the manifest with its config and layer");
+    assert_eq!(stored.pushed_by, admin.user);
+    let tag = index.tag(&repository, "1.0").await.expect("read").expect("the tag is indexed");
+    assert_eq!((tag.digest.as_str(), tag.pushed_by.as_str()), (manifest.as_str(), admin.user.as_str()));
+    let record = last_record(store, &admin.user, "registry.push").await;
+    assert_eq!(record.kind.as_deref(), Some("Repository"));
+    assert_eq!(record.project.as_deref(), Some(project.as_str()));
+    assert_eq!(record.name, Some(format!("{repository}:1.0")));
+    assert_eq!(parse_json(record.after.as_ref(), "after")["digest"], json!(manifest));
+    assert!(record.before.is_none(), "a new tag has no before");
+
+    // Moving the tag keeps the old digest in the record's before.
+    let second = fake_digest();
+    push(store, &admin, &repository, image_manifest(&second, 300), &[&config], Some("1.0"))
+        .await
+        .expect("move the tag");
+    push(store, &admin, &repository, image_manifest(&second, 300), &[&config], Some("stable"))
+        .await
+        .expect("tag again");
+    let record = last_record(store, &admin.user, "registry.push").await;
+    assert_eq!(record.name, Some(format!("{repository}:stable")));
+    let moved = index.tag(&repository, "1.0").await.expect("read").expect("tag");
+    assert_eq!(moved.digest, second);
+    let tags: Vec<String> = index.tags(&repository, None, 10).await.expect("tags").into_iter().map(|t| t.tag).collect();
+    assert_eq!(tags, ["1.0", "stable"]);
+    let after_first: Vec<String> =
+        index.tags(&repository, Some("1.0"), 10).await.expect("tags").into_iter().map(|t| t.tag).collect();
+    assert_eq!(after_first, ["stable"]);
+    assert_eq!(index.tags_of(&repository, &second).await.expect("tags").len(), 2);
+    let newest_first: Vec<String> =
+        index.manifests(&repository, None, 10).await.expect("manifests").into_iter().map(|m| m.digest).collect();
+    assert_eq!(newest_first, [second.clone(), manifest.clone()]);
+    let next: Vec<String> = index
+        .manifests(&repository, Some(&second), 10)
+        .await
+        .expect("manifests")
+        .into_iter()
+        .map(|m| m.digest)
+        .collect();
+    assert_eq!(next, std::slice::from_ref(&manifest), "the page after the newest");
+    let summary = index.repository(&repository).await.expect("read").expect("the repository is indexed");
+    assert_eq!((summary.project.as_str(), summary.manifests, summary.tags), (project.as_str(), 2, 2));
+    let listed = index
+        .repositories(&RepositoryQuery { project: Some(project.clone()), limit: 10, ..RepositoryQuery::default() })
+        .await
+        .expect("repositories");
+    assert_eq!(listed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), [repository.as_str()]);
+
+    // Referrers: a manifest whose subject is another.
+    let signature = NewManifest {
+        subject: Some(manifest.clone()),
+        artifact_type: Some("application/x-sig".into()),
+        ..image_manifest(&fake_digest(), 200)
+    };
+    push(store, &admin, &repository, signature.clone(), &[&config], None).await.expect("push a referrer");
+    let referrers = index.referrers(&repository, &manifest).await.expect("referrers");
+    assert_eq!(referrers.len(), 1);
+    assert_eq!(referrers[0].artifact_type.as_deref(), Some("application/x-sig"));
+
+    // Deletions, audited; an unknown one is refused and audited too.
+    registry_change(store, &admin, RegistryChange::DeleteTag { repository: repository.clone(), tag: "stable".into() })
+        .await
+        .expect("delete a tag");
+    assert!(index.tag(&repository, "stable").await.expect("read").is_none());
+    registry_change(
+        store,
+        &admin,
+        RegistryChange::DeleteManifest { repository: repository.clone(), digest: second.clone() },
+    )
+    .await
+    .expect("delete a manifest");
+    assert!(index.manifest(&repository, &second).await.expect("read").is_none());
+    assert!(index.tag(&repository, "1.0").await.expect("read").is_none(), "its tags go with it");
+    let record = last_record(store, &admin.user, "registry.delete").await;
+    assert_eq!(parse_json(record.before.as_ref(), "before")["tags"], json!(["1.0"]));
+    let again = registry_change(
+        store,
+        &admin,
+        RegistryChange::DeleteManifest { repository: repository.clone(), digest: second },
+    )
+    .await;
+    assert!(matches!(again, Err(StoreError::Registry(RegistryRefusal::UnknownReference { .. }))), "{again:?}");
+    assert_eq!(last_record(store, &admin.user, "registry.delete").await.outcome, "not-found");
+
+    let nowhere = link(store, &admin, &format!("nowhere-{}/web", unique()), &fake_digest(), 1).await;
+    assert!(matches!(nowhere, Err(StoreError::Registry(RegistryRefusal::UnknownProject(_)))), "{nowhere:?}");
+}
+
+pub async fn registry_rules_hold_in_the_transaction(store: &dyn Store) {
+    let admin = actor(&format!("rules-{}", unique()));
+    let project = registry_project(
+        store,
+        &admin,
+        json!({"storageQuota": "10k", "immutableTags": [{"repositories": ["web"], "tags": ["v*"]}]}),
+    )
+    .await;
+    let (web, api) = (format!("{project}/web"), format!("{project}/api"));
+    let index = store.registry();
+    let (layer, first, second) = (fake_digest(), fake_digest(), fake_digest());
+    link(store, &admin, &web, &layer, 6000).await.expect("within the quota");
+    link(store, &admin, &api, &layer, 6000).await.expect("a blob the project holds already counts once");
+    assert_eq!(index.usage(&project).await.expect("usage"), 6000);
+    let over = link(store, &admin, &api, &fake_digest(), 5000).await;
+    match over {
+        Err(StoreError::Registry(RegistryRefusal::QuotaExceeded { quota, used, adding, .. })) => {
+            assert_eq!((quota, used, adding), (10_000, 6000, 5000))
+        }
+        other => panic!("a blob over the quota is refused, not {other:?}"),
+    }
+    assert_eq!(last_record(store, &admin.user, "registry.link").await.outcome, "denied", "the refusal is audited");
+
+    push(store, &admin, &web, image_manifest(&first, 100), &[&layer], Some("v1")).await.expect("push v1");
+    let overwrite = push(store, &admin, &web, image_manifest(&second, 100), &[&layer], Some("v1")).await;
+    assert!(
+        matches!(overwrite, Err(StoreError::Registry(RegistryRefusal::ImmutableTag { ref tag, .. })) if tag == "v1"),
+        "an immutable tag is not overwritten: {overwrite:?}"
+    );
+    assert_eq!(index.tag(&web, "v1").await.expect("read").expect("tag").digest, first);
+    assert!(index.manifest(&web, &second).await.expect("read").is_none(), "the refused manifest is not indexed");
+    push(store, &admin, &web, image_manifest(&first, 100), &[&layer], Some("v1")).await.expect("the same digest again");
+    let delete_tag =
+        registry_change(store, &admin, RegistryChange::DeleteTag { repository: web.clone(), tag: "v1".into() }).await;
+    assert!(matches!(delete_tag, Err(StoreError::Registry(RegistryRefusal::ImmutableTag { .. }))), "{delete_tag:?}");
+    let delete_manifest = registry_change(
+        store,
+        &admin,
+        RegistryChange::DeleteManifest { repository: web.clone(), digest: first.clone() },
+    )
+    .await;
+    assert!(
+        matches!(delete_manifest, Err(StoreError::Registry(RegistryRefusal::ImmutableTag { .. }))),
+        "{delete_manifest:?}"
+    );
+    push(store, &admin, &web, image_manifest(&second, 100), &[&layer], Some("latest"))
+        .await
+        .expect("latest is mutable");
+    push(store, &admin, &api, image_manifest(&second, 100), &[&layer], Some("v1"))
+        .await
+        .expect("v* is immutable in web only");
+    push(store, &admin, &api, image_manifest(&first, 100), &[&layer], Some("v1")).await.expect("so api's v1 moves");
+}
+
+pub async fn registry_garbage_is_what_nothing_references(store: &dyn Store) {
+    let admin = actor(&format!("gc-{}", unique()));
+    let project = registry_project(store, &admin, json!({})).await;
+    let repository = format!("{project}/web");
+    let index = store.registry();
+    let (kept, garbage, manifest) = (fake_digest(), fake_digest(), fake_digest());
+    link(store, &admin, &repository, &kept, 10).await.expect("link");
+    link(store, &admin, &repository, &garbage, 10).await.expect("link");
+    push(store, &admin, &repository, image_manifest(&manifest, 10), &[&kept], Some("1")).await.expect("push");
+    let cutoff = now_micros() + 1_000_000;
+    let found = index.unreferenced_blobs(cutoff, 100_000).await.expect("unreferenced");
+    assert!(found.contains(&garbage), "an unreferenced blob is garbage");
+    assert!(!found.contains(&kept) && !found.contains(&manifest), "referenced blobs and manifests are not");
+    let late = fake_digest();
+    link(store, &admin, &repository, &late, 10).await.expect("link");
+    let forget = RegistryChange::ForgetBlobs {
+        digests: vec![garbage.clone(), kept.clone(), late.clone()],
+        linked_before_micros: now_micros() - 60_000_000,
+    };
+    registry_change(store, &admin, forget).await.expect("nothing linked a minute ago");
+    assert!(index.blob(&garbage).await.expect("read").is_some(), "the cutoff protects recent links");
+    let forget =
+        RegistryChange::ForgetBlobs { digests: vec![garbage.clone(), kept.clone()], linked_before_micros: cutoff };
+    registry_change(store, &admin, forget).await.expect("forget");
+    assert!(index.blob(&garbage).await.expect("read").is_none(), "the garbage is forgotten");
+    assert_eq!(index.linked_blob(&repository, &garbage).await.expect("read"), None);
+    assert!(index.blob(&kept).await.expect("read").is_some(), "a referenced blob is kept even when named");
+    let record = last_record(store, &admin.user, "registry.gc").await;
+    assert_eq!(parse_json(record.after.as_ref(), "after")["blobs"], json!([garbage]));
 }

@@ -1,7 +1,8 @@
 //! Flotilla's state store.
 //!
 //! [`Store`] is the one I/O boundary for control-plane state: declarative objects, the audit
-//! log, and identity records (password hashes, sessions, API tokens, login throttling).
+//! log, identity records (password hashes, sessions, API tokens, login throttling), and the
+//! registry's index ([`registry`]).
 //! [`sql::SqlStore`] implements it on SQLite (the embedded default, WAL, through rusqlite) and on
 //! PostgreSQL (through sqlx)
 //! (shared by several control-plane replicas). [`conformance`] is the suite both run.
@@ -14,6 +15,7 @@
 //! - Audit records form one hash chain in commit order, across replicas.
 
 pub mod cached;
+pub mod registry;
 pub mod sql;
 pub mod types;
 
@@ -37,6 +39,10 @@ pub enum StoreError {
     /// The audit record could not be written; nothing was changed.
     #[error("the audit record could not be written, so the change was not made: {0}")]
     AuditWrite(String),
+    /// A rule of the registry refuses the change (immutable tag, storage quota, unknown
+    /// reference).
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryRefusal),
     /// A query parameter (e.g. a continue token) is malformed.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
@@ -71,6 +77,9 @@ pub trait Store: Send + Sync + 'static {
     /// Walks the whole chain in order and checks every link and the stored head.
     async fn audit_verify(&self) -> Result<VerifyReport, StoreError>;
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError>;
+
+    /// The registry's index.
+    fn registry(&self) -> &dyn registry::RegistryReads;
 
     /// Cheap round trip used by `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -47,6 +47,8 @@ pub enum Change {
     },
     /// Only an audit record: a request refused before it reached the store.
     Record(AuditNote),
+    /// A change to the registry's index (pushes, deletions, garbage collection).
+    Registry(crate::registry::RegistryChange),
 }
 
 /// What a successful login hands out.

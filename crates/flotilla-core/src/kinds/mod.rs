@@ -13,6 +13,7 @@ mod cluster;
 mod environment;
 mod project;
 pub mod quantity;
+mod robot;
 mod role_binding;
 mod secret;
 mod user;
@@ -37,6 +38,7 @@ pub use cluster::{ClusterSpec, ClusterType};
 pub use environment::{EnvironmentSpec, Tier};
 pub use project::ProjectSpec;
 pub use quantity::ResourceQuota;
+pub use robot::{RobotPermission, RobotSpec};
 pub use role_binding::RoleBindingSpec;
 pub use secret::SecretSpec;
 pub use user::UserSpec;
@@ -240,6 +242,7 @@ impl KindRegistry {
         registry.register::<UserSpec>();
         registry.register::<RoleBindingSpec>();
         registry.register::<SecretSpec>();
+        registry.register::<RobotSpec>();
         registry.register::<ApplicationSpec>();
         registry.register::<ApplicationRevisionSpec>();
         registry

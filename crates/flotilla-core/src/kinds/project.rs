@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApplicationSpec, Category, KindSpec, Reference, Related, ResourceQuota, Scope, WorkspaceSpec};
 use crate::object::Object;
 use crate::object::ObjectMeta;
+use crate::registry::RegistrySettings;
 use crate::validation::{ValidationErrors, check_dns_label};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -20,6 +21,10 @@ pub struct ProjectSpec {
     /// Must fit inside the workspace's quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<ResourceQuota>,
+    /// The project's repositories in the built-in registry: storage quota, public
+    /// repositories, immutable tags, retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySettings>,
 }
 
 impl KindSpec for ProjectSpec {
@@ -34,6 +39,9 @@ impl KindSpec for ProjectSpec {
         }
         if let Some(quota) = &self.quota {
             quota.validate("spec.quota", errors);
+        }
+        if let Some(registry) = &self.registry {
+            registry.validate("spec.registry", errors);
         }
     }
 

@@ -11,6 +11,7 @@ mod exec;
 mod identity;
 mod objects;
 mod postgres;
+mod registry;
 mod sqlite;
 mod writer;
 
@@ -26,6 +27,7 @@ use flotilla_core::{Object, ObjectKey};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::registry::{BlobRecord, ManifestRecord, RegistryReads, RepositoryQuery, RepositoryRecord, TagRecord};
 use crate::types::*;
 use crate::{Store, StoreError};
 
@@ -253,6 +255,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_object_refs.sql"),
         include_str!("../../migrations/postgres/0002_object_refs.sql"),
     ),
+    (
+        3,
+        "registry index",
+        include_str!("../../migrations/sqlite/0003_registry.sql"),
+        include_str!("../../migrations/postgres/0003_registry.sql"),
+    ),
 ];
 
 #[async_trait]
@@ -312,9 +320,69 @@ impl Store for SqlStore {
         read!(self, |exec| audit::record(exec, seq))
     }
 
+    fn registry(&self) -> &dyn RegistryReads {
+        self
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         use exec::Executor;
         read!(self, |exec| exec.fetch_optional("SELECT 1", &[], |row| row.int(0))).map(|_| ())
+    }
+}
+
+#[async_trait]
+impl RegistryReads for SqlStore {
+    async fn linked_blob(&self, repository: &str, digest: &str) -> Result<Option<u64>, StoreError> {
+        read!(self, |exec| registry::linked_blob(exec, repository, digest))
+    }
+
+    async fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, StoreError> {
+        read!(self, |exec| registry::blob(exec, digest))
+    }
+
+    async fn manifest(&self, repository: &str, digest: &str) -> Result<Option<ManifestRecord>, StoreError> {
+        read!(self, |exec| registry::manifest(exec, repository, digest))
+    }
+
+    async fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, StoreError> {
+        read!(self, |exec| registry::tag(exec, repository, tag))
+    }
+
+    async fn tags(&self, repository: &str, after: Option<&str>, limit: u32) -> Result<Vec<TagRecord>, StoreError> {
+        read!(self, |exec| registry::tags(exec, repository, after, limit))
+    }
+
+    async fn tags_of(&self, repository: &str, digest: &str) -> Result<Vec<TagRecord>, StoreError> {
+        read!(self, |exec| registry::tags_of(exec, repository, digest))
+    }
+
+    async fn manifests(
+        &self,
+        repository: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ManifestRecord>, StoreError> {
+        read!(self, |exec| registry::manifests(exec, repository, after, limit))
+    }
+
+    async fn repository(&self, name: &str) -> Result<Option<RepositoryRecord>, StoreError> {
+        read!(self, |exec| registry::repository(exec, name))
+    }
+
+    async fn repositories(&self, query: &RepositoryQuery) -> Result<Vec<RepositoryRecord>, StoreError> {
+        read!(self, |exec| registry::repositories(exec, query))
+    }
+
+    async fn referrers(&self, repository: &str, subject: &str) -> Result<Vec<ManifestRecord>, StoreError> {
+        read!(self, |exec| registry::referrers(exec, repository, subject))
+    }
+
+    async fn usage(&self, project: &str) -> Result<u64, StoreError> {
+        read!(self, |exec| registry::usage(exec, project))
+    }
+
+    async fn unreferenced_blobs(&self, linked_before_micros: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        long_read!(self, [], |exec| registry::unreferenced_blobs(exec, linked_before_micros, limit))
     }
 }
 

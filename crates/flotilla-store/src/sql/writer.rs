@@ -30,8 +30,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::exec::{Bind, Executor};
-use super::{Shared, audit, identity, objects};
+use super::{Shared, audit, identity, objects, registry};
 use crate::StoreError;
+use crate::registry::RegistryRefusal;
 use crate::types::{AuditNote, Change, Committed, LoginGrant, Mutation};
 
 pub(crate) struct WriteRequest {
@@ -124,7 +125,8 @@ struct Head {
 struct Applied {
     outcome: Outcome,
     object: Option<Object>,
-    record: AuditRecord,
+    /// `None` for a change that is not audited on its own (a registry blob link).
+    record: Option<AuditRecord>,
 }
 
 /// Commits `mutations` in one transaction on `exec`; rolls everything back if any statement
@@ -204,14 +206,17 @@ async fn write_batch<E: Executor>(
         let now = to_micros(shared.clock.now());
         let seq = head.seq + 1;
         let result = match apply(shared, exec, mutation, seq, now).await {
-            Ok(applied) => match audit::append(exec, &mut head_ref(&mut head), applied.record).await {
-                Ok(()) => Ok(Committed { seq, outcome: applied.outcome, object: applied.object }),
-                Err(_) if !guarded => return Ok(Pass::Retry),
-                Err(error) => {
-                    exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
-                    Err(StoreError::AuditWrite(error.to_string()))
+            Ok(Applied { outcome, object, record: None }) => Ok(Committed { seq: head.seq, outcome, object }),
+            Ok(Applied { outcome, object, record: Some(record) }) => {
+                match audit::append(exec, &mut head_ref(&mut head), record).await {
+                    Ok(()) => Ok(Committed { seq, outcome, object }),
+                    Err(_) if !guarded => return Ok(Pass::Retry),
+                    Err(error) => {
+                        exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
+                        Err(StoreError::AuditWrite(error.to_string()))
+                    }
                 }
-            },
+            }
             Err(refusal) => {
                 if guarded {
                     exec.execute("ROLLBACK TO SAVEPOINT mutation", &[]).await?;
@@ -301,6 +306,11 @@ fn refusal_record(mutation: &Mutation, refusal: &StoreError, now: jiff::Timestam
         ) => Outcome::Conflict,
         StoreError::Operation(OperationError::NotFound(_)) => Outcome::NotFound,
         StoreError::Operation(OperationError::Invalid(_)) => Outcome::Invalid,
+        StoreError::Registry(RegistryRefusal::ImmutableTag { .. }) => Outcome::Conflict,
+        StoreError::Registry(RegistryRefusal::QuotaExceeded { .. }) => Outcome::Denied,
+        StoreError::Registry(RegistryRefusal::UnknownReference { .. } | RegistryRefusal::UnknownProject(_)) => {
+            Outcome::NotFound
+        }
         _ => Outcome::Error,
     };
     record.outcome = outcome.as_str().to_string();
@@ -318,6 +328,10 @@ fn describe(change: &Change) -> (String, Option<ObjectKey>) {
         Change::CreateToken(token) => ("token.create".into(), Some(ObjectKey::new("ApiToken", None, &token.id))),
         Change::RevokeToken { id, .. } => ("token.revoke".into(), Some(ObjectKey::new("ApiToken", None, id))),
         Change::Record(note) => (note.action.clone(), None),
+        Change::Registry(change) => {
+            let (action, key) = registry::describe(change);
+            (action.to_string(), key)
+        }
     }
 }
 
@@ -434,9 +448,14 @@ async fn apply<E: Executor>(
             record.message = message.clone();
             outcome = note_outcome.unwrap_or(Outcome::Success);
         }
+        Change::Registry(change) => {
+            if !registry::apply(exec, change, &mutation.actor.user, now.as_microsecond(), &mut record).await? {
+                return Ok(Applied { outcome, object, record: None });
+            }
+        }
     }
     record.outcome = outcome.as_str().to_string();
-    Ok(Applied { outcome, object, record })
+    Ok(Applied { outcome, object, record: Some(record) })
 }
 
 /// Refuses an object whose references name objects that do not exist, or that does not fit
