@@ -19,6 +19,8 @@ pub mod objects;
 pub mod openapi;
 pub mod operate;
 pub mod registry;
+pub mod repositories;
+pub mod robots;
 pub mod routes;
 pub mod state;
 
@@ -41,7 +43,7 @@ use crate::metrics::{MeteredStore, Metrics};
 
 /// Builds the shared state and the router of the whole API.
 pub fn app(store: Arc<dyn Store>, kinds: Arc<KindRegistry>, config: Arc<Config>, clock: Arc<dyn Clock>) -> Router {
-    app_with_status(store, kinds, config, clock, None)
+    build(store, kinds, config, clock, None).router
 }
 
 /// [`app`] showing what clusters report (`observed`) as the `status` of objects.
@@ -52,6 +54,27 @@ pub fn app_with_status(
     clock: Arc<dyn Clock>,
     observed: Option<Arc<dyn flotilla_controller::StatusView>>,
 ) -> Router {
+    build(store, kinds, config, clock, observed).router
+}
+
+/// The API's router and the parts of it that have work of their own to run.
+pub struct App {
+    pub router: Router,
+    /// The built-in registry (`None` when its storage could not be opened), whose upkeep
+    /// ([`registry::RegistryService::maintain`]) the server runs.
+    pub registry: Option<Arc<registry::RegistryService>>,
+    /// The store as the API uses it (metered and cached), for the server's own tasks.
+    pub store: Arc<dyn Store>,
+}
+
+/// Builds the shared state, the router and the registry.
+pub fn build(
+    store: Arc<dyn Store>,
+    kinds: Arc<KindRegistry>,
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    observed: Option<Arc<dyn flotilla_controller::StatusView>>,
+) -> App {
     let metrics = Arc::new(Metrics::default());
     let metered: Arc<dyn Store> = Arc::new(MeteredStore::new(store, metrics.clone()));
     let ttl = std::time::Duration::from_millis(config.auth_cache_ttl_ms);
@@ -65,19 +88,25 @@ pub fn app_with_status(
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl, caching));
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
-    let state = AppState { store, kinds, config, metrics, clock, openapi, observed };
-    let router = match registry::RegistryService::open(&state.config.data_dir) {
-        Ok(service) => router.merge(registry::routes(state.clone(), Arc::new(service))),
+    let registry = match registry::RegistryService::open(&config.data_dir, store.clone()) {
+        Ok(service) => Some(Arc::new(service)),
         Err(error) => {
             tracing::error!(%error, "the registry cannot open its storage: /v2/ is not served");
-            router
+            None
         }
     };
-    router
+    let state =
+        AppState { store: store.clone(), kinds, config, metrics, clock, openapi, observed, registry: registry.clone() };
+    let router = match &registry {
+        Some(service) => router.merge(registry::routes(state.clone(), service.clone())),
+        None => router,
+    };
+    let router = router
         .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
-        .with_state(state)
+        .with_state(state);
+    App { router, registry, store }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -27,13 +28,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flotilla_core::ObjectKey;
 use flotilla_core::audit::Outcome;
-use flotilla_core::kinds::{ProjectSpec, UserSpec};
+use flotilla_core::kinds::{ProjectSpec, RobotSpec, UserSpec};
 use flotilla_core::rbac::{Principal, RegistryAction};
-use flotilla_registry::http::{Registry, Target, target};
-use flotilla_registry::index::FsIndex;
+use flotilla_core::registry::{parse_robot_account, split_repository};
+use flotilla_registry::gc::{GcError, apply_retention, collect_garbage};
+use flotilla_registry::http::{Audited, Registry, Target, target};
 use flotilla_registry::storage::fs::FsBlobStore;
 use flotilla_registry::token::{self, Access, Claims, TokenKey};
-use flotilla_store::{AuditNote, Change, Mutation};
+use flotilla_store::{AuditNote, Change, Mutation, Store};
 use serde_json::{Value, json};
 
 use crate::auth::{Meta, actor, check_password};
@@ -56,10 +58,9 @@ pub struct RegistryService {
 impl RegistryService {
     /// Opens the registry kept under `<data dir>/registry`, with its token key (made on
     /// first use, readable by the owner only).
-    pub fn open(data_dir: &Path) -> Result<Self, String> {
+    pub fn open(data_dir: &Path, store: Arc<dyn Store>) -> Result<Self, String> {
         let dir = data_dir.join("registry");
         let blobs = FsBlobStore::open(&dir).map_err(|e| e.to_string())?;
-        let index = FsIndex::open(&dir).map_err(|e| e.to_string())?;
         let key_path = dir.join("token.key");
         let key = match std::fs::read(&key_path) {
             Ok(key) => key,
@@ -81,7 +82,7 @@ impl RegistryService {
             Err(error) => return Err(format!("cannot read {}: {error}", key_path.display())),
         };
         let tokens = TokenKey::new(key).ok_or_else(|| format!("{} holds too short a key", key_path.display()))?;
-        Ok(Self { registry: Arc::new(Registry { blobs: Arc::new(blobs), index: Arc::new(index) }), tokens })
+        Ok(Self { registry: Arc::new(Registry::new(Arc::new(blobs), store)), tokens })
     }
 }
 
@@ -116,8 +117,52 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
     Ok(Some((user.to_string(), secret.to_string())))
 }
 
-/// Authenticates `user` by `secret`: one of the user's API tokens, else the password.
-async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: &str) -> Result<(), ApiError> {
+/// Who asks `/v2/token` for a token.
+enum Requester {
+    Anonymous,
+    User(Principal),
+    /// A project's robot account (`robot$<project>+<name>`).
+    Robot {
+        account: String,
+        project: String,
+        spec: RobotSpec,
+    },
+}
+
+impl Requester {
+    fn subject(&self) -> String {
+        match self {
+            Requester::Anonymous => ANONYMOUS.to_string(),
+            Requester::User(principal) => principal.user.clone(),
+            Requester::Robot { account, .. } => account.clone(),
+        }
+    }
+}
+
+/// The subject of tokens given without credentials.
+const ANONYMOUS: &str = "anonymous";
+
+/// Authenticates `user` by `secret`: a robot by its secret; a user by one of its API tokens,
+/// else its password.
+async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: &str) -> Result<Requester, ApiError> {
+    if let Some((project, name)) = parse_robot_account(user) {
+        let robot = authenticate_robot(state, user, project, name, secret).await;
+        if let Err(error) = &robot {
+            let note = AuditNote {
+                action: "login".into(),
+                kind: Some("Robot".into()),
+                project: Some(project.to_string()),
+                name: Some(name.to_string()),
+                outcome: Some(Outcome::Denied),
+                message: Some(error.to_string()),
+            };
+            state
+                .store
+                .commit(Mutation { actor: actor(meta, user, "robot-secret"), change: Change::Record(note) })
+                .await?;
+        }
+        return robot;
+    }
     let now = state.clock.now().as_microsecond();
     if let Some(record) = state.store.token_by_secret(&flotilla_identity::secret_hash(secret)).await?
         && record.user == user
@@ -129,7 +174,7 @@ async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: 
         if account.and_then(|o| serde_json::from_value::<UserSpec>(o.spec).ok()).is_none_or(|spec| spec.disabled) {
             return Err(ApiError::Unauthenticated(format!("user {user:?} is disabled or no longer exists")));
         }
-        return Ok(());
+        return Ok(Requester::User(Principal { grants: state.store.grants_of(user).await?, user: user.to_string() }));
     }
     let clear = check_password(state, meta, user, secret, "registry-password").await?;
     let success = Mutation {
@@ -143,7 +188,70 @@ async fn authenticate(state: &AppState, meta: &RequestMeta, user: &str, secret: 
         },
     };
     state.store.commit(success).await?;
-    Ok(())
+    Ok(Requester::User(Principal { grants: state.store.grants_of(user).await?, user: user.to_string() }))
+}
+
+/// A robot's secret is one of the API tokens of its account; the Robot must still exist,
+/// be enabled and not have expired.
+async fn authenticate_robot(
+    state: &AppState,
+    account: &str,
+    project: &str,
+    name: &str,
+    secret: &str,
+) -> Result<Requester, ApiError> {
+    let now = state.clock.now().as_microsecond();
+    let record = state
+        .store
+        .token_by_secret(&flotilla_identity::secret_hash(secret))
+        .await?
+        .filter(|record| record.user == account)
+        .ok_or_else(|| ApiError::Unauthenticated(format!("wrong secret for robot {account:?}")))?;
+    if record.revoked_micros.is_some() || record.expires_micros <= now {
+        return Err(ApiError::Unauthenticated(format!("the secret of robot {account:?} was replaced or has expired")));
+    }
+    let spec = state
+        .store
+        .get(&ObjectKey::new("Robot", Some(project.to_string()), name))
+        .await?
+        .and_then(|object| serde_json::from_value::<RobotSpec>(object.spec).ok())
+        .ok_or_else(|| ApiError::Unauthenticated(format!("robot {account:?} no longer exists")))?;
+    if spec.disabled || spec.expires_micros().is_none_or(|expiry| expiry <= now) {
+        return Err(ApiError::Unauthenticated(format!("robot {account:?} is disabled or has expired")));
+    }
+    Ok(Requester::Robot { account: account.to_string(), project: project.to_string(), spec })
+}
+
+/// The project a repository belongs to, when it exists.
+async fn project_of(state: &AppState, repository: &str) -> Result<Option<ProjectSpec>, ApiError> {
+    let (project, _) = split_repository(repository);
+    Ok(state
+        .store
+        .get(&ObjectKey::new("Project", None, project))
+        .await?
+        .and_then(|object| serde_json::from_value::<ProjectSpec>(object.spec).ok()))
+}
+
+/// What `requester` may do to `repository`: what its project roles (or a robot's
+/// permissions) allow, and pull from the project's public repositories for anyone.
+async fn repository_actions(
+    state: &AppState,
+    requester: &Requester,
+    repository: &str,
+) -> Result<Vec<RegistryAction>, ApiError> {
+    let Some(project_spec) = project_of(state, repository).await? else { return Ok(Vec::new()) };
+    let (project, path) = split_repository(repository);
+    let mut actions = match requester {
+        Requester::User(principal) => principal.registry_actions(project, Some(&project_spec.workspace)),
+        Requester::Robot { project: own, spec, .. } if own == project => {
+            spec.actions(path, state.clock.now().as_microsecond())
+        }
+        Requester::Robot { .. } | Requester::Anonymous => Vec::new(),
+    };
+    if project_spec.registry.as_ref().is_some_and(|settings| settings.is_public(path)) {
+        actions.push(RegistryAction::Pull);
+    }
+    Ok(actions)
 }
 
 /// `GET /v2/token?service=flotilla&scope=…`: a token for what the caller may do of what it
@@ -157,30 +265,19 @@ async fn issue_token(
 ) -> Result<Json<Value>, ApiError> {
     let requested = token::parse_scopes(query.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))
         .map_err(|e| ApiError::bad_field("scope", e.to_string()))?;
-    let principal = match basic_credentials(&headers)? {
-        Some((user, secret)) => {
-            authenticate(&state, &meta, &user, &secret).await?;
-            Principal { grants: state.store.grants_of(&user).await?, user }
-        }
-        None => Principal { user: String::new(), grants: Vec::new() },
+    let requester = match basic_credentials(&headers)? {
+        Some((user, secret)) => authenticate(&state, &meta, &user, &secret).await?,
+        None => Requester::Anonymous,
     };
     let mut granted = Vec::new();
     for access in requested {
         let allowed: Vec<String> = if access.kind == "registry" {
-            if principal.is_admin() { access.actions.clone() } else { Vec::new() }
+            match &requester {
+                Requester::User(principal) if principal.is_admin() => access.actions.clone(),
+                _ => Vec::new(),
+            }
         } else {
-            let project = access.name.split('/').next().unwrap_or_default();
-            let workspace = state
-                .store
-                .get(&ObjectKey::new("Project", None, project))
-                .await?
-                .and_then(|object| serde_json::from_value::<ProjectSpec>(object.spec).ok())
-                .map(|spec| spec.workspace);
-            let may = if workspace.is_some() {
-                principal.registry_actions(project, workspace.as_deref())
-            } else {
-                Vec::new()
-            };
+            let may = repository_actions(&state, &requester, &access.name).await?;
             access
                 .actions
                 .iter()
@@ -193,10 +290,90 @@ async fn issue_token(
         }
     }
     let now = now_seconds(&state);
-    let claims = Claims { sub: principal.user.clone(), access: granted, iat: now, exp: now + TOKEN_SECONDS };
+    let claims = Claims { sub: requester.subject(), access: granted, iat: now, exp: now + TOKEN_SECONDS };
     let token = service.tokens.issue(&claims);
     let issued_at = state.clock.now().to_string();
     Ok(Json(json!({"token": token, "access_token": token, "expires_in": TOKEN_SECONDS, "issued_at": issued_at})))
+}
+
+impl RegistryService {
+    /// Runs retention and then garbage collection every `interval`, as `system`, until the
+    /// task is dropped. A failed run is logged and tried again at the next interval.
+    ///
+    /// Caveat: the sweep lock that keeps a collection from deleting a blob between its
+    /// upload and its link is per process. With several control-plane replicas sharing one
+    /// blob storage, run collection on one of them only.
+    pub async fn maintain(
+        self: Arc<Self>,
+        clock: Arc<dyn flotilla_store::sql::Clock>,
+        interval: Duration,
+        grace: Duration,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let actor = system_actor();
+            if let Err(error) = self.upkeep(&actor, clock.now().as_microsecond(), grace, true).await {
+                tracing::warn!(%error, "registry upkeep failed; trying again at the next interval");
+            }
+        }
+    }
+
+    /// Retention (when `retention`), then garbage collection, as of `now_micros`.
+    pub async fn upkeep(
+        &self,
+        actor: &flotilla_core::audit::Actor,
+        now_micros: i64,
+        grace: Duration,
+        retention: bool,
+    ) -> Result<Value, GcError> {
+        let retained = if retention { Some(apply_retention(&self.registry, actor, now_micros).await?) } else { None };
+        let collected = collect_garbage(&self.registry, actor, grace, now_micros).await?;
+        Ok(json!({"retention": retained, "gc": collected}))
+    }
+}
+
+fn system_actor() -> flotilla_core::audit::Actor {
+    flotilla_core::audit::Actor {
+        user: "system".into(),
+        auth: "system".into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    }
+}
+
+/// Body of `POST /api/v1/registry/gc`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcRequest {
+    /// Apply the projects' retention rules first (default true).
+    #[serde(default)]
+    pub retention: Option<bool>,
+    /// Keep blobs linked within this many seconds (default: `registry.gc_grace_secs`).
+    #[serde(default)]
+    pub grace_secs: Option<u64>,
+}
+
+/// `POST /api/v1/registry/gc`: retention and garbage collection now (platform admins).
+pub async fn run_gc(
+    State(state): State<AppState>,
+    caller: crate::auth::Caller,
+    body: Option<Json<GcRequest>>,
+) -> Result<Json<Value>, ApiError> {
+    if !caller.principal.is_admin() {
+        return Err(ApiError::Forbidden("only a platform admin runs the registry's garbage collection".into()));
+    }
+    let service = state.registry.as_ref().ok_or_else(|| ApiError::Unavailable("the registry is not served".into()))?;
+    let request = body.map(|Json(request)| request).unwrap_or_default();
+    let grace = Duration::from_secs(request.grace_secs.unwrap_or(state.config.registry.gc_grace_secs));
+    let now = state.clock.now().as_microsecond();
+    let report = service
+        .upkeep(&caller.actor(), now, grace, request.retention.unwrap_or(true))
+        .await
+        .map_err(|error| ApiError::Internal(format!("registry garbage collection failed: {error}")))?;
+    Ok(Json(report))
 }
 
 /// What a request under `/v2/` needs its token to allow.
@@ -285,10 +462,17 @@ async fn guard(
     }
     let method = request.method().clone();
     let meta = request.extensions().get::<RequestMeta>().cloned();
+    if let (Some(meta), Some(claims)) = (&meta, &claims) {
+        request.extensions_mut().insert(actor(meta, &claims.sub, "registry-token"));
+    }
     let response = next.run(request).await;
+    // The store audits the changes it makes or refuses; pulls, and changes refused before
+    // they reached it, are audited here.
+    let audited = response.extensions().get::<Audited>().is_some();
     if let (Needs::Repository { name, action, manifest: Some(reference) }, Some(claims), Some(meta)) =
         (needed, claims, meta)
         && method != Method::HEAD
+        && !audited
     {
         let status = response.status();
         let note = AuditNote {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, images, objects, operate};
+use crate::{audit, health, images, objects, operate, registry, repositories, robots};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -376,6 +376,7 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
         add_kind(&mut routes, info);
     }
     add_operations(&mut routes);
+    add_delivery(&mut routes);
     routes
 }
 
@@ -419,5 +420,34 @@ fn add_operations(routes: &mut Routes) {
     routes.add(
         RouteDoc::new("get", "/metrics/instances", "instanceMetrics", "operations", "Every instance's CPU, memory, network and disk counters in the Prometheus text format (platform admins and auditors)"),
         get(operate::instance_metrics),
+    );
+}
+
+/// The delivery center's REST routes (the registry itself is served at `/v2/`).
+fn add_delivery(routes: &mut Routes) {
+    routes.add(
+        RouteDoc::new("post", "/api/v1/projects/{project}/robots/{name}/secret", "issueRobotSecret", "delivery", "Issue a new secret for a robot account (shown once; earlier secrets stop working); needs the right to change the Robot; audited")
+            .response(201, json!({"type": "object", "properties": {"account": {"type": "string"}, "secret": {"type": "string"}, "tokenId": {"type": "string"}, "expiresAt": {"type": "string"}}})),
+        post(robots::issue_secret),
+    );
+    routes.add(
+        RouteDoc::new("post", "/api/v1/registry/gc", "registryGc", "delivery", "Apply the projects' retention rules, then delete the blobs nothing references (platform admins; audited)")
+            .request(json!({"type": "object", "properties": {"retention": {"type": "boolean"}, "graceSecs": {"type": "integer"}}}))
+            .response(200, json!({"type": "object", "properties": {"retention": {"type": ["object", "null"]}, "gc": {"type": "object"}}})),
+        post(registry::run_gc),
+    );
+    let paging: &[(&str, &str)] =
+        &[("limit", "Page size (default 100, at most 1000)"), ("continue", "The `continue` of the previous page")];
+    routes.add(
+        RouteDoc::new("get", "/api/v1/projects/{project}/repositories", "listRepositories", "delivery", "The project's registry repositories, by name (needs any role in the project)")
+            .query(&[paging, &[("q", "Substring of the name")]].concat())
+            .response(200, json!({"type": "object", "properties": {"items": {"type": "array"}, "continue": {"type": ["string", "null"]}}})),
+        get(repositories::list),
+    );
+    routes.add(
+        RouteDoc::new("get", "/api/v1/projects/{project}/repositories/{repository}/versions", "listRepositoryVersions", "delivery", "A repository's versions, newest push first: digest, tags, size, pushing user and time, and the applications running each (the repository path inside the project, slashes encoded as %2F)")
+            .query(paging)
+            .response(200, json!({"type": "object", "properties": {"repository": {"type": "object"}, "items": {"type": "array"}, "continue": {"type": ["string", "null"]}}})),
+        get(repositories::versions),
     );
 }

@@ -21,4 +21,6 @@ pub struct AppState {
     pub openapi: Arc<serde_json::Value>,
     /// What clusters report about objects (an Application's instances), shown as `status`.
     pub observed: Option<Arc<dyn flotilla_controller::StatusView>>,
+    /// The built-in registry; `None` when its storage could not be opened.
+    pub registry: Option<Arc<crate::registry::RegistryService>>,
 }

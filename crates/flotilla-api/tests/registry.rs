@@ -87,9 +87,71 @@ async fn images_are_pushed_and_pulled_with_tokens_that_project_roles_decide() {
 
     // Audited: the push and the pull by their users, the wrong password as a denied login.
     let pushes = audit_of(&server, &[("action", "registry.push"), ("user", "admin")]).await;
-    assert!(pushes.iter().any(|r| r["name"] == "shop/web@1" && r["outcome"] == "success"), "{pushes:#?}");
+    assert!(pushes.iter().any(|r| r["name"] == "shop/web:1" && r["outcome"] == "success"), "{pushes:#?}");
     let pulls = audit_of(&server, &[("action", "registry.pull"), ("user", "vera")]).await;
     assert!(!pulls.is_empty(), "the viewer's pull is audited");
     let logins = audit_of(&server, &[("user", "vera"), ("outcome", "denied")]).await;
     assert!(!logins.is_empty(), "the wrong password is a denied login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_push_with_their_secret_and_versions_show_who_pushed_and_who_runs_them() {
+    // Applications name the registry by a host of its own (`registry.hosts`).
+    let server = TestServer::start_with(|config| config.registry.hosts = vec!["registry.test:5000".into()]).await;
+    server.seed_shop().await;
+    let host = server.base.trim_start_matches("http://").to_string();
+    let robot = serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "Robot",
+        "metadata": {"name": "ci", "project": "shop"},
+        "spec": {"permissions": [{"repositories": ["web"], "actions": ["pull", "push"]}], "expiresAt": "2099-01-01T00:00:00Z"}});
+    server.admin.create("robots", Some("shop"), &robot).await.unwrap();
+    let issued = server.admin.issue_robot_secret("shop", "ci").await.unwrap();
+    assert_eq!(issued["account"], "robot$shop+ci");
+    let secret = issued["secret"].as_str().unwrap().to_string();
+    let robot_creds = format!("robot$shop+ci:{secret}");
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    image_layout(&source, "1");
+    let oci = format!("oci:{}:1", source.display());
+    let pushed = push(&robot_creds, &oci, &format!("{host}/shop/web:1")).await;
+    assert!(pushed.status.success(), "the robot pushes to web: {}", String::from_utf8_lossy(&pushed.stderr));
+    let elsewhere = push(&robot_creds, &oci, &format!("{host}/shop/api:1")).await;
+    assert!(!elsewhere.status.success(), "its permissions name web only");
+
+    // The secret opens the registry and nothing else.
+    let rest = server.anonymous().with_token(Some(secret.clone())).whoami().await.unwrap_err();
+    assert_eq!(rest.status(), Some(401), "a robot cannot use the REST API");
+    let login = server.anonymous().login_token("robot$shop+ci", &secret, "console", None).await.unwrap_err();
+    assert_eq!(login.status(), Some(401), "nor log in");
+
+    // A new secret replaces the old one.
+    let reissued = server.admin.issue_robot_secret("shop", "ci").await.unwrap();
+    let image = format!("{host}/shop/web:1");
+    assert!(!inspect(Some(&robot_creds), &image).await.status.success(), "the old secret stopped working");
+    let new_creds = format!("robot$shop+ci:{}", reissued["secret"].as_str().unwrap());
+    assert!(inspect(Some(&new_creds), &image).await.status.success());
+
+    // An application runs the version; the versions view says who pushed it and who runs it.
+    let app = serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+        "metadata": {"name": "storefront", "project": "shop"},
+        "spec": {"environment": "test", "components": [{"name": "web", "image": "registry.test:5000/shop/web:1"}]}});
+    server.admin.create("applications", Some("shop"), &app).await.unwrap();
+    let repositories = server.admin.repositories("shop", &[]).await.unwrap();
+    assert_eq!(repositories["items"][0]["name"], "shop/web", "{repositories}");
+    let vera = server.user("vera").await;
+    server.grant("vera", "viewer", Some("shop"), None).await;
+    let versions = vera.repository_versions("shop", "web", &[]).await.unwrap();
+    let version = &versions["items"][0];
+    assert_eq!(version["tags"], serde_json::json!(["1"]), "{versions}");
+    assert_eq!(version["pushedBy"], "robot$shop+ci");
+    assert!(version["size"].as_u64().unwrap() > 600_000, "the image with its layers: {version}");
+    assert_eq!(version["applications"][0]["name"], "storefront", "{version}");
+    let outsider = server.user("otto").await;
+    assert_eq!(outsider.repository_versions("shop", "web", &[]).await.unwrap_err().status(), Some(403));
+
+    // Garbage collection is for platform admins, and keeps what is referenced.
+    assert_eq!(vera.registry_gc(true, Some(0)).await.unwrap_err().status(), Some(403));
+    let report = server.admin.registry_gc(true, Some(0)).await.unwrap();
+    assert_eq!(report["gc"]["blobsRemoved"], 0, "{report}");
+    assert!(inspect(Some(&new_creds), &image).await.status.success(), "the image is whole after collection");
 }

@@ -325,6 +325,35 @@ impl Client {
     pub async fn logout(&self) -> Result<(), ClientError> {
         self.send(self.request(Method::POST, "/api/v1/auth/logout")).await.map(|_| ())
     }
+
+    /// A new secret of robot `name` of `project` (earlier ones stop working).
+    pub async fn issue_robot_secret(&self, project: &str, name: &str) -> Result<Value, ClientError> {
+        let path = format!("{}/secret", Self::item_path("robots", Some(project), name));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    /// A page of `project`'s registry repositories.
+    pub async fn repositories(&self, project: &str, params: &[(&str, String)]) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/projects/{}/repositories", encode(project));
+        self.json(self.request(Method::GET, &path).query(params)).await
+    }
+
+    /// A page of the versions of `repository` (its path inside `project`).
+    pub async fn repository_versions(
+        &self,
+        project: &str,
+        repository: &str,
+        params: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/projects/{}/repositories/{}/versions", encode(project), encode(repository));
+        self.json(self.request(Method::GET, &path).query(params)).await
+    }
+
+    /// Retention (unless `retention` is false) and garbage collection of the registry now.
+    pub async fn registry_gc(&self, retention: bool, grace_secs: Option<u64>) -> Result<Value, ClientError> {
+        let body = serde_json::json!({"retention": retention, "graceSecs": grace_secs});
+        self.json(self.request(Method::POST, "/api/v1/registry/gc").json(&body)).await
+    }
 }
 
 fn encode(segment: &str) -> String {

@@ -31,7 +31,18 @@ const KEYS: &[&str] = &[
     "login",
     "log",
     "runtime",
+    "registry",
 ];
+
+/// `HOST` or `HOST:PORT`, without scheme or path.
+fn is_host_and_port(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
 
 /// Whether the environment variable `FLOTILLA_<rest>` is configuration.
 fn is_configuration(rest: &str) -> bool {
@@ -73,6 +84,41 @@ pub struct Config {
     pub login: LoginConfig,
     pub log: LogConfig,
     pub runtime: RuntimeConfig,
+    pub registry: RegistryConfig,
+}
+
+/// The built-in registry's upkeep: retention and garbage collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Seconds between two runs of retention and garbage collection; 0: only when asked
+    /// (`POST /api/v1/registry/gc`).
+    pub gc_interval_secs: u64,
+    /// Blobs linked, and uploads touched, more recently than this many seconds are never
+    /// collected: their manifest may still be on its way.
+    pub gc_grace_secs: u64,
+    /// Names clients reach the registry by (`HOST` or `HOST:PORT`) besides the listen
+    /// address and `localhost`/`127.0.0.1` at its port: an application naming its image by
+    /// one of them is counted as running a version of this registry.
+    pub hosts: Vec<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { gc_interval_secs: 3600, gc_grace_secs: 3600, hosts: Vec::new() }
+    }
+}
+
+impl Config {
+    /// Every name of the built-in registry (see [`RegistryConfig::hosts`]).
+    pub fn registry_hosts(&self) -> Vec<String> {
+        let port = self.listen.port();
+        let mut hosts = vec![self.listen.to_string(), format!("localhost:{port}"), format!("127.0.0.1:{port}")];
+        hosts.extend(self.registry.hosts.iter().cloned());
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
 }
 
 /// The embedded runtime (the `local` cluster): containerd, runc and CNI on this machine.
@@ -164,6 +210,7 @@ impl Default for Config {
             login: LoginConfig { max_failures: 5, window_secs: 900, lockout_secs: 30, max_lockout_secs: 3600 },
             log: LogConfig { level: "info".into(), format: "text".into() },
             runtime: RuntimeConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -265,6 +312,12 @@ impl Config {
                 ),
             );
         }
+        if self.registry.gc_interval_secs != 0 && self.registry.gc_interval_secs < 60 {
+            return invalid(
+                "registry.gc_interval_secs",
+                format!("{} is too often (0 to run only when asked, else at least 60)", self.registry.gc_interval_secs),
+            );
+        }
         if self.login.max_failures == 0 {
             return invalid("login.max_failures", "must be at least 1".into());
         }
@@ -277,17 +330,18 @@ impl Config {
                 format!("{services} overlaps the environment networks {networks} (runtime.network_octet)"),
             );
         }
-        for (index, host) in self.runtime.insecure_registries.iter().enumerate() {
-            let (name, port) = match host.rsplit_once(':') {
-                Some((name, port)) => (name, Some(port)),
-                None => (host.as_str(), None),
-            };
-            let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-            if !name_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
-                return invalid(
-                    &format!("runtime.insecure_registries[{index}]"),
-                    format!("{host:?} is not HOST or HOST:PORT (no scheme, no path)"),
-                );
+        let host_lists = [
+            ("runtime.insecure_registries", &self.runtime.insecure_registries),
+            ("registry.hosts", &self.registry.hosts),
+        ];
+        for (key, hosts) in host_lists {
+            for (index, host) in hosts.iter().enumerate() {
+                if !is_host_and_port(host) {
+                    return invalid(
+                        &format!("{key}[{index}]"),
+                        format!("{host:?} is not HOST or HOST:PORT (no scheme, no path)"),
+                    );
+                }
             }
         }
         if services.prefix_len() > 30 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -19,8 +19,11 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
+use flotilla_core::audit::Actor;
+use flotilla_store::registry::{NewManifest, RegistryChange, RegistryReads, RegistryRefusal, RepositoryQuery};
+use flotilla_store::{Change, Mutation, Store, StoreError};
+
 use crate::digest::{self, Digest};
-use crate::index::{Index, ManifestEntry};
 use crate::names;
 use crate::storage::{BlobStore, BlobStream, StorageError, UploadId};
 
@@ -28,17 +31,48 @@ use crate::storage::{BlobStore, BlobStream, StorageError, UploadId};
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Tags or repositories in one page when the client does not ask for fewer.
-const DEFAULT_PAGE: usize = 1000;
+const DEFAULT_PAGE: u32 = 1000;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// What the API serves from.
+/// What the API serves from: blob storage and the store, which keeps the index
+/// ([`flotilla_store::registry`]).
 pub struct Registry {
     pub blobs: Arc<dyn BlobStore>,
-    pub index: Arc<dyn Index>,
+    pub store: Arc<dyn Store>,
+    /// Held shared from the moment a blob is stored until the index links it, and exclusively
+    /// while garbage collection deletes blobs: a blob is never deleted between the two.
+    pub(crate) sweep: tokio::sync::RwLock<()>,
+}
+
+impl Registry {
+    pub fn new(blobs: Arc<dyn BlobStore>, store: Arc<dyn Store>) -> Self {
+        Self { blobs, store, sweep: tokio::sync::RwLock::new(()) }
+    }
+
+    fn index(&self) -> &dyn RegistryReads {
+        self.store.registry()
+    }
+
+    /// Commits a change to the index; the store audits it (and its refusal).
+    async fn change(&self, actor: &Actor, change: RegistryChange) -> Result<(), ApiError> {
+        let mutation = Mutation { actor: actor.clone(), change: Change::Registry(change) };
+        self.store.commit(mutation).await.map(|_| ()).map_err(|error| ApiError::from(error).audited())
+    }
+}
+
+/// Marks a response whose operation the store has audited (success or refusal), so that the
+/// layer serving the router does not audit it again.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// Who is asking, for the index's audit records, when the serving layer does not say: the
+/// request extensions carry an [`Actor`] otherwise.
+fn anonymous() -> Actor {
+    Actor { user: "anonymous".into(), auth: "none".into(), ..Actor::default() }
 }
 
 /// The `/v2/` routes.
@@ -53,11 +87,27 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     headers: Vec<(header::HeaderName, String)>,
+    audited: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), headers: Vec::new() }
+        Self { status, code, message: message.into(), headers: Vec::new(), audited: false }
+    }
+
+    fn audited(mut self) -> Self {
+        self.audited = true;
+        self
+    }
+
+    /// The same refusal with another status and code (an unknown reference is a missing blob
+    /// to one request and a missing manifest to another).
+    fn into_unknown(mut self, code: &'static str, status: StatusCode) -> Self {
+        if self.code == "NAME_UNKNOWN" || self.code == "MANIFEST_BLOB_UNKNOWN" {
+            self.code = code;
+            self.status = status;
+        }
+        self
     }
 
     fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
@@ -70,6 +120,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"errors": [{"code": self.code, "message": self.message, "detail": {}}]});
         let mut response = (self.status, axum::Json(body)).into_response();
+        if self.audited {
+            response.extensions_mut().insert(Audited);
+        }
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, value);
@@ -97,6 +150,28 @@ impl From<StorageError> for ApiError {
             StorageError::Body(_) => Self::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", error.to_string()),
             StorageError::Io { .. } => {
                 tracing::error!(%error, "registry storage failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error")
+            }
+        }
+    }
+}
+
+/// The one place the store's errors become statuses and codes.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::Registry(RegistryRefusal::ImmutableTag { .. } | RegistryRefusal::QuotaExceeded { .. }) => {
+                Self::new(StatusCode::FORBIDDEN, "DENIED", error.to_string())
+            }
+            StoreError::Registry(RegistryRefusal::UnknownReference { .. }) => {
+                Self::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", error.to_string())
+            }
+            StoreError::Registry(RegistryRefusal::UnknownProject(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", error.to_string())
+            }
+            StoreError::Closed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", error.to_string()),
+            _ => {
+                tracing::error!(%error, "the registry's index failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error")
             }
         }
@@ -196,20 +271,23 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
+    actor: Option<Extension<Actor>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let actor = actor.map_or_else(anonymous, |Extension(actor)| actor);
     // From the URI rather than a path parameter: the router may be mounted under routes
     // that capture parameters of their own.
     let result = match target(uri.path()) {
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", format!("no such endpoint: {}", uri.path()))),
-        Some(target) => handle(&registry, method, target, &query, &headers, body).await,
+        Some(target) => handle(&registry, &actor, method, target, &query, &headers, body).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn handle(
     registry: &Registry,
+    actor: &Actor,
     method: Method,
     target: Target,
     query: &HashMap<String, String>,
@@ -224,9 +302,9 @@ async fn handle(
         Target::Uploads(name, upload) => {
             names::repository(&name)?;
             match (method, upload) {
-                (Method::POST, None) => start_upload(registry, &name, query, body).await,
+                (Method::POST, None) => start_upload(registry, actor, &name, query, body).await,
                 (Method::PATCH, Some(upload)) => patch_upload(registry, &name, &upload, headers, body).await,
-                (Method::PUT, Some(upload)) => finish_upload(registry, &name, &upload, query, body).await,
+                (Method::PUT, Some(upload)) => finish_upload(registry, actor, &name, &upload, query, body).await,
                 (Method::GET, Some(upload)) => upload_status(registry, &name, &upload).await,
                 (Method::DELETE, Some(upload)) => {
                     registry.blobs.cancel_upload(&UploadId::parse(&upload)?).await?;
@@ -241,10 +319,12 @@ async fn handle(
             match method {
                 Method::GET | Method::HEAD => get_blob(registry, &name, &digest, headers, method == Method::HEAD).await,
                 Method::DELETE => {
-                    if !registry.index.unlink_blob(&name, &digest).await? {
-                        return Err(StorageError::BlobNotFound(digest).into());
-                    }
-                    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+                    let change = RegistryChange::UnlinkBlob { repository: name.clone(), digest: digest.to_string() };
+                    registry
+                        .change(actor, change)
+                        .await
+                        .map_err(|e| e.into_unknown("BLOB_UNKNOWN", StatusCode::NOT_FOUND))?;
+                    Ok(audited(respond(StatusCode::ACCEPTED, vec![], Body::empty())))
                 }
                 _ => Err(unsupported()),
             }
@@ -252,9 +332,9 @@ async fn handle(
         Target::Manifest(name, reference) => {
             names::repository(&name)?;
             match method {
-                Method::PUT => put_manifest(registry, &name, &reference, headers, body).await,
+                Method::PUT => put_manifest(registry, actor, &name, &reference, headers, body).await,
                 Method::GET | Method::HEAD => get_manifest(registry, &name, &reference, method == Method::HEAD).await,
-                Method::DELETE => delete_manifest(registry, &name, &reference).await,
+                Method::DELETE => delete_manifest(registry, actor, &name, &reference).await,
                 _ => Err(unsupported()),
             }
         }
@@ -264,6 +344,11 @@ async fn handle(
         }
         _ => Err(unsupported()),
     }
+}
+
+fn audited(mut response: Response) -> Response {
+    response.extensions_mut().insert(Audited);
+    response
 }
 
 fn body_stream(body: Body) -> BlobStream {
@@ -299,15 +384,29 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
     )
 }
 
-async fn start_upload(registry: &Registry, name: &str, query: &HashMap<String, String>, body: Body) -> ApiResult {
+/// Links a blob into `name`; the caller holds `registry.sweep` shared since the blob was
+/// stored or found.
+async fn link(registry: &Registry, actor: &Actor, name: &str, digest: &Digest, size: u64) -> Result<(), ApiError> {
+    let change = RegistryChange::LinkBlob { repository: name.to_string(), digest: digest.to_string(), size };
+    registry.change(actor, change).await
+}
+
+async fn start_upload(
+    registry: &Registry,
+    actor: &Actor,
+    name: &str,
+    query: &HashMap<String, String>,
+    body: Body,
+) -> ApiResult {
     if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
         let digest = digest::parse(mount)?;
         // Mounted only from a repository that has it; otherwise an ordinary upload starts.
+        let _sweep = registry.sweep.read().await;
         if names::repository(from).is_ok()
-            && registry.index.has_blob(from, &digest).await?
+            && let Some(size) = registry.index().linked_blob(from, digest.as_ref()).await?
             && registry.blobs.stat(&digest).await?.is_some()
         {
-            registry.index.link_blob(name, &digest).await?;
+            link(registry, actor, name, &digest, size).await?;
             return Ok(blob_created(name, &digest));
         }
     }
@@ -315,8 +414,9 @@ async fn start_upload(registry: &Registry, name: &str, query: &HashMap<String, S
     if let Some(digest) = query.get("digest") {
         let digest = digest::parse(digest)?;
         registry.blobs.append(&upload, 0, body_stream(body)).await?;
-        registry.blobs.finish_upload(&upload, &digest).await?;
-        registry.index.link_blob(name, &digest).await?;
+        let _sweep = registry.sweep.read().await;
+        let size = registry.blobs.finish_upload(&upload, &digest).await?;
+        link(registry, actor, name, &digest, size).await?;
         return Ok(blob_created(name, &digest));
     }
     Ok(upload_accepted(name, &upload, 0, StatusCode::ACCEPTED))
@@ -348,6 +448,7 @@ async fn patch_upload(registry: &Registry, name: &str, upload: &str, headers: &H
 
 async fn finish_upload(
     registry: &Registry,
+    actor: &Actor,
     name: &str,
     upload: &str,
     query: &HashMap<String, String>,
@@ -360,8 +461,9 @@ async fn finish_upload(
     let digest = digest::parse(digest)?;
     let size = registry.blobs.upload_size(&upload).await?;
     registry.blobs.append(&upload, size, body_stream(body)).await?;
-    registry.blobs.finish_upload(&upload, &digest).await?;
-    registry.index.link_blob(name, &digest).await?;
+    let _sweep = registry.sweep.read().await;
+    let size = registry.blobs.finish_upload(&upload, &digest).await?;
+    link(registry, actor, name, &digest, size).await?;
     Ok(blob_created(name, &digest))
 }
 
@@ -395,9 +497,8 @@ fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>,
 }
 
 async fn get_blob(registry: &Registry, name: &str, digest: &Digest, headers: &HeaderMap, head: bool) -> ApiResult {
-    let size = match registry.blobs.stat(digest).await? {
-        Some(size) if registry.index.has_blob(name, digest).await? => size,
-        _ => return Err(StorageError::BlobNotFound(digest.clone()).into()),
+    let Some(size) = registry.index().linked_blob(name, digest.as_ref()).await? else {
+        return Err(StorageError::BlobNotFound(digest.clone()).into());
     };
     let range = requested_range(headers, size)?;
     let (start, length) = range.map_or((0, size), |(start, end)| (start, end - start + 1));
@@ -433,7 +534,7 @@ async fn get_blob(registry: &Registry, name: &str, digest: &Digest, headers: &He
 
 /// A manifest's content checked before it is stored: its media type, and the subject and
 /// artifact type the referrers API reports.
-fn check_manifest(content: &[u8], content_type: Option<&str>) -> Result<(ManifestEntry, Value), ApiError> {
+fn check_manifest(content: &[u8], content_type: Option<&str>) -> Result<(NewManifest, Value), ApiError> {
     let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", message);
     let document: Value =
         serde_json::from_slice(content).map_err(|e| invalid(format!("the manifest is not JSON: {e}")))?;
@@ -461,13 +562,19 @@ fn check_manifest(content: &[u8], content_type: Option<&str>) -> Result<(Manifes
         .or_else(|| if media_type == OCI_MANIFEST { document.pointer("/config/mediaType") } else { None })
         .and_then(Value::as_str)
         .map(str::to_string);
-    let entry = ManifestEntry { media_type, size: content.len() as u64, subject, artifact_type };
-    Ok((entry, document))
+    let manifest = NewManifest {
+        digest: digest::of(content).to_string(),
+        media_type,
+        size: content.len() as u64,
+        subject,
+        artifact_type,
+    };
+    Ok((manifest, document))
 }
 
 /// The digests a manifest refers to that must already be in the repository: blobs (config
-/// and layers) for an image manifest, manifests for an index.
-fn references(document: &Value, media_type: &str) -> (Vec<String>, Vec<String>) {
+/// and layers) for an image manifest, manifests for an index. Each must be well formed.
+fn references(document: &Value, media_type: &str) -> Result<Vec<String>, ApiError> {
     let digests = |pointer: &str| -> Vec<String> {
         document
             .pointer(pointer)
@@ -477,16 +584,31 @@ fn references(document: &Value, media_type: &str) -> (Vec<String>, Vec<String>) 
             })
             .unwrap_or_default()
     };
-    if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
-        (Vec::new(), digests("/manifests"))
+    let mut found = if media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST {
+        digests("/manifests")
     } else {
         let mut blobs = digests("/layers");
         blobs.extend(document.pointer("/config/digest").and_then(Value::as_str).map(str::to_string));
-        (blobs, Vec::new())
+        blobs
+    };
+    for reference in &found {
+        digest::parse(reference).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", format!("reference {reference:?}: {e}"))
+        })?;
     }
+    found.sort();
+    found.dedup();
+    Ok(found)
 }
 
-async fn put_manifest(registry: &Registry, name: &str, reference: &str, headers: &HeaderMap, body: Body) -> ApiResult {
+async fn put_manifest(
+    registry: &Registry,
+    actor: &Actor,
+    name: &str,
+    reference: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let content = axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -495,8 +617,8 @@ async fn put_manifest(registry: &Registry, name: &str, reference: &str, headers:
         )
     })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let (entry, document) = check_manifest(&content, content_type)?;
-    let digest = digest::of(&content);
+    let (manifest, document) = check_manifest(&content, content_type)?;
+    let digest = digest::parse(&manifest.digest)?;
     let tag = if reference.contains(':') {
         let named = digest::parse(reference)?;
         if named != digest {
@@ -509,48 +631,26 @@ async fn put_manifest(registry: &Registry, name: &str, reference: &str, headers:
         None
     } else {
         names::tag(reference)?;
-        Some(reference)
+        Some(reference.to_string())
     };
-    let (blobs, manifests) = references(&document, &entry.media_type);
-    for blob in blobs {
-        let known = match digest::parse(&blob) {
-            Ok(blob) => registry.index.has_blob(name, &blob).await? && registry.blobs.stat(&blob).await?.is_some(),
-            Err(_) => false,
-        };
-        if !known {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "MANIFEST_BLOB_UNKNOWN",
-                format!("blob {blob} is not in {name}"),
-            ));
-        }
-    }
-    for manifest in manifests {
-        let known = match digest::parse(&manifest) {
-            Ok(manifest) => registry.index.manifest(name, &manifest).await?.is_some(),
-            Err(_) => false,
-        };
-        if !known {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "MANIFEST_BLOB_UNKNOWN",
-                format!("manifest {manifest} is not in {name}"),
-            ));
-        }
-    }
+    let references = references(&document, &manifest.media_type)?;
+    let subject = manifest.subject.clone();
     let upload = registry.blobs.start_upload().await?;
     registry.blobs.append(&upload, 0, futures::stream::once(async move { Ok(content) }).boxed()).await?;
+    let _sweep = registry.sweep.read().await;
     registry.blobs.finish_upload(&upload, &digest).await?;
-    registry.index.put_manifest(name, &digest, &entry, tag).await?;
+    registry
+        .change(actor, RegistryChange::PutManifest { repository: name.to_string(), manifest, references, tag })
+        .await?;
     let mut response_headers = vec![
         ("Location", format!("/v2/{name}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
         ("Content-Length", "0".to_string()),
     ];
-    if let Some(subject) = &entry.subject {
-        response_headers.push(("OCI-Subject", subject.clone()));
+    if let Some(subject) = subject {
+        response_headers.push(("OCI-Subject", subject));
     }
-    Ok(respond(StatusCode::CREATED, response_headers, Body::empty()))
+    Ok(audited(respond(StatusCode::CREATED, response_headers, Body::empty())))
 }
 
 /// The digest a manifest reference (tag or digest) stands for in `name`.
@@ -559,7 +659,10 @@ async fn resolve(registry: &Registry, name: &str, reference: &str) -> Result<Opt
         return Ok(Some(digest::parse(reference)?));
     }
     names::tag(reference)?;
-    Ok(registry.index.resolve_tag(name, reference).await?)
+    match registry.index().tag(name, reference).await? {
+        Some(tag) => Ok(Some(digest::parse(&tag.digest)?)),
+        None => Ok(None),
+    }
 }
 
 async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bool) -> ApiResult {
@@ -567,11 +670,11 @@ async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bo
         ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("{name}:{reference} is not in the registry"))
     };
     let digest = resolve(registry, name, reference).await?.ok_or_else(unknown)?;
-    let entry = registry.index.manifest(name, &digest).await?.ok_or_else(unknown)?;
+    let manifest = registry.index().manifest(name, digest.as_ref()).await?.ok_or_else(unknown)?;
     let response_headers = vec![
-        ("Content-Type", entry.media_type.clone()),
+        ("Content-Type", manifest.media_type.clone()),
         ("Docker-Content-Digest", digest.to_string()),
-        ("Content-Length", entry.size.to_string()),
+        ("Content-Length", manifest.size.to_string()),
     ];
     if head {
         return Ok(respond(StatusCode::OK, response_headers, Body::empty()));
@@ -580,27 +683,21 @@ async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bo
     Ok(respond(StatusCode::OK, response_headers, Body::from(chunks.concat())))
 }
 
-async fn delete_manifest(registry: &Registry, name: &str, reference: &str) -> ApiResult {
-    let deleted = if reference.contains(':') {
-        registry.index.delete_manifest(name, &digest::parse(reference)?).await?
+async fn delete_manifest(registry: &Registry, actor: &Actor, name: &str, reference: &str) -> ApiResult {
+    let change = if reference.contains(':') {
+        RegistryChange::DeleteManifest { repository: name.to_string(), digest: digest::parse(reference)?.to_string() }
     } else {
         names::tag(reference)?;
-        registry.index.delete_tag(name, reference).await?
+        RegistryChange::DeleteTag { repository: name.to_string(), tag: reference.to_string() }
     };
-    if !deleted {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "MANIFEST_UNKNOWN",
-            format!("{name}:{reference} is not in the registry"),
-        ));
-    }
-    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+    registry.change(actor, change).await.map_err(|e| e.into_unknown("MANIFEST_UNKNOWN", StatusCode::NOT_FOUND))?;
+    Ok(audited(respond(StatusCode::ACCEPTED, vec![], Body::empty())))
 }
 
 /// `n` (page size) and `last` (the page starts after it) of a list request.
-fn paging(query: &HashMap<String, String>) -> Result<(usize, Option<String>), ApiError> {
+fn paging(query: &HashMap<String, String>) -> Result<(u32, Option<String>), ApiError> {
     let limit = match query.get("n") {
-        Some(n) => n.parse::<usize>().map_err(|_| {
+        Some(n) => n.parse::<u32>().map_err(|_| {
             ApiError::new(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", format!("n={n} is not a number"))
         })?,
         None => DEFAULT_PAGE,
@@ -619,38 +716,37 @@ fn page_response(path: &str, limit: usize, items: &[String], body: Value) -> Res
 async fn tags(registry: &Registry, name: &str, query: &HashMap<String, String>) -> ApiResult {
     names::repository(name)?;
     let (limit, last) = paging(query)?;
-    let tags = registry.index.tags(name, last.as_deref(), limit).await?;
-    if tags.is_empty()
-        && last.is_none()
-        && registry.index.repositories(None, usize::MAX).await?.iter().all(|r| r != name)
-    {
+    let tags: Vec<String> =
+        registry.index().tags(name, last.as_deref(), limit).await?.into_iter().map(|t| t.tag).collect();
+    if tags.is_empty() && last.is_none() && registry.index().repository(name).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
             format!("repository {name} is not in the registry"),
         ));
     }
-    Ok(page_response(&format!("/v2/{name}/tags/list"), limit, &tags, json!({"name": name, "tags": tags})))
+    Ok(page_response(&format!("/v2/{name}/tags/list"), limit as usize, &tags, json!({"name": name, "tags": tags})))
 }
 
 async fn catalog(registry: &Registry, query: &HashMap<String, String>) -> ApiResult {
     let (limit, last) = paging(query)?;
-    let repositories = registry.index.repositories(last.as_deref(), limit).await?;
-    Ok(page_response("/v2/_catalog", limit, &repositories, json!({"repositories": repositories})))
+    let page = RepositoryQuery { after: last, limit, ..RepositoryQuery::default() };
+    let repositories: Vec<String> = registry.index().repositories(&page).await?.into_iter().map(|r| r.name).collect();
+    Ok(page_response("/v2/_catalog", limit as usize, &repositories, json!({"repositories": repositories})))
 }
 
 async fn referrers(registry: &Registry, name: &str, subject: &Digest, query: &HashMap<String, String>) -> ApiResult {
     let wanted = query.get("artifactType");
     let manifests: Vec<Value> = registry
-        .index
-        .referrers(name, subject)
+        .index()
+        .referrers(name, subject.as_ref())
         .await?
         .into_iter()
-        .filter(|(_, entry)| wanted.is_none_or(|wanted| entry.artifact_type.as_ref() == Some(wanted)))
-        .map(|(digest, entry)| {
+        .filter(|manifest| wanted.is_none_or(|wanted| manifest.artifact_type.as_ref() == Some(wanted)))
+        .map(|manifest| {
             let mut descriptor =
-                json!({"mediaType": entry.media_type, "digest": digest.to_string(), "size": entry.size});
-            if let Some(artifact_type) = entry.artifact_type {
+                json!({"mediaType": manifest.media_type, "digest": manifest.digest, "size": manifest.size});
+            if let Some(artifact_type) = manifest.artifact_type {
                 descriptor["artifactType"] = json!(artifact_type);
             }
             descriptor

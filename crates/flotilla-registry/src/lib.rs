@@ -10,8 +10,9 @@
 //!   uploads whose content becomes visible only once its digest is verified.
 //! - [`storage::fs`]: the filesystem implementation.
 //! - [`names`]: repository names and tags, validated (and so safe as path components).
-//! - [`index`]: which blobs, manifests and tags each repository has ([`index::FsIndex`]
-//!   keeps it in files).
+//! - The index (which blobs, manifests and tags each repository has, who pushed what) is in
+//!   the store: [`flotilla_store::registry`], so that a push commits with its audit record.
+//! - [`gc`]: garbage collection of blobs nothing references, safe while pushes run.
 //! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
 //!   specification's codes and statuses in one place.
 //! - [`test_image`]: small real images (layer tars, an OCI image layout) for tests.
@@ -21,8 +22,8 @@
 
 pub mod conformance;
 pub mod digest;
+pub mod gc;
 pub mod http;
-pub mod index;
 pub mod names;
 pub mod storage;
 pub mod test_image;

@@ -23,8 +23,14 @@ pub fn layer(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Writes an OCI image layout with a three-layer image tagged `tag`; returns the manifest.
-#[allow(clippy::unwrap_used)] // test support: a failure is a failed test
 pub fn image_layout(dir: &Path, tag: &str) -> Vec<u8> {
+    image_layout_variant(dir, tag, 0)
+}
+
+/// [`image_layout`] of another image: the same two lower layers, a top layer of its own
+/// for each `variant`.
+#[allow(clippy::unwrap_used)] // test support: a failure is a failed test
+pub fn image_layout_variant(dir: &Path, tag: &str, variant: u32) -> Vec<u8> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -33,7 +39,10 @@ pub fn image_layout(dir: &Path, tag: &str) -> Vec<u8> {
         json!({"digest": digest.to_string(), "size": bytes.len()})
     };
     let layers: Vec<Vec<u8>> = (0..3)
-        .map(|i| layer(&[(&format!("layer{i}/data"), (0..100_000u32 * (i + 1)).map(|b| (b % 241) as u8).collect())]))
+        .map(|i| {
+            let data = (0..100_000u32 * (i + 1)).map(|b| ((b + if i == 2 { variant } else { 0 }) % 241) as u8);
+            layer(&[(&format!("layer{i}/data"), data.collect())])
+        })
         .collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| digest::of(l).to_string()).collect();
     let config = serde_json::to_vec(&json!({

@@ -4,49 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use std::sync::Arc;
+mod support;
 
 use flotilla_registry::digest;
-use flotilla_registry::http::{self, OCI_INDEX, OCI_MANIFEST, Registry};
-use flotilla_registry::index::FsIndex;
-use flotilla_registry::storage::fs::FsBlobStore;
+use flotilla_registry::http::{OCI_INDEX, OCI_MANIFEST};
 use flotilla_registry::test_image::{image_layout, layer};
 use serde_json::{Value, json};
-
-/// A registry on a loopback port, serving from a temporary directory.
-struct Running {
-    base: String,
-    host: String,
-    _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Registry {
-        blobs: Arc::new(FsBlobStore::open(dir.path().join("registry")).unwrap()),
-        index: Arc::new(FsIndex::open(dir.path().join("registry")).unwrap()),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = listener.local_addr().unwrap().to_string();
-    let app = http::router(Arc::new(registry));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    Running { base: format!("http://{host}"), host, _dir: dir, server }
-}
-
-async fn skopeo(args: &[&str]) -> String {
-    let output = tokio::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().await.unwrap();
-    assert!(output.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
+use support::{error_code, push_blob, put_manifest, skopeo, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_a_multi_layer_image_in_and_out_with_its_digests() {
@@ -91,48 +55,6 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_with_its_digests() {
 }
 
 /// Uploads `content` as a blob of `repository` in two chunks; returns its digest.
-async fn push_blob(client: &reqwest::Client, base: &str, repository: &str, content: &[u8]) -> String {
-    let digest = digest::of(content).to_string();
-    let started = client.post(format!("{base}/v2/{repository}/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().unwrap().to_string();
-    let half = content.len() / 2;
-    let patched = client
-        .patch(format!("{base}{location}"))
-        .header("Content-Range", format!("0-{}", half.saturating_sub(1)))
-        .body(content[..half].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patched.status(), 202);
-    let done =
-        client.put(format!("{base}{location}?digest={digest}")).body(content[half..].to_vec()).send().await.unwrap();
-    assert_eq!(done.status(), 201, "{}", done.text().await.unwrap());
-    digest
-}
-
-async fn put_manifest(
-    client: &reqwest::Client,
-    base: &str,
-    repository: &str,
-    reference: &str,
-    manifest: &Value,
-) -> reqwest::Response {
-    let media_type = manifest["mediaType"].as_str().unwrap().to_string();
-    client
-        .put(format!("{base}/v2/{repository}/manifests/{reference}"))
-        .header("Content-Type", media_type)
-        .body(serde_json::to_vec(manifest).unwrap())
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn error_code(response: reqwest::Response) -> String {
-    let body: Value = response.json().await.unwrap();
-    body["errors"][0]["code"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_chunked_resumed_verified_and_mounted() {
     let registry = start().await;

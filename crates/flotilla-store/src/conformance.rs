@@ -61,6 +61,7 @@ pub async fn run_all(store: &dyn Store) {
     registry_pushes_tags_and_deletions(store).await;
     registry_rules_hold_in_the_transaction(store).await;
     registry_garbage_is_what_nothing_references(store).await;
+    applications_are_found_by_the_images_they_run(store).await;
     audit_verify_counts_every_record(store).await;
 }
 
@@ -1671,4 +1672,51 @@ pub async fn registry_garbage_is_what_nothing_references(store: &dyn Store) {
     assert!(index.blob(&kept).await.expect("read").is_some(), "a referenced blob is kept even when named");
     let record = last_record(store, &admin.user, "registry.gc").await;
     assert_eq!(parse_json(record.after.as_ref(), "after")["blobs"], json!([garbage]));
+}
+
+/// The image index follows an Application's creates, updates and deletion, and matches a
+/// repository by tag or digest, never a repository whose name merely starts the same.
+pub async fn applications_are_found_by_the_images_they_run(store: &dyn Store) {
+    let admin = actor(&format!("images-{}", unique()));
+    let name = format!("img-{}", unique());
+    create(store, &admin, &workspace(&name, json!({}), json!({}))).await;
+    create(store, &admin, &project(&name, &name, None)).await;
+    create(store, &admin, &local_cluster(&name)).await;
+    create(store, &admin, &environment(&name, "test", &[&name], json!({}))).await;
+    let repository = format!("registry.test:5000/{name}/web");
+    let application = |app: &str, images: &[String]| {
+        let components: Vec<Value> =
+            images.iter().enumerate().map(|(i, image)| json!({"name": format!("c{i}"), "image": image})).collect();
+        document(
+            "Application",
+            json!({"name": app, "project": name}),
+            json!({"environment": "test", "components": components}),
+        )
+    };
+    let digest = fake_digest();
+    let by_tag =
+        create(store, &admin, &application("by-tag", &[format!("{repository}:1"), format!("{repository}-api:1")]))
+            .await;
+    create(store, &admin, &application("by-digest", &[format!("{repository}@{digest}")])).await;
+    create(store, &admin, &application("other", &[format!("{repository}x:1")])).await;
+    let users = store.registry().image_users(std::slice::from_ref(&repository), 100).await.expect("image users");
+    let found: Vec<(String, String)> = users.iter().map(|u| (u.key.name.clone(), u.image.clone())).collect();
+    assert_eq!(
+        found,
+        [
+            ("by-digest".to_string(), format!("{repository}@{digest}")),
+            ("by-tag".to_string(), format!("{repository}:1"))
+        ],
+        "by tag and by digest, not web-api nor webx"
+    );
+
+    let moved = application("by-tag", &[format!("{repository}:2")]);
+    submit(store, &admin, operation(OperationVerb::Update, &moved, Some(rv(&by_tag)))).await.expect("update");
+    submit(store, &admin, deletion(&ObjectKey::new("Application", Some(name.clone()), "by-digest"), None))
+        .await
+        .expect("delete");
+    let users = store.registry().image_users(std::slice::from_ref(&repository), 100).await.expect("image users");
+    let found: Vec<&str> = users.iter().map(|u| u.image.as_str()).collect();
+    assert_eq!(found, [format!("{repository}:2")], "an update replaces the images; a deletion removes them");
+    assert!(store.registry().image_users(&[], 100).await.expect("no repositories").is_empty());
 }

@@ -108,6 +108,14 @@ pub struct BlobRecord {
     pub linked_micros: i64,
 }
 
+/// An object running an image of a repository (see [`RegistryReads::image_users`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUser {
+    pub key: flotilla_core::ObjectKey,
+    /// The image as the object names it (`host/repo:tag`, `host/repo@sha256:…`).
+    pub image: String,
+}
+
 /// What a project's rules refuse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryRefusal {
@@ -146,8 +154,13 @@ pub trait RegistryReads: Send + Sync {
     async fn repositories(&self, query: &RepositoryQuery) -> Result<Vec<RepositoryRecord>, StoreError>;
     /// The manifests of `repository` whose subject is `subject`.
     async fn referrers(&self, repository: &str, subject: &str) -> Result<Vec<ManifestRecord>, StoreError>;
+    /// Whether an index (a manifest list) of `repository` refers to the manifest `digest`.
+    async fn referenced_by_index(&self, repository: &str, digest: &str) -> Result<bool, StoreError>;
     /// Bytes the project stores: each blob it links counted once.
     async fn usage(&self, project: &str) -> Result<u64, StoreError>;
+    /// Objects (Applications) running an image of one of `repositories`, each named with its
+    /// host (`127.0.0.1:8080/shop/web`), by tag or digest; at most `limit`.
+    async fn image_users(&self, repositories: &[String], limit: u32) -> Result<Vec<ImageUser>, StoreError>;
     /// Blobs nothing references, last linked before `linked_before_micros`, at most `limit`.
     async fn unreferenced_blobs(&self, linked_before_micros: i64, limit: u32) -> Result<Vec<String>, StoreError>;
 }

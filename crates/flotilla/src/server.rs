@@ -134,13 +134,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let controller_task = controller.as_ref().map(|c| c.spawn());
     let observed = controller.map(|c| c as Arc<dyn flotilla_controller::StatusView>);
-    let app = flotilla_api::app_with_status(store, kinds, Arc::new(config), clock, observed);
+    let registry_upkeep = (config.registry.gc_interval_secs > 0).then(|| {
+        (
+            std::time::Duration::from_secs(config.registry.gc_interval_secs),
+            std::time::Duration::from_secs(config.registry.gc_grace_secs),
+        )
+    });
+    let app = flotilla_api::build(store, kinds, Arc::new(config), clock.clone(), observed);
+    let upkeep_task = match (app.registry.clone(), registry_upkeep) {
+        (Some(registry), Some((interval, grace))) => Some(tokio::spawn(registry.maintain(clock, interval, grace))),
+        _ => None,
+    };
+    let app = app.router;
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown).await?;
-    if let Some(task) = controller_task {
+    for task in [controller_task, upkeep_task].into_iter().flatten() {
         task.abort();
     }
     if let Some(runtime) = runtime {

@@ -477,6 +477,13 @@ impl KindSpec for ApplicationSpec {
     const SCOPE: Scope = Scope::Project;
     const CATEGORY: Category = Category::Workload;
 
+    fn images(&self) -> Vec<String> {
+        let mut images: Vec<String> = self.components.iter().map(|c| c.image.clone()).collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+
     fn validate(&self, _meta: &ObjectMeta, errors: &mut ValidationErrors) {
         if let Some(problem) = check_dns_label(&self.environment) {
             errors.push("spec.environment", problem);

@@ -146,6 +146,12 @@ pub trait KindSpec: Serialize + DeserializeOwned + JsonSchema + 'static {
     fn requires_platform_admin(&self) -> Option<String> {
         None
     }
+
+    /// The container images this object runs, as written (`host/repo:tag`, `repo@digest`).
+    /// The store indexes them, so that a registry version can tell which objects use it.
+    fn images(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 type SpecCheck = dyn Fn(&Object) -> Result<Vec<FieldError>, String> + Send + Sync;
@@ -154,6 +160,7 @@ type SpecAgainst = dyn Fn(&Object, &Related<'_>) -> Vec<FieldError> + Send + Syn
 type SpecDependents = dyn Fn(&Object, &[Object]) -> Vec<FieldError> + Send + Sync;
 type SpecBudget = dyn Fn(&Object) -> Option<Reference> + Send + Sync;
 type SpecAttr = dyn Fn(&Object) -> Option<String> + Send + Sync;
+type SpecImages = dyn Fn(&Object) -> Vec<String> + Send + Sync;
 
 /// Everything the machinery knows about one kind.
 pub struct KindInfo {
@@ -173,6 +180,7 @@ pub struct KindInfo {
     environment: Box<SpecAttr>,
     workspace: Box<SpecAttr>,
     admin_only: Box<SpecAttr>,
+    images: Box<SpecImages>,
 }
 
 impl std::fmt::Debug for KindInfo {
@@ -215,6 +223,11 @@ impl KindInfo {
     /// Why writing `object` takes a platform admin, if it does.
     pub fn requires_platform_admin(&self, object: &Object) -> Option<String> {
         (self.admin_only)(object)
+    }
+
+    /// The container images `object` runs.
+    pub fn images(&self, object: &Object) -> Vec<String> {
+        (self.images)(object)
     }
 }
 
@@ -292,6 +305,7 @@ impl KindRegistry {
             environment: Box::new(|object| typed::<S>(object).and_then(|s| s.environment(&object.metadata))),
             workspace: Box::new(|object| typed::<S>(object).and_then(|s| s.workspace())),
             admin_only: Box::new(|object| typed::<S>(object).and_then(|s| s.requires_platform_admin())),
+            images: Box::new(|object| typed::<S>(object).map(|s| s.images()).unwrap_or_default()),
         });
         self.kinds.retain(|k| k.kind != S::KIND);
         self.kinds.push(info.clone());

@@ -27,7 +27,9 @@ use flotilla_core::{Object, ObjectKey};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::registry::{BlobRecord, ManifestRecord, RegistryReads, RepositoryQuery, RepositoryRecord, TagRecord};
+use crate::registry::{
+    BlobRecord, ImageUser, ManifestRecord, RegistryReads, RepositoryQuery, RepositoryRecord, TagRecord,
+};
 use crate::types::*;
 use crate::{Store, StoreError};
 
@@ -261,6 +263,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_registry.sql"),
         include_str!("../../migrations/postgres/0003_registry.sql"),
     ),
+    (
+        4,
+        "object images",
+        include_str!("../../migrations/sqlite/0004_object_images.sql"),
+        include_str!("../../migrations/postgres/0004_object_images.sql"),
+    ),
 ];
 
 #[async_trait]
@@ -375,6 +383,14 @@ impl RegistryReads for SqlStore {
 
     async fn referrers(&self, repository: &str, subject: &str) -> Result<Vec<ManifestRecord>, StoreError> {
         read!(self, |exec| registry::referrers(exec, repository, subject))
+    }
+
+    async fn referenced_by_index(&self, repository: &str, digest: &str) -> Result<bool, StoreError> {
+        read!(self, |exec| registry::referenced_by_index(exec, repository, digest))
+    }
+
+    async fn image_users(&self, repositories: &[String], limit: u32) -> Result<Vec<ImageUser>, StoreError> {
+        read!(self, |exec| objects::image_users(exec, repositories, i64::from(limit)))
     }
 
     async fn usage(&self, project: &str) -> Result<u64, StoreError> {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::exec::{Bind, Executor, SqlBuilder, SqlRow};
 use crate::StoreError;
+use crate::registry::ImageUser;
 use crate::types::{DEFAULT_PAGE, ListQuery, MAX_PAGE, ObjectPage, SortBy};
 
 /// The columns of an object row, in the positions [`object_from_row`] reads.
@@ -257,6 +258,7 @@ pub(crate) async fn update<E: Executor>(exec: &mut E, id: i64, object: &Object) 
 
 pub(crate) async fn delete<E: Executor>(exec: &mut E, id: i64) -> Result<(), StoreError> {
     exec.execute("DELETE FROM object_labels WHERE object_id = $1", &[Bind::Int(id)]).await?;
+    exec.execute("DELETE FROM object_images WHERE object_id = $1", &[Bind::Int(id)]).await?;
     exec.execute("DELETE FROM objects WHERE id = $1", &[Bind::Int(id)]).await?;
     Ok(())
 }
@@ -286,6 +288,64 @@ pub(crate) async fn write_references<E: Executor>(
         .await?;
     }
     Ok(())
+}
+
+/// Replaces the images object row `id` runs (`fresh`: a new row, which has none yet).
+pub(crate) async fn write_images<E: Executor>(
+    exec: &mut E,
+    id: i64,
+    images: &[String],
+    fresh: bool,
+) -> Result<(), StoreError> {
+    if !fresh {
+        exec.execute("DELETE FROM object_images WHERE object_id = $1", &[Bind::Int(id)]).await?;
+    }
+    if images.is_empty() {
+        return Ok(());
+    }
+    let mut builder = SqlBuilder::new("INSERT INTO object_images (object_id, image) VALUES ");
+    for (index, image) in images.iter().enumerate() {
+        builder.push(if index == 0 { "(" } else { ", (" });
+        builder.int(id).push(", ").text(image.as_str()).push(")");
+    }
+    exec.execute(&builder.sql, &builder.binds).await?;
+    Ok(())
+}
+
+/// Objects running an image of one of `repositories` (`host/path`, no tag or digest): each
+/// with the image as written, at most `limit`, in key order.
+pub(crate) async fn image_users<E: Executor>(
+    exec: &mut E,
+    repositories: &[String],
+    limit: i64,
+) -> Result<Vec<ImageUser>, StoreError> {
+    if repositories.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `repo:tag` and `repo@digest` as byte ranges (`;` follows `:`, `A` follows `@`), which
+    // the index on `image` serves.
+    let mut builder = SqlBuilder::new(
+        "SELECT o.kind, o.project, o.name, i.image FROM object_images i JOIN objects o ON o.id = i.object_id WHERE ",
+    );
+    for (index, repository) in repositories.iter().enumerate() {
+        if index > 0 {
+            builder.push(" OR ");
+        }
+        builder.push("i.image = ").text(repository.as_str());
+        for (first, after) in [(':', ';'), ('@', 'A')] {
+            builder.push(" OR (i.image >= ").text(format!("{repository}{first}"));
+            builder.push(" AND i.image < ").text(format!("{repository}{after}")).push(")");
+        }
+    }
+    builder.push(" ORDER BY o.kind, o.project, o.name, i.image LIMIT ").int(limit);
+    exec.fetch_all(&builder.sql, &builder.binds, |row| {
+        let project = row.text(1)?;
+        Ok(ImageUser {
+            key: ObjectKey::new(row.text(0)?, (!project.is_empty()).then_some(project), row.text(2)?),
+            image: row.text(3)?,
+        })
+    })
+    .await
 }
 
 /// The objects referring to `target`, optionally only of `kind` and without `exclude`.

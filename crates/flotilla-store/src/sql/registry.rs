@@ -196,6 +196,21 @@ pub(crate) async fn referrers<E: Executor>(
     exec.fetch_all(&sql, &[text(repository), text(subject)], manifest_from_row).await
 }
 
+pub(crate) async fn referenced_by_index<E: Executor>(
+    exec: &mut E,
+    repository: &str,
+    digest: &str,
+) -> Result<bool, StoreError> {
+    let found = exec
+        .fetch_optional(
+            "SELECT 1 FROM registry_manifest_refs WHERE repository = $1 AND digest = $2 LIMIT 1",
+            &[text(repository), text(digest)],
+            |row| row.int(0),
+        )
+        .await?;
+    Ok(found.is_some())
+}
+
 pub(crate) async fn usage<E: Executor>(exec: &mut E, project: &str) -> Result<u64, StoreError> {
     let used = exec
         .fetch_optional(

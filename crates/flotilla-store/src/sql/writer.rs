@@ -377,10 +377,12 @@ async fn apply<E: Executor>(
                 (Planned::Create(after), _) => {
                     let id = objects::insert(exec, after).await?;
                     objects::write_references(exec, id, &info.references(after), true).await?;
+                    objects::write_images(exec, id, &info.images(after), true).await?;
                 }
                 (Planned::Update { after, .. }, Some(id)) => {
                     objects::update(exec, id, after).await?;
                     objects::write_references(exec, id, &info.references(after), false).await?;
+                    objects::write_images(exec, id, &info.images(after), false).await?;
                 }
                 (Planned::Delete(_), Some(id)) => {
                     let referrers = objects::referrers(exec, &operation.key, 5).await?;
