@@ -23,6 +23,7 @@ pub mod repositories;
 pub mod robots;
 pub mod routes;
 pub mod state;
+pub mod templates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

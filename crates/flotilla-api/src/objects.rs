@@ -151,7 +151,7 @@ fn decide(caller: &Caller, verb: Verb, info: &KindInfo, object: &Object, placeme
 }
 
 /// Records a refused write and returns the error to send.
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     caller: &Caller,
     action: &str,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, images, objects, operate, registry, repositories, robots};
+use crate::{audit, health, images, objects, operate, registry, repositories, robots, templates};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -449,5 +449,25 @@ fn add_delivery(routes: &mut Routes) {
             .query(paging)
             .response(200, json!({"type": "object", "properties": {"repository": {"type": "object"}, "items": {"type": "array"}, "continue": {"type": ["string", "null"]}}})),
         get(repositories::versions),
+    );
+    let instantiate = serde_json::to_value(schemars::schema_for!(templates::InstantiateRequest)).unwrap_or_default();
+    let made = json!({"type": "object", "description": "the Application created (201), or rendered (200, dryRun)"});
+    routes.add(
+        RouteDoc::new("post", "/api/v1/projects/{project}/templates/{name}/instantiate", "instantiateTemplate", "delivery", "Create an Application from a version of the project's template with parameter values (errors at values.<parameter> or spec.<field>); dryRun renders only")
+            .request(instantiate.clone())
+            .response(201, made.clone()),
+        post(templates::instantiate_project_template),
+    );
+    routes.add(
+        RouteDoc::new(
+            "post",
+            "/api/v1/platformtemplates/{name}/instantiate",
+            "instantiatePlatformTemplate",
+            "delivery",
+            "Create an Application in the project the body names from a version of a platform template",
+        )
+        .request(instantiate)
+        .response(201, made),
+        post(templates::instantiate_platform_template),
     );
 }

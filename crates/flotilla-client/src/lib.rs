@@ -349,6 +349,23 @@ impl Client {
         self.json(self.request(Method::GET, &path).query(params)).await
     }
 
+    /// Creates (or with `dry_run` renders) an Application from a template: a project's when
+    /// `template_project` is given, else a platform template. `body` is the request without
+    /// `dryRun`.
+    pub async fn instantiate_template(
+        &self,
+        template_project: Option<&str>,
+        template: &str,
+        body: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ClientError> {
+        let plural = if template_project.is_some() { "templates" } else { "platformtemplates" };
+        let path = format!("{}/instantiate", Self::item_path(plural, template_project, template));
+        let mut body = body.clone();
+        body["dryRun"] = Value::Bool(dry_run);
+        self.json(self.request(Method::POST, &path).json(&body)).await
+    }
+
     /// Retention (unless `retention` is false) and garbage collection of the registry now.
     pub async fn registry_gc(&self, retention: bool, grace_secs: Option<u64>) -> Result<Value, ClientError> {
         let body = serde_json::json!({"retention": retention, "graceSecs": grace_secs});

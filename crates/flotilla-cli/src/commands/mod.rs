@@ -11,6 +11,8 @@ pub mod get;
 pub mod image;
 pub mod login;
 pub mod passwd;
+pub mod registry;
+pub mod template;
 pub mod token;
 pub mod verify;
 
@@ -75,6 +77,12 @@ pub enum Command {
     /// Watch, list and undo an application's rollouts
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Rollout(Box<app::RolloutCommand>),
+    /// Make applications from templates
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Template(Box<template::TemplateCommand>),
+    /// The built-in registry: repositories, versions, robot secrets, garbage collection
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Registry(Box<registry::RegistryCommand>),
 }
 
 /// Runs one command.
@@ -97,6 +105,8 @@ pub async fn dispatch(session: &Session, command: Command) -> Result<(), CliErro
         Command::Top(args) => app::top(session, *args).await,
         Command::Rollout(command) => app::rollout(session, *command).await,
         Command::Image(command) => image::run(session, *command).await,
+        Command::Template(command) => template::run(session, *command).await,
+        Command::Registry(command) => registry::run(session, *command).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod quantity;
 mod robot;
 mod role_binding;
 mod secret;
+pub mod template;
 mod user;
 mod workspace;
 
@@ -41,6 +42,7 @@ pub use quantity::ResourceQuota;
 pub use robot::{RobotPermission, RobotSpec};
 pub use role_binding::RoleBindingSpec;
 pub use secret::SecretSpec;
+pub use template::{PlatformTemplateSpec, TemplateSpec, TemplateVersion};
 pub use user::UserSpec;
 pub use workspace::WorkspaceSpec;
 
@@ -258,6 +260,8 @@ impl KindRegistry {
         registry.register::<RobotSpec>();
         registry.register::<ApplicationSpec>();
         registry.register::<ApplicationRevisionSpec>();
+        registry.register::<TemplateSpec>();
+        registry.register::<PlatformTemplateSpec>();
         registry
     }
 
@@ -503,7 +507,12 @@ fn is_secret_path(info: &KindInfo, path: &str) -> bool {
 
 /// `/quota/cpu` -> `spec.quota.cpu`; `/clusters/0` -> `spec.clusters[0]`.
 fn spec_path(pointer: &str) -> String {
-    let mut path = String::from("spec");
+    pointer_path("spec", pointer)
+}
+
+/// A JSON pointer as a field path under `root`: `/a/0/b` -> `root.a[0].b`.
+pub fn pointer_path(root: &str, pointer: &str) -> String {
+    let mut path = String::from(root);
     for segment in pointer.split('/').skip(1) {
         let segment = segment.replace("~1", "/").replace("~0", "~");
         if segment.chars().all(|c| c.is_ascii_digit()) && !segment.is_empty() {
