@@ -116,6 +116,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (set --listen or FLOTILLA_LISTEN)", config.listen))?;
     let address = listener.local_addr()?;
+    // The address actually bound (`--listen 127.0.0.1:0` picks a port): the registry's own
+    // host names are derived from it.
+    let config = Config { listen: address, ..config };
     if let Some(password) = &report.generated_admin_password {
         // Printed once, on stdout only (never logged): the operator's one chance to read it.
         println!(
@@ -164,6 +167,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Starts the embedded runtime (the `local` cluster) unless disabled. A runtime that cannot
 /// start (no containerd, not root, …) does not keep the control plane down: the error is
 /// logged and the control plane serves without it.
+///
+/// The built-in registry, served over plain HTTP at `config.listen`, is one of the runtime's
+/// insecure registries: applications pull from it by `127.0.0.1:<port>/<project>/<repo>`.
 async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::EmbeddedRuntime> {
     if !config.runtime.enabled {
         tracing::info!("embedded runtime disabled (runtime.enabled = false)");
@@ -180,7 +186,17 @@ async fn start_runtime(config: &Config) -> Option<flotilla_local::embedded::Embe
             network_plugin: std::env::current_exe().context("cannot find the flotilla executable")?,
             network_octet: config.runtime.network_octet,
             service_range: config.runtime.service_range,
-            insecure_registries: config.runtime.insecure_registries.clone(),
+            insecure_registries: {
+                let own = config.registry_hosts();
+                let mut hosts = config.runtime.insecure_registries.clone();
+                // Another containerd keeps its own registry configuration.
+                let own = if config.runtime.containerd_socket.is_none() { own } else { Vec::new() };
+                hosts
+                    .extend(own.into_iter().filter(|host| !host.starts_with("0.0.0.0:") && !host.starts_with("[::]:")));
+                hosts.sort();
+                hosts.dedup();
+                hosts
+            },
         };
         anyhow::Ok(flotilla_local::embedded::EmbeddedRuntime::start(&options).await?)
     };

@@ -529,3 +529,87 @@ async fn an_application_is_operated_from_the_cli() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_to_the_registry_runs_from_a_template() {
+    use serde_json::json;
+    with_server_dir(|dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let base = admin.base().to_string();
+        let host = base.trim_start_matches("http://").to_string();
+        let p = project.as_str();
+
+        // The project's repositories are public, so the runtime pulls without credentials.
+        let mut project_object = serde_json::to_value(admin.get("projects", None, p).await.unwrap()).unwrap();
+        project_object["spec"]["registry"] = json!({"publicRepositories": ["**"]});
+        admin.update("projects", None, p, &project_object).await.unwrap();
+
+        // An image of its own, pushed with skopeo into the built-in registry.
+        let mut image =
+            flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
+        image.files.push(flotilla_local::oci_archive::LayerFile {
+            path: "www/index.html".into(),
+            mode: 0o644,
+            content: b"from the registry\n".to_vec(),
+        });
+        let archive = dir.join("pushed.tar");
+        image.write_archive("flotilla.local/e2e/pushed:1", &archive).unwrap();
+        let reference = format!("{host}/{p}/web:1");
+        let pushed = Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-creds"])
+            .arg(format!("admin:{PASSWORD}"))
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .unwrap();
+        assert!(pushed.status.success(), "skopeo pushes: {}", String::from_utf8_lossy(&pushed.stderr));
+
+        let template = json!({"apiVersion": "flotilla.io/v1", "kind": "Template",
+            "metadata": {"name": "static-site", "project": project},
+            "spec": {"versions": [{"version": "1.0",
+                "parameters": {"type": "object", "required": ["image"], "properties": {
+                    "image": {"type": "string"}, "replicas": {"type": "integer", "minimum": 1, "default": 1}}},
+                "application": {"environment": "test", "components": [{"name": "web", "image": "${image}",
+                    "replicas": "${replicas}", "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+                    "ports": [{"name": "http", "port": 8080}],
+                    "probes": {"readiness": {"http": {"port": 8080}, "periodSeconds": 1}}}]}}]}});
+        admin.create("templates", Some(p), &template).await.unwrap();
+
+        let token = admin.create_token("cli", None).await.unwrap()["token"].as_str().unwrap().to_string();
+        let run = |args: &[&str]| cli(&dir, &base, &token, args);
+        let image_value = format!("image={reference}");
+        let (code, _, err) =
+            run(&["template", "instantiate", "static-site", "-p", p, "--name", "shop", "--set", "replicas=0"]);
+        assert_eq!(code, 6, "refused values: {err}");
+        assert!(err.contains("values.replicas") && err.contains("values.image"), "{err}");
+        let (code, out, err) = run(&[
+            "template",
+            "instantiate",
+            "static-site",
+            "-p",
+            p,
+            "--name",
+            "shop",
+            "--set",
+            &image_value,
+            "--set",
+            "replicas=2",
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("from Template/") && out.contains("@1.0"), "{out}");
+
+        let (code, out, err) = run(&["rollout", "status", "shop", "-p", p, "--timeout", "90"]);
+        assert_eq!(code, 0, "the runtime pulled the image from the registry and ran it: {out}{err}");
+        let served =
+            admin.application_exec(p, "shop", "web", None, &["cat".into(), "/www/index.html".into()]).await.unwrap();
+        assert_eq!(served["stdout"], "from the registry\n", "{served}");
+
+        // The versions view names the application that runs the pushed version.
+        let versions = admin.repository_versions(p, "web", &[]).await.unwrap();
+        assert_eq!(versions["items"][0]["applications"][0]["name"], "shop", "{versions}");
+
+        admin.delete("applications", Some(p), "shop", None).await.unwrap();
+        assert!(terminate(&mut server).success());
+    })
+    .await;
+}

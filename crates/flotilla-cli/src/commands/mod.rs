@@ -149,7 +149,7 @@ mod tests {
 
     /// The same shape as the `flotilla` binary.
     #[derive(Debug, Parser)]
-    #[command(name = "flotilla", about)]
+    #[command(name = "flotilla", about, version, propagate_version = true)]
     struct Cli {
         #[command(flatten)]
         global: GlobalArgs,

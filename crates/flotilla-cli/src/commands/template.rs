@@ -16,6 +16,7 @@ pub enum TemplateCommand {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(disable_version_flag = true)]
 pub struct InstantiateArgs {
     /// The template's name
     template: String,
