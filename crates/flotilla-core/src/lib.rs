@@ -8,6 +8,7 @@
 //! - [`rbac`]: roles, grants and the authorization decision.
 //! - [`registry`]: the registry's governance (public repositories, immutable tags,
 //!   retention, quotas) and robot account names.
+//! - [`schedule`]: cron schedules (five fields, UTC).
 //! - [`audit`]: audit records, redaction of secrets, diffs and the hash chain.
 //!
 //! Nothing here reads a clock, a file, a socket or the environment: time and randomness are
@@ -20,6 +21,7 @@ pub mod object;
 pub mod operation;
 pub mod rbac;
 pub mod registry;
+pub mod schedule;
 pub mod selector;
 pub mod validation;
 

@@ -13,6 +13,8 @@
 //! - The index (which blobs, manifests and tags each repository has, who pushed what) is in
 //!   the store: [`flotilla_store::registry`], so that a push commits with its audit record.
 //! - [`gc`]: garbage collection of blobs nothing references, safe while pushes run.
+//! - [`remote`]: a client of other registries (oci-client); [`replicate`]: copying images
+//!   between registries for replication rules.
 //! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
 //!   specification's codes and statuses in one place.
 //! - [`test_image`]: small real images (layer tars, an OCI image layout) for tests.
@@ -25,6 +27,8 @@ pub mod digest;
 pub mod gc;
 pub mod http;
 pub mod names;
+pub mod remote;
+pub mod replicate;
 pub mod storage;
 pub mod test_image;
 pub mod token;

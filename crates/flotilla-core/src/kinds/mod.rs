@@ -13,6 +13,7 @@ mod cluster;
 mod environment;
 mod project;
 pub mod quantity;
+mod replication;
 mod robot;
 mod role_binding;
 mod secret;
@@ -39,6 +40,7 @@ pub use cluster::{ClusterSpec, ClusterType};
 pub use environment::{EnvironmentSpec, Tier};
 pub use project::ProjectSpec;
 pub use quantity::ResourceQuota;
+pub use replication::{Direction, ExternalRegistrySpec, RegistryCredentials, ReplicationRuleSpec};
 pub use robot::{RobotPermission, RobotSpec};
 pub use role_binding::RoleBindingSpec;
 pub use secret::SecretSpec;
@@ -262,6 +264,8 @@ impl KindRegistry {
         registry.register::<ApplicationRevisionSpec>();
         registry.register::<TemplateSpec>();
         registry.register::<PlatformTemplateSpec>();
+        registry.register::<ExternalRegistrySpec>();
+        registry.register::<ReplicationRuleSpec>();
         registry
     }
 

@@ -148,3 +148,48 @@ pub async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.unwrap();
     body["errors"][0]["code"].as_str().unwrap().to_string()
 }
+
+/// Debian's `docker-registry` (distribution 2.8) on a free loopback port, storing in a
+/// temporary directory; killed when dropped.
+pub struct Distribution {
+    pub host: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn start_distribution() -> Distribution {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("/usr/bin/docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry runs (Debian package docker-registry)");
+    let host = format!("127.0.0.1:{port}");
+    let running = Distribution { host: host.clone(), child, _dir: dir };
+    for _ in 0..100 {
+        if reqwest::get(format!("http://{host}/v2/")).await.is_ok_and(|r| r.status() == 200) {
+            return running;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("docker-registry did not answer on {host}");
+}
