@@ -19,6 +19,7 @@ pub mod objects;
 pub mod openapi;
 pub mod operate;
 pub mod registry;
+pub mod replication;
 pub mod repositories;
 pub mod robots;
 pub mod routes;
@@ -66,6 +67,8 @@ pub struct App {
     pub registry: Option<Arc<registry::RegistryService>>,
     /// The store as the API uses it (metered and cached), for the server's own tasks.
     pub store: Arc<dyn Store>,
+    /// The state handlers share, for the server's own tasks ([`replication::schedule`]).
+    pub state: AppState,
 }
 
 /// Builds the shared state, the router and the registry.
@@ -106,8 +109,8 @@ pub fn build(
         .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
-        .with_state(state);
-    App { router, registry, store }
+        .with_state(state.clone());
+    App { router, registry, store, state }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.

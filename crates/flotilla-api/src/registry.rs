@@ -466,6 +466,15 @@ async fn guard(
         request.extensions_mut().insert(actor(meta, &claims.sub, "registry-token"));
     }
     let response = next.run(request).await;
+    // A tag pushed: the project's on-push replication rules copy it.
+    if let Needs::Repository { name, action: RegistryAction::Push, manifest: Some(reference) } = &needed
+        && method == Method::PUT
+        && response.status() == StatusCode::CREATED
+        && !reference.contains(':')
+        && claims.as_ref().is_some_and(|c| c.sub != crate::replication::SUBJECT)
+    {
+        tokio::spawn(crate::replication::after_push(state.clone(), name.clone(), reference.clone()));
+    }
     // The store audits the changes it makes or refuses; pulls, and changes refused before
     // they reached it, are audited here.
     let audited = response.extensions().get::<Audited>().is_some();

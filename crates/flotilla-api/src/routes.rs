@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, images, objects, operate, registry, repositories, robots, templates};
+use crate::{audit, health, images, objects, operate, registry, replication, repositories, robots, templates};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -469,5 +469,10 @@ fn add_delivery(routes: &mut Routes) {
         .request(instantiate)
         .response(201, made),
         post(templates::instantiate_platform_template),
+    );
+    routes.add(
+        RouteDoc::new("post", "/api/v1/projects/{project}/replicationrules/{name}/run", "runReplicationRule", "delivery", "Run a replication rule now and answer what it copied (needs the right to change the rule; audited as replication.run)")
+            .response(200, json!({"type": "object", "properties": {"tags": {"type": "integer"}, "unchanged": {"type": "integer"}, "manifests": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "failures": {"type": "array", "items": {"type": "string"}}}})),
+        post(replication::run_now),
     );
 }

@@ -17,7 +17,8 @@
 //!   between registries for replication rules.
 //! - [`http`]: the OCI Distribution API under `/v2/`, with the mapping of errors to the
 //!   specification's codes and statuses in one place.
-//! - [`test_image`]: small real images (layer tars, an OCI image layout) for tests.
+//! - [`test_image`]: small real images (layer tars, an OCI image layout) for tests;
+//!   [`test_registry`]: Debian's `docker-registry` on loopback, the peer of tests and benchmarks.
 //! - [`token`]: bearer tokens of the Docker/OCI token flow (scopes, signing, challenges).
 //! - [`conformance`]: the behaviour every implementation must show; each implementation's
 //!   tests run it.
@@ -31,6 +32,7 @@ pub mod remote;
 pub mod replicate;
 pub mod storage;
 pub mod test_image;
+pub mod test_registry;
 pub mod token;
 
 pub use digest::Digest;

@@ -11,9 +11,10 @@ use flotilla_registry::http::OCI_INDEX;
 use flotilla_registry::remote::{Endpoint, Remote};
 use flotilla_registry::replicate::{plan, run_rule};
 use flotilla_registry::test_image::image_layout_variant;
+use flotilla_registry::test_registry::start_distribution;
 use oci_client::secrets::RegistryAuth;
 use serde_json::{Value, json};
-use support::{push_layout, put_manifest, skopeo, start, start_distribution};
+use support::{push_layout, put_manifest, skopeo, start};
 
 fn remote(host: &str) -> Remote {
     Remote::new(Endpoint { host: host.into(), plain_http: true, insecure: false, auth: RegistryAuth::Anonymous })
@@ -31,7 +32,7 @@ async fn digest_of(host: &str, reference: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_and_indexes_replicate_to_and_from_distribution() {
     let ours = start().await;
-    let theirs = start_distribution().await;
+    let theirs = start_distribution().unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut manifests = Vec::new();
     for variant in 1..=2u32 {

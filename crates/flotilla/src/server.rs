@@ -148,13 +148,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (Some(registry), Some((interval, grace))) => Some(tokio::spawn(registry.maintain(clock, interval, grace))),
         _ => None,
     };
+    let replication_task = tokio::spawn(flotilla_api::replication::schedule(app.state.clone()));
     let app = app.router;
     let shutdown = shutdown_signal()?;
     tracing::info!(%address, "flotilla listening on http://{address}");
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown).await?;
-    for task in [controller_task, upkeep_task].into_iter().flatten() {
+    for task in [controller_task, upkeep_task, Some(replication_task)].into_iter().flatten() {
         task.abort();
     }
     if let Some(runtime) = runtime {

@@ -38,6 +38,8 @@ impl TestServer {
         flotilla_api::bootstrap::bootstrap(store.as_ref(), &kinds, config.admin_password.as_deref()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        // As the server does: the address actually bound (the registry's own host name).
+        config.listen = listener.local_addr().unwrap();
         let app = flotilla_api::app(store.clone(), kinds, Arc::new(config), Arc::new(SystemClock));
         tokio::spawn(flotilla_api::serve(listener, app, std::future::pending()));
         let anonymous = Client::new(&base, None).unwrap();
