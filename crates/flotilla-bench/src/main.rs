@@ -11,7 +11,11 @@
 //! 4. audited creates, closed loop with `wrk` on 128 connections, against `wrk` on `/healthz`;
 //! 5. after stopping the server: filling the audit chain to N records through the store's
 //!    writer, then `flotilla audit verify --data-dir`, against SHA-256 over the same bytes;
-//! 6. with a second server running the embedded runtime (root only; `--skip-runtime`):
+//! 6. the registry (`--skip-registry`): Flotilla's `/v2/` on a server of its own, side by side
+//!    with Debian's `docker-registry` (distribution 2.8) started in the same run: blob push and
+//!    pull throughput, 1 MiB push latency, manifest GETs, against one core's SHA-256 (see
+//!    [`registry`]);
+//! 7. with another server running the embedded runtime (root only; `--skip-runtime`):
 //!    apply → instance running against a pod made with direct CRI calls (and, informative,
 //!    `ctr run`), a 50-replica rolling update, a rollback (see [`runtime`]).
 //!
@@ -22,6 +26,7 @@ mod api;
 mod audit;
 mod machine;
 mod probe;
+mod registry;
 mod report;
 mod runtime;
 mod server;
@@ -68,6 +73,24 @@ struct Args {
     /// Run the embedded-runtime scenarios only (a partial report, for working on the runtime).
     #[arg(long, conflicts_with = "skip_runtime")]
     only_runtime: bool,
+    /// Leave out the registry comparison (it needs Debian's docker-registry).
+    #[arg(long)]
+    skip_registry: bool,
+    /// Run one group of scenarios only (a partial report: do not write it over
+    /// docs/benchmarks.md).
+    #[arg(long, value_enum, value_name = "GROUP", conflicts_with = "only_runtime")]
+    only: Option<Only>,
+}
+
+/// The groups of scenarios `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// The API scenarios and the audit chain.
+    Api,
+    /// Flotilla's registry against distribution.
+    Registry,
+    /// The embedded runtime (as --only-runtime).
+    Runtime,
 }
 
 /// Durations and counts of one run.
@@ -172,15 +195,31 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut usage: Vec<Usage> = Vec::new();
     let mut sections = Vec::new();
     let mut all_ran = true;
-    if args.only_runtime {
-        progress("API and audit scenarios skipped (--only-runtime)");
-    } else {
+    let only = args.only.or(args.only_runtime.then_some(Only::Runtime));
+    let wanted = |group: Only| only.is_none_or(|only| only == group);
+    if wanted(Only::Api) {
         all_ran = api_and_audit(&plan, &flotilla, &data_dir, &mut sections, &mut usage).await?;
+    } else {
+        progress("API and audit scenarios skipped (--only)");
+    }
+
+    if !wanted(Only::Registry) || args.skip_registry {
+        progress("registry scenarios skipped");
+    } else {
+        let plan = registry::RegistryPlan::new(args.quick);
+        match registry::run(&plan, &flotilla, &one_time_password(), &mut usage).await {
+            Ok(section) => sections.push(section),
+            Err(error) => {
+                progress(&format!("registry: {error:#}"));
+                all_ran = false;
+                sections.push(Section::failed(registry::title(), registry::method(&plan), &error));
+            }
+        }
     }
 
     let mut runtime_setup = None;
-    if args.skip_runtime {
-        progress("embedded-runtime scenarios skipped (--skip-runtime)");
+    if !wanted(Only::Runtime) || args.skip_runtime {
+        progress("embedded-runtime scenarios skipped");
     } else {
         let plan = runtime::RuntimePlan::new(args.quick);
         for (result, title, method) in runtime::run(&plan, &flotilla, &mut usage).await {

@@ -164,7 +164,7 @@ impl Report {
         let _ = writeln!(
             out,
             "Written by `scripts/bench` (the `flotilla-bench` crate); rerun it to refresh this file rather than editing it.\n\
-             The targets are those of `TARGETS.md` (REST API and audit rows) and of the embedded runtime's issue (apply,\n\
+             The targets are those of `TARGETS.md` (REST API, audit and registry rows) and of the embedded runtime's issue (apply,\n\
              rolling update, rollback). The machines are shared and noisy, so each\n\
              figure is measured next to a floor taken in the same run (the same client and load generator against\n\
              something that does less work) and reported as a ratio too. Absolute figures are for the machine below only.\n\
@@ -285,6 +285,7 @@ impl Report {
              scripts/bench --quick    # smoke run: short durations, 50,000 audit records\n\
              scripts/bench --audit-records 200000   # any other chain length\n\
              scripts/bench --skip-runtime           # without the embedded-runtime scenarios (they need root)\n\
+             scripts/bench --only registry --out /tmp/registry.md   # one group (api, registry, runtime): a partial report\n\
              ```\n\n\
              The benchmark starts its own server on a free loopback port with a temporary data directory, and \
              removes both at the end; the embedded-runtime scenarios then start a second one with the runtime \

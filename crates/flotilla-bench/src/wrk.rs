@@ -62,14 +62,26 @@ pub async fn run(
     token: Option<&str>,
     script: Option<&std::path::Path>,
 ) -> anyhow::Result<WrkResult> {
+    let headers: Vec<String> = token.map(|token| format!("Authorization: Bearer {token}")).into_iter().collect();
+    run_with_headers(options, url, &headers, script).await
+}
+
+/// Runs wrk against `url` with these headers (`Name: value`) and the Lua `script` when one
+/// is given.
+pub async fn run_with_headers(
+    options: &WrkOptions,
+    url: &str,
+    headers: &[String],
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<WrkResult> {
     let mut command = tokio::process::Command::new("wrk");
     command
         .arg(format!("-t{}", options.threads))
         .arg(format!("-c{}", options.connections))
         .arg(format!("-d{}s", options.duration.as_secs()))
         .arg("--latency");
-    if let Some(token) = token {
-        command.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    for header in headers {
+        command.arg("-H").arg(header);
     }
     if let Some(script) = script {
         command.arg("-s").arg(script);
