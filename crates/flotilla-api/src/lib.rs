@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod objects;
 pub mod openapi;
 pub mod operate;
+pub mod proxy;
 pub mod registry;
 pub mod replication;
 pub mod repositories;

@@ -53,6 +53,8 @@ const TOKEN_SECONDS: i64 = 300;
 pub struct RegistryService {
     pub registry: Arc<Registry>,
     pub tokens: TokenKey,
+    /// Proxy-cache fetches in progress.
+    pub fetches: crate::proxy::Fetches,
 }
 
 impl RegistryService {
@@ -82,7 +84,7 @@ impl RegistryService {
             Err(error) => return Err(format!("cannot read {}: {error}", key_path.display())),
         };
         let tokens = TokenKey::new(key).ok_or_else(|| format!("{} holds too short a key", key_path.display()))?;
-        Ok(Self { registry: Arc::new(Registry::new(Arc::new(blobs), store)), tokens })
+        Ok(Self { registry: Arc::new(Registry::new(Arc::new(blobs), store)), tokens, fetches: Default::default() })
     }
 }
 
@@ -465,13 +467,20 @@ async fn guard(
     if let (Some(meta), Some(claims)) = (&meta, &claims) {
         request.extensions_mut().insert(actor(meta, &claims.sub, "registry-token"));
     }
+    // A proxy-cache project fetches what is pulled from it and not here yet (not for the
+    // cache's own requests while it fills: they would wait for themselves).
+    if let Needs::Repository { name, action: RegistryAction::Pull, manifest: Some(reference) } = &needed
+        && claims.as_ref().is_some_and(|c| c.sub != crate::proxy::SUBJECT)
+    {
+        crate::proxy::fill(&state, &service.fetches, name, reference).await;
+    }
     let response = next.run(request).await;
     // A tag pushed: the project's on-push replication rules copy it.
     if let Needs::Repository { name, action: RegistryAction::Push, manifest: Some(reference) } = &needed
         && method == Method::PUT
         && response.status() == StatusCode::CREATED
         && !reference.contains(':')
-        && claims.as_ref().is_some_and(|c| c.sub != crate::replication::SUBJECT)
+        && claims.as_ref().is_some_and(|c| c.sub != crate::replication::SUBJECT && c.sub != crate::proxy::SUBJECT)
     {
         tokio::spawn(crate::replication::after_push(state.clone(), name.clone(), reference.clone()));
     }

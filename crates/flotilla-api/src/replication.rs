@@ -93,21 +93,7 @@ async fn copy(
     spec: &ReplicationRuleSpec,
     only: Option<(&str, &str)>,
 ) -> Result<CopyReport, ApiError> {
-    let registry_key = ObjectKey::new("ExternalRegistry", None, &spec.registry);
-    let registry = state
-        .store
-        .get(&registry_key)
-        .await?
-        .ok_or_else(|| ApiError::bad_field("spec.registry", format!("{registry_key} does not exist")))?;
-    let registry: ExternalRegistrySpec = serde_json::from_value(registry.spec)
-        .map_err(|e| ApiError::Internal(format!("stored {registry_key} is damaged: {e}")))?;
-    let (host, plain_http) =
-        registry.host().ok_or_else(|| ApiError::bad_field("spec.url", format!("{registry_key} has no usable URL")))?;
-    let auth = match &registry.credentials {
-        Some(credentials) => RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
-    let external = Remote::new(Endpoint { host, plain_http, insecure: registry.insecure, auth });
+    let external = external_registry(state, &spec.registry, "spec.registry").await?;
     let local_paths = match (only, spec.direction) {
         (Some((path, _)), _) => vec![path.to_string()],
         (None, Direction::Push) => project_repositories(state, project).await?,
@@ -116,6 +102,22 @@ async fn copy(
     let pairs = plan(spec, project, &local_paths, &external).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let local = local_registry(state, pairs.iter().map(|p| p.local.clone()).collect())?;
     Ok(run_rule(spec, &pairs, &local, &external, only.map(|(_, tag)| tag)).await)
+}
+
+/// A client of the `ExternalRegistry` called `name` (named by the field at `path`).
+pub(crate) async fn external_registry(state: &AppState, name: &str, path: &str) -> Result<Remote, ApiError> {
+    let key = ObjectKey::new("ExternalRegistry", None, name);
+    let object =
+        state.store.get(&key).await?.ok_or_else(|| ApiError::bad_field(path, format!("{key} does not exist")))?;
+    let registry: ExternalRegistrySpec =
+        serde_json::from_value(object.spec).map_err(|e| ApiError::Internal(format!("stored {key} is damaged: {e}")))?;
+    let (host, plain_http) =
+        registry.host().ok_or_else(|| ApiError::bad_field(path, format!("{key} has no usable URL")))?;
+    let auth = match &registry.credentials {
+        Some(credentials) => RegistryAuth::Basic(credentials.username.clone(), credentials.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    Ok(Remote::new(Endpoint { host, plain_http, insecure: registry.insecure, auth }))
 }
 
 /// The paths (inside the project) of every repository of `project`.
@@ -141,15 +143,24 @@ async fn project_repositories(state: &AppState, project: &str) -> Result<Vec<Str
     Ok(paths)
 }
 
-/// The built-in registry as a remote, with a token for `repositories` alone.
-fn local_registry(state: &AppState, repositories: Vec<String>) -> Result<Remote, ApiError> {
+/// The built-in registry as a remote, with a token for `repositories` alone (subject
+/// `system:replication`, or `subject`).
+pub(crate) fn local_registry(state: &AppState, repositories: Vec<String>) -> Result<Remote, ApiError> {
+    local_registry_as(state, SUBJECT, repositories)
+}
+
+pub(crate) fn local_registry_as(
+    state: &AppState,
+    subject: &str,
+    repositories: Vec<String>,
+) -> Result<Remote, ApiError> {
     let service = state.registry.as_ref().ok_or_else(|| ApiError::Unavailable("the registry is not served".into()))?;
     let now = state.clock.now().as_second();
     let access = repositories
         .into_iter()
         .map(|name| Access { kind: "repository".into(), name, actions: vec!["pull".into(), "push".into()] })
         .collect();
-    let token = service.tokens.issue(&Claims { sub: SUBJECT.into(), access, iat: now, exp: now + 3600 });
+    let token = service.tokens.issue(&Claims { sub: subject.into(), access, iat: now, exp: now + 3600 });
     let host = state.config.listen.to_string().replace("0.0.0.0:", "127.0.0.1:");
     Ok(Remote::new(Endpoint { host, plain_http: true, insecure: false, auth: RegistryAuth::Bearer(token) }))
 }

@@ -103,3 +103,63 @@ async fn rules_copy_pushed_tags_out_and_pull_images_in() {
     let denied = vera.send(vera.request(reqwest::Method::POST, "/api/v1/projects/shop/replicationrules/in/run")).await;
     assert_eq!(denied.unwrap_err().status(), Some(403));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cache_project_fetches_on_first_pull_and_then_serves_locally() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let distribution = start_distribution().unwrap();
+    let host = server.base.trim_start_matches("http://").to_string();
+    let admin_creds = format!("admin:{ADMIN_PASSWORD}");
+    let registry = json!({"apiVersion": "flotilla.io/v1", "kind": "ExternalRegistry", "metadata": {"name": "upstream"},
+        "spec": {"url": format!("http://{}", distribution.host)}});
+    server.admin.create("externalregistries", None, &registry).await.unwrap();
+    let project = json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": "hub"},
+        "spec": {"workspace": "retail", "registry": {"proxyCache": {"registry": "upstream", "remoteNamespace": "library", "tagTtlSeconds": 1}}}});
+    server.admin.create("projects", None, &project).await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let mut layouts = Vec::new();
+    for variant in [1u32, 2] {
+        let layout = work.path().join(format!("v{variant}"));
+        image_layout_variant(&layout, "1", variant);
+        layouts.push(format!("oci:{}:1", layout.display()));
+    }
+    let upstream_image = format!("docker://{}/library/busybox:1", distribution.host);
+    assert!(skopeo(&["copy", "--dest-tls-verify=false", &layouts[0], &upstream_image]).await.status.success());
+
+    // First pull: fetched from upstream, digest unchanged, pushed here by the cache.
+    let cached = format!("{host}/hub/busybox:1");
+    let upstream_digest = raw_digest(None, &format!("{}/library/busybox:1", distribution.host)).await.unwrap();
+    assert_eq!(raw_digest(Some(&admin_creds), &cached).await.as_deref(), Some(upstream_digest.as_str()));
+    let copy = work.path().join("copy");
+    let pulled = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &admin_creds,
+        &format!("docker://{cached}"),
+        &format!("oci:{}:1", copy.display()),
+    ])
+    .await;
+    assert!(pulled.status.success(), "the whole image is served: {}", String::from_utf8_lossy(&pulled.stderr));
+    let versions = server.admin.repository_versions("hub", "busybox", &[]).await.unwrap();
+    assert_eq!(versions["items"][0]["pushedBy"], "system:proxy-cache", "{versions}");
+
+    // The tag moves upstream: after its TTL the next pull follows it.
+    assert!(skopeo(&["copy", "--dest-tls-verify=false", &layouts[1], &upstream_image]).await.status.success());
+    let moved = raw_digest(None, &format!("{}/library/busybox:1", distribution.host)).await.unwrap();
+    assert_ne!(moved, upstream_digest);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(raw_digest(Some(&admin_creds), &cached).await.as_deref(), Some(moved.as_str()));
+
+    // Upstream gone: the cached copy is still served.
+    drop(distribution);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        raw_digest(Some(&admin_creds), &cached).await.as_deref(),
+        Some(moved.as_str()),
+        "stale rather than down"
+    );
+    assert!(raw_digest(Some(&admin_creds), &format!("{host}/hub/never-fetched:1")).await.is_none());
+}

@@ -31,6 +31,40 @@ pub struct RegistrySettings {
     /// Which tags retention keeps; tags no rule covers are kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retention: Vec<RetentionRule>,
+    /// Makes the project a cache of another registry: a pull of an image it does not hold
+    /// (or whose tag is older than `tagTtlSeconds` and has moved upstream) fetches it from
+    /// there first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cache: Option<ProxyCache>,
+}
+
+/// The registry a proxy-cache project fetches from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyCache {
+    /// The `ExternalRegistry` to fetch from.
+    pub registry: String,
+    /// Prepended to the path inside the project to name the upstream repository
+    /// (`library` for Docker Hub's official images); none when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_namespace: Option<String>,
+    /// How long a cached tag is served without asking upstream whether it moved.
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl_seconds: u32,
+}
+
+fn default_tag_ttl() -> u32 {
+    300
+}
+
+impl ProxyCache {
+    /// The upstream repository of the path inside the project.
+    pub fn upstream(&self, path: &str) -> String {
+        match self.remote_namespace.as_deref().map(|n| n.trim_matches('/')) {
+            Some(namespace) if !namespace.is_empty() => format!("{namespace}/{path}"),
+            _ => path.to_string(),
+        }
+    }
 }
 
 /// Tags (by pattern) of some repositories (by pattern).

@@ -46,7 +46,16 @@ impl KindSpec for ProjectSpec {
     }
 
     fn references(&self, _meta: &ObjectMeta) -> Vec<Reference> {
-        vec![Reference::new("spec.workspace", "Workspace", None, &self.workspace)]
+        let mut references = vec![Reference::new("spec.workspace", "Workspace", None, &self.workspace)];
+        if let Some(proxy) = self.registry.as_ref().and_then(|r| r.proxy_cache.as_ref()) {
+            references.push(Reference::new(
+                "spec.registry.proxyCache.registry",
+                "ExternalRegistry",
+                None,
+                &proxy.registry,
+            ));
+        }
+        references
     }
 
     fn budget_reference(&self, _meta: &ObjectMeta) -> Option<Reference> {
