@@ -155,3 +155,45 @@ async fn robots_push_with_their_secret_and_versions_show_who_pushed_and_who_runs
     assert_eq!(report["gc"]["blobsRemoved"], 0, "{report}");
     assert!(inspect(Some(&new_creds), &image).await.status.success(), "the image is whole after collection");
 }
+
+/// Runs buildah; its stdout, or a panic with its stderr.
+async fn buildah(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("buildah").args(args).output().await.unwrap();
+    assert!(output.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildah_pushes_an_image_it_built() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let host = server.base.trim_start_matches("http://").to_string();
+    let name = format!("localhost/flotilla-test-{}:1", uuid::Uuid::new_v4().simple());
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+    std::fs::write(root.path().join("hello.txt"), "built by buildah\n").unwrap();
+    let container = buildah(&["from", "scratch"]).await;
+    // Removes the working container and the local image whatever happens below.
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("buildah").args(["rm", &self.0]).output();
+            let _ = std::process::Command::new("buildah").args(["rmi", "-f", &self.1]).output();
+        }
+    }
+    let _cleanup = Cleanup(container.clone(), name.clone());
+    let digest = {
+        buildah(&["copy", &container, root.path().to_str().unwrap(), "/"]).await;
+        buildah(&["config", "--cmd", "[\"/bin/busybox\", \"cat\", \"/hello.txt\"]", &container]).await;
+        buildah(&["commit", "--quiet", &container, &name]).await;
+        let destination = format!("docker://{host}/shop/built:1");
+        let creds = format!("admin:{ADMIN_PASSWORD}");
+        buildah(&["push", "--tls-verify=false", "--creds", &creds, "--digestfile", "/dev/stdout", &name, &destination])
+            .await
+    };
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let raw = inspect(Some(&format!("admin:{ADMIN_PASSWORD}")), &format!("{host}/shop/built:1")).await;
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(flotilla_registry::digest::of(&raw.stdout).to_string(), digest, "the digest buildah pushed is served");
+}
