@@ -77,6 +77,12 @@ pub fn random_string(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The 32-byte key a key file's text stands for (its SHA-256): the file holds
+/// [`random_string`]`(32)`, 256 random bits.
+pub fn key_bytes(text: &str) -> [u8; 32] {
+    Sha256::digest(text.trim().as_bytes()).into()
+}
+
 /// A random password for the first admin: 24 characters.
 pub fn generate_password() -> String {
     random_string(18)

@@ -16,6 +16,7 @@
 
 pub mod cached;
 pub mod registry;
+pub mod seal;
 pub mod sql;
 pub mod types;
 

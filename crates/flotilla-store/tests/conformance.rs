@@ -25,13 +25,21 @@ const POSTGRES_URL_VAR: &str = "FLOTILLA_TEST_POSTGRES_URL";
 const SKIP_POSTGRES_VAR: &str = "FLOTILLA_SKIP_POSTGRES";
 
 async fn open(url: &str) -> SqlStore {
-    SqlStore::connect(
-        SqlStoreOptions::new(url, AUDIT_KEY.to_vec()),
-        Arc::new(KindRegistry::builtin()),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("cannot open the store at {}: {error}", redact_url(url)))
+    open_with(SqlStoreOptions::new(url, AUDIT_KEY.to_vec())).await
+}
+
+const MASTER_KEY: [u8; 32] = *b"flotilla-conformance-master-key!";
+
+/// [`open`] with secret fields encrypted at rest.
+async fn open_sealed(url: &str, key: [u8; 32]) -> SqlStore {
+    open_with(SqlStoreOptions::new(url, AUDIT_KEY.to_vec()).with_master_key(key.to_vec())).await
+}
+
+async fn open_with(options: SqlStoreOptions) -> SqlStore {
+    let url = options.url.clone();
+    SqlStore::connect(options, Arc::new(KindRegistry::builtin()), Arc::new(SystemClock))
+        .await
+        .unwrap_or_else(|error| panic!("cannot open the store at {}: {error}", redact_url(&url)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +194,44 @@ async fn conformance_suite(url: String) {
     let store = open(&url).await;
     conformance::run_all(&store).await;
     conformance::run_all(&store).await;
+}
+
+/// The suite with secret fields encrypted at rest: nothing a caller sees changes.
+async fn sealed_conformance_suite(url: String) {
+    let store = open_sealed(&url, MASTER_KEY).await;
+    conformance::run_all(&store).await;
+}
+
+/// A secret field is ciphertext in the database file, plaintext to callers; writing the same
+/// value again changes nothing; without the key it stays sealed, with another it does not open.
+#[allow(clippy::unwrap_used)] // a panic is a failed test
+async fn secrets_are_sealed_at_rest(url: String) {
+    let store = open_sealed(&url, MASTER_KEY).await;
+    let registry = document(
+        "ExternalRegistry",
+        "hub",
+        json!({"url": "https://registry.example.com", "credentials": {"username": "ci", "password": "hunter2-hunter2"}}),
+    );
+    let created = create(&store, &registry).await;
+    assert_eq!(created.spec["credentials"]["password"], "hunter2-hunter2", "the writer gets its value back");
+    assert_eq!(store.get(&created.key()).await.unwrap().unwrap().spec, created.spec, "and so do readers");
+    let again = commit(&store, OperationVerb::Apply, &registry, None).await.expect("apply the same");
+    assert_eq!(again.outcome, flotilla_core::audit::Outcome::Unchanged, "the same value is no change");
+    drop(store);
+
+    let path = url.trim_start_matches("sqlite://").split('?').next().unwrap().to_string();
+    let raw: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT spec FROM objects WHERE kind = 'ExternalRegistry'", [], |row| row.get(0))
+        .unwrap();
+    assert!(!raw.contains("hunter2") && raw.contains("sealed:v1:"), "at rest: {raw}");
+
+    let without_key = open(&url).await;
+    let sealed = without_key.get(&created.key()).await.unwrap().unwrap();
+    assert!(sealed.spec["credentials"]["password"].as_str().unwrap().starts_with("sealed:v1:"));
+    drop(without_key);
+    let wrong_key = open_sealed(&url, [9u8; 32]).await;
+    assert!(wrong_key.get(&created.key()).await.is_err(), "another key does not open it");
 }
 
 /// The caching decorator the API puts in front of the store is a Store too, and passes the
@@ -436,6 +482,16 @@ async fn sqlite_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sealed_conformance() {
+    on_sqlite(sealed_conformance_suite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_secrets_are_sealed_at_rest() {
+    on_sqlite(secrets_are_sealed_at_rest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_cached_conformance() {
     on_sqlite(cached_conformance_suite).await;
 }
@@ -477,6 +533,11 @@ async fn postgres_a_late_failure_leaves_the_rest_of_the_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conformance() {
     on_postgres(conformance_suite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sealed_conformance() {
+    on_postgres(sealed_conformance_suite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,12 +80,23 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 /// The key of the keyed hashes that stand for secrets in audit records. Created once, kept
 /// under the data dir (replicas sharing a PostgreSQL database must share this file).
 fn audit_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = dir.join("audit.key");
+    key_file(dir, "audit.key").map(String::into_bytes)
+}
+
+/// The key secret fields are encrypted with at rest (`<data dir>/master.key`, created once;
+/// replicas sharing a database must share it; losing it loses the secrets stored).
+fn master_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    key_file(dir, "master.key").map(|text| flotilla_identity::key_bytes(&text).to_vec())
+}
+
+/// The text of the key file `name` under `dir`, made (random, owner-only, synced) when missing.
+fn key_file(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return Ok(text.trim().as_bytes().to_vec());
+        return Ok(text.trim().to_string());
     }
     let key = flotilla_identity::random_string(32);
-    let temporary = dir.join("audit.key.tmp");
+    let temporary = dir.join(format!("{name}.tmp"));
     {
         use std::io::Write;
         let mut options = std::fs::OpenOptions::new();
@@ -100,14 +111,15 @@ fn audit_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
         file.sync_all()?;
     }
     std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(key.into_bytes())
+    Ok(key)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     prepare_data_dir(&config.data_dir)?;
     let kinds = Arc::new(KindRegistry::builtin());
     let url = config.database_url();
-    let options = SqlStoreOptions::new(url.clone(), audit_key(&config.data_dir)?);
+    let options =
+        SqlStoreOptions::new(url.clone(), audit_key(&config.data_dir)?).with_master_key(master_key(&config.data_dir)?);
     let clock = Arc::new(SystemClock);
     let store = Arc::new(SqlStore::connect(options, kinds.clone(), clock.clone()).await?);
     tracing::info!(database = %redact_url(&url), "store ready");

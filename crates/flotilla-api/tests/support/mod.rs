@@ -33,7 +33,8 @@ impl TestServer {
         };
         adjust(&mut config);
         let kinds = Arc::new(KindRegistry::builtin());
-        let options = SqlStoreOptions::new(config.database_url(), b"test audit key".to_vec());
+        let options =
+            SqlStoreOptions::new(config.database_url(), b"test audit key".to_vec()).with_master_key(vec![3u8; 32]);
         let store = Arc::new(SqlStore::connect(options, kinds.clone(), Arc::new(SystemClock)).await.unwrap());
         flotilla_api::bootstrap::bootstrap(store.as_ref(), &kinds, config.admin_password.as_deref()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

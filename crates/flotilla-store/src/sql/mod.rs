@@ -92,11 +92,20 @@ pub struct SqlStoreOptions {
     pub audit_key: Vec<u8>,
     /// Largest number of mutations committed in one transaction.
     pub max_batch: usize,
+    /// The key (32 bytes) secret fields are encrypted with at rest ([`crate::seal`]); `None`
+    /// stores them as written.
+    pub master_key: Option<Vec<u8>>,
 }
 
 impl SqlStoreOptions {
     pub fn new(url: impl Into<String>, audit_key: Vec<u8>) -> Self {
-        Self { url: url.into(), max_connections: 16, audit_key, max_batch: 512 }
+        Self { url: url.into(), max_connections: 16, audit_key, max_batch: 512, master_key: None }
+    }
+
+    /// These options, with secret fields encrypted at rest under `master_key`.
+    pub fn with_master_key(mut self, master_key: Vec<u8>) -> Self {
+        self.master_key = Some(master_key);
+        self
     }
 }
 
@@ -121,6 +130,25 @@ pub(crate) struct Shared {
     pub(crate) kinds: Arc<KindRegistry>,
     pub(crate) audit_key: Vec<u8>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sealer: Option<crate::seal::Sealer>,
+}
+
+impl Shared {
+    /// `object` with its secret fields opened (as stored when no key is set).
+    pub(crate) fn open(&self, object: Object) -> Result<Object, StoreError> {
+        match (&self.sealer, self.kinds.lookup(&object.kind)) {
+            (Some(sealer), Some(info)) if !info.secret_paths.is_empty() => sealer.open_object(info, object),
+            _ => Ok(object),
+        }
+    }
+
+    /// `object` with its secret fields sealed, for writing.
+    pub(crate) fn seal(&self, object: &Object) -> Result<Object, StoreError> {
+        match (&self.sealer, self.kinds.lookup(&object.kind)) {
+            (Some(sealer), Some(info)) if !info.secret_paths.is_empty() => sealer.seal_object(info, object.clone()),
+            _ => Ok(object.clone()),
+        }
+    }
 }
 
 enum Backend {
@@ -188,7 +216,8 @@ impl SqlStore {
                 redact_url(&options.url)
             ))
         })?;
-        let shared = Arc::new(Shared { dialect, kinds, audit_key: options.audit_key, clock });
+        let sealer = options.master_key.as_deref().map(crate::seal::Sealer::new).transpose()?;
+        let shared = Arc::new(Shared { dialect, kinds, audit_key: options.audit_key, clock, sealer });
         let (backend, writes) = match dialect {
             Dialect::Sqlite => {
                 let (url, shared, max_batch) = (options.url.clone(), shared.clone(), options.max_batch);
@@ -280,11 +309,14 @@ impl Store for SqlStore {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
-        read!(self, |exec| objects::get(exec, key))
+        let found: Option<Object> = read!(self, |exec| objects::get(exec, key))?;
+        found.map(|object| self.shared.open(object)).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ObjectPage, StoreError> {
-        long_read!(self, [query], |exec| objects::list(exec, query))
+        let mut page: ObjectPage = long_read!(self, [query], |exec| objects::list(exec, query))?;
+        page.items = page.items.into_iter().map(|object| self.shared.open(object)).collect::<Result<_, _>>()?;
+        Ok(page)
     }
 
     async fn grants_of(&self, user: &str) -> Result<Vec<Grant>, StoreError> {

@@ -364,7 +364,10 @@ async fn apply<E: Executor>(
                 errors.push("kind", format!("unknown kind {:?}", operation.key.kind));
                 OperationError::Invalid(errors)
             })?;
-            let current = objects::get_with_id(exec, &operation.key).await?;
+            let current = match objects::get_with_id(exec, &operation.key).await? {
+                Some((id, stored)) => Some((id, shared.open(stored)?)),
+                None => None,
+            };
             let stamp = WriteStamp { resource_version: seq, now, new_uid: uuid::Uuid::new_v4().to_string() };
             let planned = plan(operation, current.as_ref().map(|(_, o)| o), &stamp)?;
             if let Some(after) = planned.after()
@@ -375,12 +378,12 @@ async fn apply<E: Executor>(
             let row_id = current.as_ref().map(|(id, _)| *id);
             match (&planned, row_id) {
                 (Planned::Create(after), _) => {
-                    let id = objects::insert(exec, after).await?;
+                    let id = objects::insert(exec, &shared.seal(after)?).await?;
                     objects::write_references(exec, id, &info.references(after), true).await?;
                     objects::write_images(exec, id, &info.images(after), true).await?;
                 }
                 (Planned::Update { after, .. }, Some(id)) => {
-                    objects::update(exec, id, after).await?;
+                    objects::update(exec, id, &shared.seal(after)?).await?;
                     objects::write_references(exec, id, &info.references(after), false).await?;
                     objects::write_images(exec, id, &info.images(after), false).await?;
                 }
