@@ -44,7 +44,7 @@ pub async fn import(
     let dir = state.config.data_dir.join("tmp");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
     let path = dir.join(format!("import-{}.tar", uuid::Uuid::new_v4().simple()));
-    let received = receive(body, &path).await;
+    let received = receive(body, &path, "an OCI or Docker image archive").await;
     let outcome = match received {
         Ok((size, digest)) => {
             let imported = driver.import_image(&path).await;
@@ -81,21 +81,23 @@ pub async fn import(
 }
 
 /// Streams `body` into `path`; its size and SHA-256 (hex).
-async fn receive(body: Body, path: &std::path::Path) -> Result<(u64, String), ApiError> {
+/// Streams `body` into the file at `path`, synced; its size and hex SHA-256. `what` names the
+/// expected content in errors.
+pub(crate) async fn receive(body: Body, path: &std::path::Path, what: &str) -> Result<(u64, String), ApiError> {
     let io = |e: std::io::Error| ApiError::Internal(format!("{}: {e}", path.display()));
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the archive upload broke off: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("the upload of {what} broke off: {e}")))?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io)?;
     }
     file.sync_all().await.map_err(io)?;
     if size == 0 {
-        return Err(ApiError::bad_field("body", "is empty: send an OCI or Docker image archive"));
+        return Err(ApiError::bad_field("body", format!("is empty: send {what}")));
     }
     Ok((size, hex::encode(hasher.finalize())))
 }

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::state::AppState;
-use crate::{audit, health, images, objects, operate, registry, replication, repositories, robots, templates};
+use crate::{
+    artifacts, audit, health, images, objects, operate, registry, replication, repositories, robots, templates,
+};
 
 /// A documented route.
 #[derive(Debug, Clone)]
@@ -474,5 +476,17 @@ fn add_delivery(routes: &mut Routes) {
         RouteDoc::new("post", "/api/v1/projects/{project}/replicationrules/{name}/run", "runReplicationRule", "delivery", "Run a replication rule now and answer what it copied (needs the right to change the rule; audited as replication.run)")
             .response(200, json!({"type": "object", "properties": {"tags": {"type": "integer"}, "unchanged": {"type": "integer"}, "manifests": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "failures": {"type": "array", "items": {"type": "string"}}}})),
         post(replication::run_now),
+    );
+    let artifact = "/api/v1/projects/{project}/repositories/{repository}/artifacts/{version}";
+    routes.add(
+        RouteDoc::new("put", artifact, "uploadArtifact", "delivery", "Store a file (the body) as version {version} of a repository, an OCI artifact (needs the right to push; audited as a push)")
+            .query(&[("filename", "The file's name, given back on download"), ("type", "The artifact type (a media type); application/vnd.flotilla.file.v1 when left out")])
+            .request(json!({"type": "string", "format": "binary"}))
+            .response(201, json!({"type": "object", "properties": {"digest": {"type": "string"}, "sha256": {"type": "string"}, "size": {"type": "integer"}}})),
+        put(artifacts::upload).layer(DefaultBodyLimit::disable()),
+    );
+    routes.add(
+        RouteDoc::new("get", artifact, "downloadArtifact", "delivery", "The file of a version, with its name (Content-Disposition) and SHA-256 (X-Checksum-Sha256); needs the right to pull; audited"),
+        get(artifacts::download),
     );
 }

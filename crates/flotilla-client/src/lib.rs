@@ -366,6 +366,57 @@ impl Client {
         self.json(self.request(Method::POST, &path).json(&body)).await
     }
 
+    /// Stores the file at `path` as `version` of `repository` (its path inside `project`).
+    pub async fn upload_artifact(
+        &self,
+        project: &str,
+        repository: &str,
+        version: &str,
+        path: &std::path::Path,
+        artifact_type: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let length = file.metadata().await.map(|m| m.len()).ok();
+        let filename = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "artifact".into());
+        let mut query = vec![("filename", filename)];
+        if let Some(artifact_type) = artifact_type {
+            query.push(("type", artifact_type.to_string()));
+        }
+        let url = Self::artifact_path(project, repository, version);
+        let mut request = self
+            .request(Method::PUT, &url)
+            .query(&query)
+            .header("content-type", "application/octet-stream")
+            .timeout(Duration::from_secs(3600))
+            .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file)));
+        if let Some(length) = length {
+            request = request.header("content-length", length);
+        }
+        self.json(request).await
+    }
+
+    /// The file of `version` of `repository`, as a response to stream.
+    pub async fn download_artifact(
+        &self,
+        project: &str,
+        repository: &str,
+        version: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = Self::artifact_path(project, repository, version);
+        self.send(self.request(Method::GET, &url).timeout(Duration::from_secs(3600))).await
+    }
+
+    fn artifact_path(project: &str, repository: &str, version: &str) -> String {
+        format!(
+            "/api/v1/projects/{}/repositories/{}/artifacts/{}",
+            encode(project),
+            encode(repository),
+            encode(version)
+        )
+    }
+
     /// Retention (unless `retention` is false) and garbage collection of the registry now.
     pub async fn registry_gc(&self, retention: bool, grace_secs: Option<u64>) -> Result<Value, ClientError> {
         let body = serde_json::json!({"retention": retention, "graceSecs": grace_secs});

@@ -252,3 +252,102 @@ fn bad_configuration_names_the_key_and_exits_78() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("max_failures"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_stores_and_fetches_artifacts_and_shows_registry_versions() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.yaml");
+    let server = Server::start(data.path());
+    let (code, stdout, stderr) =
+        cli(&config, &["login", &server.base, "-u", "admin", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let admin = admin(&server.base).await;
+    admin.create("workspaces", None, &workspace("retail")).await.unwrap();
+    let project = json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": "shop"},
+        "spec": {"workspace": "retail", "registry": {"immutableTags": [{"repositories": ["releases/*"], "tags": ["1.*"]}]}}});
+    admin.create("projects", None, &project).await.unwrap();
+
+    // A 3 MB file stored as a versioned artifact and fetched back, checksum verified.
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let file = home.path().join("app.jar");
+    std::fs::write(&file, &content).unwrap();
+    let push = |version: &str| {
+        cli(
+            &config,
+            &[
+                "artifact",
+                "push",
+                file.to_str().unwrap(),
+                "-p",
+                "shop",
+                "--repository",
+                "releases/app",
+                "--as",
+                version,
+                "--type",
+                "application/java-archive",
+            ],
+            None,
+        )
+    };
+    let (code, stdout, stderr) = push("1.0");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("3000000 bytes"), "{stdout}");
+    let (code, _, stderr) = push("1.0");
+    assert_ne!(code, 0, "version 1.0 is immutable");
+    assert!(stderr.contains("immutable"), "{stderr}");
+
+    let fetched = home.path().join("fetched");
+    std::fs::create_dir_all(&fetched).unwrap();
+    let target = fetched.join("copy.jar");
+    let (code, stdout, stderr) = cli(
+        &config,
+        &[
+            "artifact",
+            "pull",
+            "-p",
+            "shop",
+            "--repository",
+            "releases/app",
+            "--as",
+            "1.0",
+            "-f",
+            target.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("verified"), "{stdout}");
+    assert_eq!(std::fs::read(&target).unwrap(), content, "byte for byte");
+
+    // The versions view shows the artifact, its type and who stored it.
+    let (code, stdout, stderr) =
+        cli(&config, &["registry", "versions", "releases/app", "-p", "shop", "-o", "json"], None);
+    assert_eq!(code, 0, "{stderr}");
+    let versions: Value = serde_json::from_str(&stdout).unwrap();
+    let version = &versions["items"][0];
+    assert_eq!(version["artifactType"], "application/java-archive");
+    assert_eq!(version["tags"], json!(["1.0"]));
+    assert_eq!(version["pushedBy"], "admin");
+    let (code, stdout, _) = cli(&config, &["registry", "repos", "-p", "shop"], None);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("shop/releases/app"), "{stdout}");
+
+    // The downloads are audited; a user with no role in the project gets nothing.
+    let records = admin.audit_query(&[("action", "artifact.download".into())]).await.unwrap();
+    assert_eq!(records["items"].as_array().unwrap().len(), 1, "{records}");
+    admin
+        .create(
+            "users",
+            None,
+            &json!({"apiVersion": "flotilla.io/v1", "kind": "User", "metadata": {"name": "otto"}, "spec": {}}),
+        )
+        .await
+        .unwrap();
+    admin.set_password("otto", None, "otto password 123").await.unwrap();
+    let otto = Client::new(&server.base, None).unwrap();
+    let login = otto.login_token("otto", "otto password 123", "e2e", None).await.unwrap();
+    let otto = otto.with_token(Some(login.token));
+    assert_eq!(otto.download_artifact("shop", "releases/app", "1.0").await.unwrap_err().status(), Some(403));
+}

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod artifact;
 pub mod audit;
 pub mod context;
 pub mod delete;
@@ -77,6 +78,9 @@ pub enum Command {
     /// Watch, list and undo an application's rollouts
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Rollout(Box<app::RolloutCommand>),
+    /// Store and fetch generic files (jars, tarballs, SQL bundles) as versioned artifacts
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Artifact(Box<artifact::ArtifactCommand>),
     /// Make applications from templates
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Template(Box<template::TemplateCommand>),
@@ -106,6 +110,7 @@ pub async fn dispatch(session: &Session, command: Command) -> Result<(), CliErro
         Command::Rollout(command) => app::rollout(session, *command).await,
         Command::Image(command) => image::run(session, *command).await,
         Command::Template(command) => template::run(session, *command).await,
+        Command::Artifact(command) => artifact::run(session, *command).await,
         Command::Registry(command) => registry::run(session, *command).await,
     }
 }
