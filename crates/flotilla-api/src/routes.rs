@@ -473,6 +473,12 @@ fn add_delivery(routes: &mut Routes) {
         post(templates::instantiate_platform_template),
     );
     routes.add(
+        RouteDoc::new("post", "/api/v1/projects/{project}/applications/{name}/save-as-template", "saveApplicationAsTemplate", "delivery", "Save the application's spec as a new version of a template (created when missing); each NAME=PATH parameter replaces that field, its value the default")
+            .request(serde_json::to_value(schemars::schema_for!(templates::SaveRequest)).unwrap_or_default())
+            .response(201, json!({"type": "object", "description": "the Template (201 created, 200 a version added)"})),
+        post(templates::save_application),
+    );
+    routes.add(
         RouteDoc::new("post", "/api/v1/projects/{project}/replicationrules/{name}/run", "runReplicationRule", "delivery", "Run a replication rule now and answer what it copied (needs the right to change the rule; audited as replication.run)")
             .response(200, json!({"type": "object", "properties": {"tags": {"type": "integer"}, "unchanged": {"type": "integer"}, "manifests": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "failures": {"type": "array", "items": {"type": "string"}}}})),
         post(replication::run_now),

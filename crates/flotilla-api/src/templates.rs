@@ -9,6 +9,10 @@
 //! audited in its transaction. It carries the annotation `flotilla.io/template`
 //! (`Template/<project>/<name>@<version>` or `PlatformTemplate/<name>@<version>`).
 //! With `dryRun`, the rendered Application is returned and nothing is written.
+//!
+//! The other way, `POST …/applications/{name}/save-as-template` saves an Application's spec
+//! as a new version of a template, chosen fields becoming parameters
+//! ([`TemplateVersion::from_application`]).
 
 use std::collections::BTreeMap;
 
@@ -17,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use flotilla_core::audit::Outcome;
-use flotilla_core::kinds::{PlatformTemplateSpec, TemplateSpec};
+use flotilla_core::kinds::{ParameterFrom, PlatformTemplateSpec, TemplateSpec, TemplateVersion};
 use flotilla_core::rbac::Verb;
 use flotilla_core::{Object, ObjectKey};
 use serde::Deserialize;
@@ -139,4 +143,87 @@ async fn instantiate(
     let body = Bytes::from(document.to_string());
     let (status, Json(created)) = objects::create(state, caller, info, Some(project), headers, body).await?;
     Ok((status, Json(serde_json::to_value(created).unwrap_or_default())))
+}
+
+/// Body of `POST …/applications/{name}/save-as-template`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SaveRequest {
+    /// The template to create, or to add a version to.
+    pub template: String,
+    /// A platform template (shared by every project; platform admins) instead of the project's.
+    #[serde(default)]
+    pub platform: bool,
+    /// The new version's name.
+    pub version: String,
+    /// `NAME=PATH` (`image=components[0].image`): the field becomes parameter NAME, its
+    /// current value the default.
+    #[serde(default)]
+    pub parameters: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `POST /api/v1/projects/{project}/applications/{name}/save-as-template`: the application's
+/// spec as a new version of a template, created or updated through the objects path (so with
+/// its rights, validation and audit).
+pub async fn save_application(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+    Json(request): Json<SaveRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = ObjectKey::new("Application", Some(project.clone()), &name);
+    let application = state.store.get(&key).await?.ok_or_else(|| ApiError::NotFound(format!("{key} not found")))?;
+    let info = state.kinds.lookup("Application").ok_or_else(|| ApiError::Internal("no Application kind".into()))?;
+    authorize(&state, &caller, Verb::Get, "get", info, &application).await?;
+    let mut parameters = Vec::new();
+    let mut errors = flotilla_core::ValidationErrors::default();
+    for (index, text) in request.parameters.iter().enumerate() {
+        match ParameterFrom::parse(text) {
+            Ok(parameter) => parameters.push(parameter),
+            Err(problem) => errors.push(format!("parameters[{index}]"), problem),
+        }
+    }
+    errors.into_result().map_err(ApiError::invalid)?;
+    let version = TemplateVersion::from_application(&request.version, &application.spec, &parameters)
+        .map_err(ApiError::invalid)?;
+    let (kind, plural, template_project) = if request.platform {
+        ("PlatformTemplate", "platformtemplates", None)
+    } else {
+        ("Template", "templates", Some(project.clone()))
+    };
+    let template_key = ObjectKey::new(kind, template_project.clone(), &request.template);
+    let info = state.kinds.lookup(plural).cloned().ok_or_else(|| ApiError::Internal(format!("no {kind} kind")))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    match state.store.get(&template_key).await? {
+        Some(existing) => {
+            let mut spec: TemplateSpec = serde_json::from_value(existing.spec.clone())
+                .or_else(|_| serde_json::from_value::<PlatformTemplateSpec>(existing.spec.clone()).map(|p| p.0))
+                .map_err(|e| ApiError::Internal(format!("stored {template_key} is damaged: {e}")))?;
+            spec.versions.push(version);
+            if request.description.is_some() {
+                spec.description = request.description.clone();
+            }
+            let mut document = serde_json::to_value(&existing).map_err(|e| ApiError::Internal(e.to_string()))?;
+            document["spec"] = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body = Bytes::from(document.to_string());
+            let Json(updated) =
+                objects::update(state, caller, info, template_project, request.template, headers, body).await?;
+            Ok((StatusCode::OK, Json(serde_json::to_value(updated).unwrap_or_default())))
+        }
+        None => {
+            let spec = TemplateSpec { description: request.description.clone(), versions: vec![version] };
+            let mut metadata = json!({"name": request.template});
+            if let Some(project) = &template_project {
+                metadata["project"] = json!(project);
+            }
+            let document =
+                json!({"apiVersion": flotilla_core::API_VERSION, "kind": kind, "metadata": metadata, "spec": spec});
+            let body = Bytes::from(document.to_string());
+            let (status, Json(created)) = objects::create(state, caller, info, template_project, headers, body).await?;
+            Ok((status, Json(serde_json::to_value(created).unwrap_or_default())))
+        }
+    }
 }

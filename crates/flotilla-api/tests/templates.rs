@@ -97,3 +97,34 @@ async fn templates_make_applications_from_checked_values() {
         ["project"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_saved_as_a_template_makes_its_siblings() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let app = json!({"apiVersion": "flotilla.io/v1", "kind": "Application", "metadata": {"name": "web", "project": "shop"},
+        "spec": {"environment": "test", "components": [{"name": "web", "image": "registry.test/shop/web:1", "replicas": 2,
+            "command": ["sh", "-c", "echo ${HOME}"]}]}});
+    server.admin.create("applications", Some("shop"), &app).await.unwrap();
+
+    let request = json!({"template": "from-web", "version": "1", "parameters": ["image=components[0].image", "replicas=components[0].replicas"]});
+    let saved = server.admin.save_as_template("shop", "web", &request).await.unwrap();
+    assert_eq!(saved["spec"]["versions"][0]["parameters"]["properties"]["replicas"]["default"], 2, "{saved}");
+    let body = json!({"name": "web-copy", "values": {"image": "registry.test/shop/web:2"}});
+    let made = server.admin.instantiate_template(Some("shop"), "from-web", &body, false).await.unwrap();
+    let component = &made["spec"]["components"][0];
+    assert_eq!(
+        (component["image"].clone(), component["replicas"].clone()),
+        (json!("registry.test/shop/web:2"), json!(2))
+    );
+    assert_eq!(component["command"][2], "echo ${HOME}", "text that looks like a placeholder stays text");
+
+    // Saving again adds a version; a field the application lacks is refused at its parameter.
+    let second = json!({"template": "from-web", "version": "2", "parameters": ["image=components[0].image"]});
+    let saved = server.admin.save_as_template("shop", "web", &second).await.unwrap();
+    assert_eq!(saved["spec"]["versions"].as_array().unwrap().len(), 2);
+    let again = server.admin.save_as_template("shop", "web", &second).await.unwrap_err();
+    assert_eq!(paths(&again), ["spec.versions[2].version"], "a version is listed once");
+    let bad = json!({"template": "from-web", "version": "3", "parameters": ["tag=components[4].image"]});
+    assert_eq!(paths(&server.admin.save_as_template("shop", "web", &bad).await.unwrap_err()), ["parameters[0]"]);
+}

@@ -417,6 +417,13 @@ impl Client {
         )
     }
 
+    /// Saves application `name` of `project` as a new version of a template (`body`: template,
+    /// version, parameters, platform, description).
+    pub async fn save_as_template(&self, project: &str, name: &str, body: &Value) -> Result<Value, ClientError> {
+        let path = format!("{}/save-as-template", Self::item_path("applications", Some(project), name));
+        self.json(self.request(Method::POST, &path).json(body)).await
+    }
+
     /// Retention (unless `retention` is false) and garbage collection of the registry now.
     pub async fn registry_gc(&self, retention: bool, grace_secs: Option<u64>) -> Result<Value, ClientError> {
         let body = serde_json::json!({"retention": retention, "graceSecs": grace_secs});

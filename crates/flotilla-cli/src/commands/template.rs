@@ -13,6 +13,31 @@ use crate::session::Session;
 pub enum TemplateCommand {
     /// Create an application from a template with parameter values
     Instantiate(Box<InstantiateArgs>),
+    /// Save an application as a new version of a template, chosen fields as parameters
+    Save(Box<SaveArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// The application to save
+    application: String,
+    #[arg(short, long)]
+    project: String,
+    /// The template to create, or add a version to
+    #[arg(long = "template", value_name = "TEMPLATE")]
+    template: String,
+    /// The new version's name
+    #[arg(long = "as", value_name = "VERSION")]
+    template_version: String,
+    /// A field that becomes a parameter, `NAME=PATH` (`image=components[0].image`); its
+    /// current value is the default. Repeatable
+    #[arg(long = "param", value_name = "NAME=PATH")]
+    params: Vec<String>,
+    /// Save as a platform template, shared by every project (platform admins)
+    #[arg(long)]
+    platform: bool,
+    #[arg(long)]
+    description: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,7 +106,10 @@ fn set_value(values: &mut Map<String, Value>, parameters: &Value, assignment: &s
 }
 
 pub async fn run(session: &Session, command: TemplateCommand) -> Result<(), CliError> {
-    let TemplateCommand::Instantiate(args) = command;
+    let args = match command {
+        TemplateCommand::Instantiate(args) => args,
+        TemplateCommand::Save(args) => return save(session, *args).await,
+    };
     let mut values = match &args.values {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -123,6 +151,26 @@ pub async fn run(session: &Session, command: TemplateCommand) -> Result<(), CliE
     }
     let version = made.pointer("/metadata/annotations/flotilla.io~1template").and_then(Value::as_str).unwrap_or("?");
     emit(&format!("application/{} created in project {} from {version}\n", args.name, args.project))
+}
+
+async fn save(session: &Session, args: SaveArgs) -> Result<(), CliError> {
+    let (client, _) = session.client()?;
+    let body = serde_json::json!({
+        "template": args.template,
+        "version": args.template_version,
+        "parameters": args.params,
+        "platform": args.platform,
+        "description": args.description,
+    });
+    let saved = client.save_as_template(&args.project, &args.application, &body).await?;
+    let kind = saved.get("kind").and_then(Value::as_str).unwrap_or("Template");
+    emit(&format!(
+        "{} {} version {} saved from application/{}\n",
+        kind.to_ascii_lowercase(),
+        args.template,
+        args.template_version,
+        args.application
+    ))
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub use replication::{Direction, ExternalRegistrySpec, RegistryCredentials, Repl
 pub use robot::{RobotPermission, RobotSpec};
 pub use role_binding::RoleBindingSpec;
 pub use secret::SecretSpec;
-pub use template::{PlatformTemplateSpec, TemplateSpec, TemplateVersion};
+pub use template::{ParameterFrom, PlatformTemplateSpec, TemplateSpec, TemplateVersion};
 pub use user::UserSpec;
 pub use workspace::WorkspaceSpec;
 

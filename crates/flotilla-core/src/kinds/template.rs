@@ -257,6 +257,109 @@ impl TemplateSpec {
     }
 }
 
+/// A parameter made from a field of an Application: `name` replaces the value at `path`
+/// (`components[0].image`, `config.LOG_LEVEL`), whose current value becomes its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterFrom {
+    pub name: String,
+    pub path: String,
+}
+
+impl ParameterFrom {
+    /// `NAME=PATH`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, path) = text.split_once('=').ok_or_else(|| format!("{text:?} is not NAME=PATH"))?;
+        if !is_parameter_name(name) {
+            return Err(format!("{name:?} is not a parameter name (letters, digits, _ and -)"));
+        }
+        if path.is_empty() {
+            return Err(format!("{text:?} names no field"));
+        }
+        Ok(Self { name: name.to_string(), path: path.trim_start_matches("spec.").to_string() })
+    }
+}
+
+/// The segments of `components[0].image`: `components`, `0`, `image`.
+fn path_segments(path: &str) -> Vec<String> {
+    path.replace('[', ".").replace(']', "").split('.').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+fn field_mut<'v>(value: &'v mut Value, path: &str) -> Option<&'v mut Value> {
+    path_segments(path).iter().try_fold(value, |value, segment| match value {
+        Value::Array(items) => items.get_mut(segment.parse::<usize>().ok()?),
+        Value::Object(map) => map.get_mut(segment),
+        _ => None,
+    })
+}
+
+/// `value` with every `${` in its strings written `$${`, which renders back to `${`.
+fn escape_placeholders(value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace("${", "$${")),
+        Value::Array(items) => Value::Array(items.iter().map(escape_placeholders).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), escape_placeholders(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The JSON schema type of a value.
+fn schema_type(value: &Value) -> &'static str {
+    match value {
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        _ => "string",
+    }
+}
+
+impl TemplateVersion {
+    /// A version made from an Application's spec: each parameter replaces its field with
+    /// `${name}`, and is declared with the field's type and its current value as default.
+    /// Errors name the parameter (`parameters[1]`) whose field does not exist.
+    pub fn from_application(
+        version: &str,
+        application: &Value,
+        parameters: &[ParameterFrom],
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        // Text that looks like a placeholder stays text.
+        let mut spec = escape_placeholders(application);
+        let mut properties = Map::new();
+        for (index, parameter) in parameters.iter().enumerate() {
+            if properties.contains_key(&parameter.name) {
+                errors.push(format!("parameters[{index}]"), format!("parameter {:?} is named twice", parameter.name));
+                continue;
+            }
+            let Some(field) = field_mut(&mut spec, &parameter.path) else {
+                errors.push(
+                    format!("parameters[{index}]"),
+                    format!("the application has no field spec.{}", parameter.path),
+                );
+                continue;
+            };
+            *field = Value::String(format!("${{{}}}", parameter.name));
+            // The default is the field's value as the application has it (not escaped).
+            let current = field_mut(&mut application.clone(), &parameter.path).cloned().unwrap_or(Value::Null);
+            properties.insert(
+                parameter.name.clone(),
+                serde_json::json!({"type": schema_type(&current), "default": current,
+                    "description": format!("spec.{} of the application", parameter.path)}),
+            );
+        }
+        if !errors.0.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            version: version.to_string(),
+            notes: None,
+            parameters: serde_json::json!({"type": "object", "additionalProperties": false, "properties": properties}),
+            application: spec,
+        })
+    }
+}
+
 /// `template` with its placeholders replaced by `values`.
 fn substitute(template: &Value, values: &Value, errors: &mut ValidationErrors) -> Value {
     match template {
@@ -344,6 +447,36 @@ mod tests {
         let errors = template().render(Some("9"), &json!({})).unwrap_err();
         assert_eq!(errors.0[0].path, "version");
         assert!(errors.0[0].message.contains("1, 2"), "names the versions: {errors:?}");
+    }
+
+    #[test]
+    fn an_application_saved_with_parameters_renders_back_to_itself() {
+        let application = json!({"environment": "test", "components": [
+            {"name": "web", "image": "registry.test/shop/web:1", "replicas": 3, "command": ["sh", "-c", "echo ${HOME}"]}],
+            "config": {"LOG_LEVEL": "info"}});
+        let parameters: Vec<ParameterFrom> =
+            ["image=components[0].image", "replicas=spec.components[0].replicas", "log=config.LOG_LEVEL"]
+                .iter()
+                .map(|text| ParameterFrom::parse(text).unwrap())
+                .collect();
+        let version = TemplateVersion::from_application("1", &application, &parameters).unwrap();
+        assert_eq!(version.application["components"][0]["image"], "${image}");
+        assert_eq!(version.parameters["properties"]["replicas"]["type"], "integer");
+        let spec = TemplateSpec { description: None, versions: vec![version] };
+        let mut errors = ValidationErrors::default();
+        spec.validate(&ObjectMeta::default(), &mut errors);
+        assert!(errors.0.is_empty(), "{errors:?}");
+        assert_eq!(spec.render(None, &json!({})).unwrap(), application, "the defaults give the application back");
+        let other = spec.render(None, &json!({"replicas": 5, "log": "debug"})).unwrap();
+        assert_eq!(
+            (other["components"][0]["replicas"].clone(), other["config"]["LOG_LEVEL"].clone()),
+            (json!(5), json!("debug"))
+        );
+
+        let missing = [ParameterFrom::parse("tag=components[3].image").unwrap()];
+        let errors = TemplateVersion::from_application("1", &application, &missing).unwrap_err();
+        assert_eq!(errors.0[0].path, "parameters[0]");
+        assert!(ParameterFrom::parse("no-path").is_err() && ParameterFrom::parse("bad name=x").is_err());
     }
 
     #[test]
