@@ -13,13 +13,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{BlobStore, BlobStream, StorageError, UploadId};
 use crate::digest::{self, Digest, Hasher};
 
 /// Bytes read at once when streaming a blob or hashing an upload again.
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read at once when sending a blob.
+const SEND_CHUNK: usize = 1024 * 1024;
+/// Bytes of an upload written with one call.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// An upload's file handle went missing between batches: cannot happen (one is always either
+/// idle or being written), reported as an I/O error rather than a panic.
+fn unreachable_file(path: &Path) -> Result<std::fs::File, StorageError> {
+    Err(StorageError::io(format!("lost the handle of {}", path.display()))(std::io::Error::other("no file")))
+}
 
 /// Blob storage in a directory.
 pub struct FsBlobStore {
@@ -134,7 +144,9 @@ impl BlobStore for FsBlobStore {
             file.seek(SeekFrom::Start(offset)).await.map_err(StorageError::io(format!("cannot seek in {digest}")))?;
         }
         let context = format!("cannot read blob {digest}");
-        Ok(tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK)
+        // One blocking read per MiB sent, not per 256 KiB.
+        file.set_max_buf_size(SEND_CHUNK);
+        Ok(tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK)
             .map_err(move |error| StorageError::io(context.clone())(error))
             .boxed())
     }
@@ -162,29 +174,71 @@ impl BlobStore for FsBlobStore {
             return Err(StorageError::OffsetMismatch { expected: size, given: offset });
         }
         let mut hasher = self.hashed(upload, &mut progress, size).await?;
-        let mut file = tokio::fs::OpenOptions::new()
+        let path = self.upload_path(upload);
+        let file = std::fs::OpenOptions::new()
             .append(true)
-            .open(self.upload_path(upload))
-            .await
+            .open(&path)
             .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
+        // Pipelined: while one batch is written on the blocking pool, the next is received
+        // and hashed here. A batch is written with one call, not one per network chunk.
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>> = None;
+        let mut idle = Some(file);
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         let mut outcome = Ok(());
-        while let Some(chunk) = data.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(error) => {
-                    outcome = Err(error);
-                    break;
+        let mut write_failed = None;
+        loop {
+            let next = data.next().await;
+            let done = match &next {
+                None | Some(Err(_)) => true,
+                Some(Ok(chunk)) => {
+                    hasher.update(chunk);
+                    batch.extend_from_slice(chunk);
+                    false
                 }
             };
-            if let Err(error) = file.write_all(&chunk).await {
-                // What was written of the chunk is unknown: the next append hashes the file again.
-                progress.hashed = None;
-                return Err(StorageError::io(format!("cannot write upload {upload}"))(error));
+            if let Some(Err(error)) = next {
+                outcome = Err(error);
             }
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
+            if batch.len() >= WRITE_BATCH || (done && !batch.is_empty()) {
+                let file = match (idle.take(), writing.take()) {
+                    (Some(file), _) => file,
+                    (None, Some(previous)) => match previous.await {
+                        Ok(Ok(file)) => file,
+                        Ok(Err(error)) => {
+                            write_failed = Some(error);
+                            break;
+                        }
+                        Err(error) => {
+                            write_failed = Some(std::io::Error::other(error.to_string()));
+                            break;
+                        }
+                    },
+                    (None, None) => unreachable_file(&path)?,
+                };
+                size += batch.len() as u64;
+                let buffer = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut file = file;
+                    file.write_all(&buffer).map(|()| file)
+                }));
+            }
+            if done {
+                break;
+            }
         }
-        file.flush().await.map_err(StorageError::io(format!("cannot write upload {upload}")))?;
+        if let Some(previous) = writing.take() {
+            match previous.await {
+                Ok(Ok(_file)) => {}
+                Ok(Err(error)) => write_failed = Some(error),
+                Err(error) => write_failed = Some(std::io::Error::other(error.to_string())),
+            }
+        }
+        if let Some(error) = write_failed {
+            // What was written is unknown: the next append hashes the file again.
+            progress.hashed = None;
+            return Err(StorageError::io(format!("cannot write upload {upload}"))(error));
+        }
         progress.hashed = Some((size, hasher));
         outcome.map(|()| size)
     }
