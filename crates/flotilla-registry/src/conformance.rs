@@ -45,6 +45,7 @@ pub async fn a_monolithic_upload_becomes_a_blob(store: &dyn BlobStore) {
     assert_eq!(store.stat(&digest).await.unwrap(), Some(content.len() as u64));
     assert_eq!(read_all(store, &digest, 0).await, content);
     assert_eq!(read_all(store, &digest, 8).await, content[8..], "a ranged read starts at its offset");
+    assert_eq!(store.read_small(&digest).await.unwrap(), content, "a small blob whole");
     assert!(store.list().await.unwrap().contains(&digest));
     assert!(matches!(store.upload_size(&upload).await, Err(StorageError::UnknownUpload(_))), "the upload ended");
 }
@@ -122,6 +123,7 @@ pub async fn the_same_content_twice_is_one_blob(store: &dyn BlobStore) {
 pub async fn unknown_uploads_and_blobs_are_errors(store: &dyn BlobStore) {
     let missing = digest::of(b"nobody pushed this");
     assert!(matches!(store.read(&missing, 0).await, Err(StorageError::BlobNotFound(d)) if d == missing));
+    assert!(matches!(store.read_small(&missing).await, Err(StorageError::BlobNotFound(d)) if d == missing));
     let unknown = crate::storage::UploadId::new();
     assert!(matches!(store.upload_size(&unknown).await, Err(StorageError::UnknownUpload(_))));
     assert!(matches!(store.append(&unknown, 0, body(&[b"x"])).await, Err(StorageError::UnknownUpload(_))));

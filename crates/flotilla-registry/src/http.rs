@@ -679,8 +679,8 @@ async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bo
     if head {
         return Ok(respond(StatusCode::OK, response_headers, Body::empty()));
     }
-    let chunks: Vec<Bytes> = registry.blobs.read(&digest, 0).await?.try_collect().await?;
-    Ok(respond(StatusCode::OK, response_headers, Body::from(chunks.concat())))
+    let content = registry.blobs.read_small(&digest).await?;
+    Ok(respond(StatusCode::OK, response_headers, Body::from(content)))
 }
 
 async fn delete_manifest(registry: &Registry, actor: &Actor, name: &str, reference: &str) -> ApiResult {

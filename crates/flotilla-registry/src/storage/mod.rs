@@ -106,6 +106,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The blob's bytes from `offset` on (0 for all of it, more for a ranged read).
     async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError>;
 
+    /// A small blob (a manifest) whole, in one piece. The default collects [`BlobStore::read`].
+    async fn read_small(&self, digest: &Digest) -> Result<bytes::Bytes, StorageError> {
+        use futures::TryStreamExt;
+        let chunks: Vec<bytes::Bytes> = self.read(digest, 0).await?.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
     /// Starts an upload.
     async fn start_upload(&self) -> Result<UploadId, StorageError>;
 
