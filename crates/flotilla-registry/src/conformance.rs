@@ -24,6 +24,7 @@ pub async fn read_all(store: &dyn BlobStore, digest: &digest::Digest, offset: u6
 /// Runs every check, in order, on an empty store.
 pub async fn run_all(store: &dyn BlobStore) {
     a_monolithic_upload_becomes_a_blob(store).await;
+    a_large_blob_reads_back_whole(store).await;
     chunks_follow_each_other_and_an_upload_resumes(store).await;
     a_wrong_digest_stores_nothing(store).await;
     unfinished_and_cancelled_uploads_stay_invisible(store).await;
@@ -48,6 +49,19 @@ pub async fn a_monolithic_upload_becomes_a_blob(store: &dyn BlobStore) {
     assert_eq!(store.read_small(&digest).await.unwrap(), content, "a small blob whole");
     assert!(store.list().await.unwrap().contains(&digest));
     assert!(matches!(store.upload_size(&upload).await, Err(StorageError::UnknownUpload(_))), "the upload ended");
+}
+
+/// A blob of several MiB (more than one chunk of any sensible reader) reads back whole, and
+/// from an offset in its middle.
+pub async fn a_large_blob_reads_back_whole(store: &dyn BlobStore) {
+    let content: Vec<u8> = (0..2_621_440u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let digest = digest::of(&content);
+    let upload = store.start_upload().await.unwrap();
+    let (first, second) = content.split_at(1_000_003);
+    store.append(&upload, 0, body(&[first, second])).await.unwrap();
+    store.finish_upload(&upload, &digest).await.unwrap();
+    assert!(read_all(store, &digest, 0).await == content, "the whole blob");
+    assert!(read_all(store, &digest, 1_572_864).await == content[1_572_864..], "from the middle on");
 }
 
 pub async fn chunks_follow_each_other_and_an_upload_resumes(store: &dyn BlobStore) {

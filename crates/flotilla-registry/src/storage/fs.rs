@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 
 use super::{BlobStore, BlobStream, StorageError, UploadId};
 use crate::digest::{self, Digest, Hasher};
@@ -115,6 +115,54 @@ impl FsBlobStore {
     }
 }
 
+/// The rest of `file` as a stream of chunks of [`SEND_CHUNK`] bytes, each read on the
+/// blocking pool while the one before it is being sent (one read ahead).
+fn read_ahead(file: std::fs::File, context: String) -> BlobStream {
+    type Pending = tokio::task::JoinHandle<(std::fs::File, std::io::Result<Vec<u8>>)>;
+    fn next_chunk(mut file: std::fs::File) -> Pending {
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buffer = vec![0u8; SEND_CHUNK];
+            let mut filled = 0;
+            // Fill the chunk (a read may return less), stopping at the end of the file.
+            let result = loop {
+                match file.read(&mut buffer[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(read) => {
+                        filled += read;
+                        if filled == buffer.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => break Err(error),
+                }
+            };
+            buffer.truncate(filled);
+            (file, result.map(|()| buffer))
+        })
+    }
+    futures::stream::unfold(Some(next_chunk(file)), move |pending: Option<Pending>| {
+        let context = context.clone();
+        async move {
+            let (file, result) = match pending?.await {
+                Ok(done) => done,
+                Err(error) => {
+                    return Some((Err(StorageError::io(context)(std::io::Error::other(error.to_string()))), None));
+                }
+            };
+            match result {
+                Ok(chunk) if chunk.is_empty() => None,
+                // A short chunk is the last: no read after it.
+                Ok(chunk) if chunk.len() < SEND_CHUNK => Some((Ok(bytes::Bytes::from(chunk)), None)),
+                Ok(chunk) => Some((Ok(bytes::Bytes::from(chunk)), Some(next_chunk(file)))),
+                Err(error) => Some((Err(StorageError::io(context)(error)), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Syncs a directory, so that a rename or a new file in it survives a crash.
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let handle =
@@ -133,22 +181,25 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError> {
-        let mut file = match tokio::fs::File::open(self.blob_path(digest)?).await {
+        let path = self.blob_path(digest)?;
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(path)?;
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(|e| StorageError::io(format!("cannot open blob {digest}"))(std::io::Error::other(e.to_string())))?;
+        let file = match opened {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StorageError::BlobNotFound(digest.clone()));
             }
             Err(error) => return Err(StorageError::io(format!("cannot open blob {digest}"))(error)),
         };
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).await.map_err(StorageError::io(format!("cannot seek in {digest}")))?;
-        }
-        let context = format!("cannot read blob {digest}");
-        // One blocking read per MiB sent, not per 256 KiB.
-        file.set_max_buf_size(SEND_CHUNK);
-        Ok(tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK)
-            .map_err(move |error| StorageError::io(context.clone())(error))
-            .boxed())
+        Ok(read_ahead(file, format!("cannot read blob {digest}")))
     }
 
     async fn read_small(&self, digest: &Digest) -> Result<bytes::Bytes, StorageError> {
