@@ -156,9 +156,20 @@ async fn robots_push_with_their_secret_and_versions_show_who_pushed_and_who_runs
     assert!(inspect(Some(&new_creds), &image).await.status.success(), "the image is whole after collection");
 }
 
-/// Runs buildah; its stdout, or a panic with its stderr.
-async fn buildah(args: &[&str]) -> String {
-    let output = tokio::process::Command::new("buildah").args(args).output().await.unwrap();
+/// Runs buildah with its own image storage under `storage` (the vfs driver: it works on any
+/// file system, overlay included, and leaves nothing in the machine's storage); its stdout,
+/// or a panic with its stderr.
+async fn buildah(storage: &std::path::Path, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("buildah")
+        .arg("--root")
+        .arg(storage.join("root"))
+        .arg("--runroot")
+        .arg(storage.join("runroot"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     assert!(output.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
@@ -168,30 +179,25 @@ async fn buildah_pushes_an_image_it_built() {
     let server = TestServer::start().await;
     server.seed_shop().await;
     let host = server.base.trim_start_matches("http://").to_string();
-    let name = format!("localhost/flotilla-test-{}:1", uuid::Uuid::new_v4().simple());
+    let name = "localhost/flotilla-test:1";
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
     std::fs::write(root.path().join("hello.txt"), "built by buildah\n").unwrap();
-    let container = buildah(&["from", "scratch"]).await;
-    // Removes the working container and the local image whatever happens below.
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("buildah").args(["rm", &self.0]).output();
-            let _ = std::process::Command::new("buildah").args(["rmi", "-f", &self.1]).output();
-        }
-    }
-    let _cleanup = Cleanup(container.clone(), name.clone());
-    let digest = {
-        buildah(&["copy", &container, root.path().to_str().unwrap(), "/"]).await;
-        buildah(&["config", "--cmd", "[\"/bin/busybox\", \"cat\", \"/hello.txt\"]", &container]).await;
-        buildah(&["commit", "--quiet", &container, &name]).await;
-        let destination = format!("docker://{host}/shop/built:1");
-        let creds = format!("admin:{ADMIN_PASSWORD}");
-        buildah(&["push", "--tls-verify=false", "--creds", &creds, "--digestfile", "/dev/stdout", &name, &destination])
-            .await
-    };
+    // The image storage is the test's own, removed with the temporary directory.
+    let storage_dir = tempfile::tempdir().unwrap();
+    let storage = storage_dir.path();
+    let container = buildah(storage, &["from", "scratch"]).await;
+    buildah(storage, &["copy", &container, root.path().to_str().unwrap(), "/"]).await;
+    buildah(storage, &["config", "--cmd", "[\"/bin/busybox\", \"cat\", \"/hello.txt\"]", &container]).await;
+    buildah(storage, &["commit", "--quiet", &container, name]).await;
+    let destination = format!("docker://{host}/shop/built:1");
+    let creds = format!("admin:{ADMIN_PASSWORD}");
+    let digest = buildah(
+        storage,
+        &["push", "--tls-verify=false", "--creds", &creds, "--digestfile", "/dev/stdout", name, &destination],
+    )
+    .await;
     assert!(digest.starts_with("sha256:"), "{digest}");
     let raw = inspect(Some(&format!("admin:{ADMIN_PASSWORD}")), &format!("{host}/shop/built:1")).await;
     assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
