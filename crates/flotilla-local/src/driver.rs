@@ -1471,13 +1471,24 @@ impl ClusterDriver for LocalDriver {
         let deadline = Instant::now() + REMOVAL_WAIT;
         loop {
             let sandboxes = cri.list_pod_sandboxes(workload_selector(key)).await?;
-            let (busy, idle): (Vec<_>, Vec<_>) = {
+            let (mut busy, idle): (Vec<_>, Vec<_>) = {
                 let removing = self.inner.background.removing();
                 sandboxes.into_iter().partition(|sandbox| removing.contains(&sandbox.id))
             };
+            let mut last_error = None;
             for sandbox in idle {
-                cri.stop_pod_sandbox(&sandbox.id).await?;
-                cri.remove_pod_sandbox(&sandbox.id).await?;
+                // A cancelled creation may be removing the same pod right now ("already in
+                // removing state"): such a pod is waited for like a busy one.
+                let removed = match cri.stop_pod_sandbox(&sandbox.id).await {
+                    Ok(()) => cri.remove_pod_sandbox(&sandbox.id).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = removed {
+                    tracing::debug!(%error, pod = %sandbox.id, "pod not removed yet; trying again");
+                    last_error = Some(error.to_string());
+                    busy.push(sandbox);
+                    continue;
+                }
                 if let Some(name) = sandbox.labels.get(INSTANCE_LABEL) {
                     remove_pod_cgroup(name);
                     let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
@@ -1487,8 +1498,9 @@ impl ClusterDriver for LocalDriver {
                 break;
             }
             if Instant::now() >= deadline {
+                let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
                 return Err(DriverError::Failed(format!(
-                    "{} pods of {key} are still being removed after {REMOVAL_WAIT:?}",
+                    "{} pods of {key} are still being removed after {REMOVAL_WAIT:?}{why}",
                     busy.len()
                 )));
             }
