@@ -19,9 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use flotilla_core::ObjectKey;
 use flotilla_core::audit::Outcome;
-use flotilla_core::kinds::ProjectSpec;
 use flotilla_core::rbac::RegistryAction;
 use flotilla_registry::digest;
 use flotilla_registry::http::OCI_MANIFEST;
@@ -35,6 +33,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::images::receive;
 use crate::replication::local_registry_as;
+use crate::repositories::registry_actions;
 use crate::state::AppState;
 
 /// The artifact type of a file stored without one.
@@ -52,14 +51,6 @@ pub struct UploadParams {
     /// The artifact type (a media type, e.g. `application/vnd.cncf.helm.chart.content.v1.tar+gzip`).
     #[serde(default, rename = "type")]
     pub artifact_type: Option<String>,
-}
-
-/// What `caller` may do to `repository` (its project roles), or 404 for no such project.
-async fn actions(state: &AppState, caller: &Caller, project: &str) -> Result<Vec<RegistryAction>, ApiError> {
-    let key = ObjectKey::new("Project", None, project);
-    let object = state.store.get(&key).await?.ok_or_else(|| ApiError::NotFound(format!("{key} not found")))?;
-    let spec: Option<ProjectSpec> = serde_json::from_value(object.spec).ok();
-    Ok(caller.principal.registry_actions(project, spec.as_ref().map(|s| s.workspace.as_str())))
 }
 
 fn check_filename(name: &str) -> Result<(), ApiError> {
@@ -104,7 +95,7 @@ pub async fn upload(
     let repository = format!("{project}/{path}");
     flotilla_registry::names::repository(&repository).map_err(|e| ApiError::bad_field("repository", e.to_string()))?;
     flotilla_registry::names::tag(&version).map_err(|e| ApiError::bad_field("version", e.to_string()))?;
-    if !actions(&state, &caller, &project).await?.contains(&RegistryAction::Push) {
+    if !registry_actions(&state, &caller, &project).await?.contains(&RegistryAction::Push) {
         return Err(ApiError::Forbidden(format!("{} may not push to {repository}", caller.user())));
     }
     let dir = state.config.data_dir.join("tmp");
@@ -175,7 +166,7 @@ pub async fn download(
     Path((project, path, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let repository = format!("{project}/{path}");
-    if !actions(&state, &caller, &project).await?.contains(&RegistryAction::Pull) {
+    if !registry_actions(&state, &caller, &project).await?.contains(&RegistryAction::Pull) {
         return Err(ApiError::Forbidden(format!("{} may not pull from {repository}", caller.user())));
     }
     let service = state.registry.as_ref().ok_or_else(|| ApiError::Unavailable("the registry is not served".into()))?;

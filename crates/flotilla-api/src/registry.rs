@@ -338,12 +338,7 @@ impl RegistryService {
 }
 
 fn system_actor() -> flotilla_core::audit::Actor {
-    flotilla_core::audit::Actor {
-        user: "system".into(),
-        auth: "system".into(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    }
+    crate::replication::system_actor_named("system")
 }
 
 /// Body of `POST /api/v1/registry/gc`.

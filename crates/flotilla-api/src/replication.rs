@@ -166,12 +166,12 @@ pub(crate) fn local_registry_as(
 }
 
 fn system_actor() -> Actor {
-    Actor {
-        user: SUBJECT.into(),
-        auth: "system".into(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Actor::default()
-    }
+    system_actor_named(SUBJECT)
+}
+
+/// The actor of the server's own work, audited as `user` (`system`, `system:replication`).
+pub(crate) fn system_actor_named(user: &str) -> Actor {
+    Actor { user: user.into(), auth: "system".into(), request_id: uuid::Uuid::new_v4().to_string(), ..Actor::default() }
 }
 
 /// Every replication rule, page by page.

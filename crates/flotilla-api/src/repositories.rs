@@ -57,12 +57,22 @@ fn timestamp(micros: i64) -> String {
     jiff::Timestamp::from_microsecond(micros).map(|t| t.to_string()).unwrap_or_default()
 }
 
-/// Refuses unless `caller` may pull from `project`'s repositories.
-async fn may_read(state: &AppState, caller: &Caller, project: &str) -> Result<(), ApiError> {
+/// What `caller` may do to `project`'s repositories (its project roles); 404 when there is
+/// no such project.
+pub(crate) async fn registry_actions(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+) -> Result<Vec<RegistryAction>, ApiError> {
     let key = ObjectKey::new("Project", None, project);
     let object = state.store.get(&key).await?.ok_or_else(|| ApiError::NotFound(format!("{key} not found")))?;
     let workspace = serde_json::from_value::<ProjectSpec>(object.spec).ok().map(|spec| spec.workspace);
-    if caller.principal.registry_actions(project, workspace.as_deref()).contains(&RegistryAction::Pull) {
+    Ok(caller.principal.registry_actions(project, workspace.as_deref()))
+}
+
+/// Refuses unless `caller` may pull from `project`'s repositories.
+async fn may_read(state: &AppState, caller: &Caller, project: &str) -> Result<(), ApiError> {
+    if registry_actions(state, caller, project).await?.contains(&RegistryAction::Pull) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!("{} has no role in project {project:?}", caller.user())))

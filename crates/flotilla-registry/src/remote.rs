@@ -103,6 +103,12 @@ impl Remote {
         move |error| RemoteError::Registry { registry: registry.clone(), message: format!("{what}: {error}") }
     }
 
+    /// Gets (or reuses) a token for `operation` on `image`'s repository, for the calls of
+    /// oci-client that do not authenticate by themselves (blobs, manifest pushes).
+    async fn authenticate(&self, image: &Reference, operation: RegistryOperation) -> Result<(), OciDistributionError> {
+        self.client.auth(image, &self.endpoint.auth, operation).await.map(|_| ())
+    }
+
     /// Every tag of `repository` (paged).
     pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RemoteError> {
         let image = self.reference(repository, "latest");
@@ -167,8 +173,8 @@ impl Remote {
 
     pub async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, RemoteError> {
         let image = self.reference(repository, digest);
-        self.client.store_auth_if_needed(image.resolve_registry(), &self.endpoint.auth).await;
-        self.client.auth(&image, &self.endpoint.auth, RegistryOperation::Pull).await.ok();
+        // A refused token shows in the request that follows, with its reason.
+        self.authenticate(&image, RegistryOperation::Pull).await.ok();
         self.client.blob_exists(&image, digest).await.map_err(self.failed(&format!("checking {digest}")))
     }
 
@@ -179,8 +185,8 @@ impl Remote {
         digest: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, RemoteError> {
         let image = self.reference(repository, digest);
-        self.client.store_auth_if_needed(image.resolve_registry(), &self.endpoint.auth).await;
-        self.client.auth(&image, &self.endpoint.auth, RegistryOperation::Pull).await.ok();
+        // A refused token shows in the request that follows, with its reason.
+        self.authenticate(&image, RegistryOperation::Pull).await.ok();
         let sized =
             self.client.pull_blob_stream(&image, digest).await.map_err(self.failed(&format!("fetching {digest}")))?;
         Ok(sized.stream)
@@ -195,9 +201,7 @@ impl Remote {
         content: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
     ) -> Result<(), RemoteError> {
         let image = self.reference(repository, digest);
-        self.client.store_auth_if_needed(image.resolve_registry(), &self.endpoint.auth).await;
-        self.client
-            .auth(&image, &self.endpoint.auth, RegistryOperation::Push)
+        self.authenticate(&image, RegistryOperation::Push)
             .await
             .map_err(self.failed(&format!("authenticating to push to {repository}")))?;
         let stream = content.map_err(|e| OciDistributionError::GenericError(Some(e.to_string()))).boxed();
@@ -216,9 +220,7 @@ impl Remote {
         manifest: &Manifest,
     ) -> Result<(), RemoteError> {
         let image = self.reference(repository, reference);
-        self.client.store_auth_if_needed(image.resolve_registry(), &self.endpoint.auth).await;
-        self.client
-            .auth(&image, &self.endpoint.auth, RegistryOperation::Push)
+        self.authenticate(&image, RegistryOperation::Push)
             .await
             .map_err(self.failed(&format!("authenticating to push to {repository}")))?;
         let content_type = manifest
