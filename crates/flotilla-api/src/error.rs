@@ -141,6 +141,9 @@ impl From<DriverError> for ApiError {
         match error {
             DriverError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             DriverError::Unreachable(message) => ApiError::Unavailable(format!("cluster unreachable: {message}")),
+            DriverError::Unauthorized(message) => {
+                ApiError::Unavailable(format!("cluster refused our credentials: {message}"))
+            }
             DriverError::Refused(message) => ApiError::BadRequest(format!("refused by the cluster: {message}")),
             DriverError::Failed(message) => ApiError::Cluster(message),
         }

@@ -326,10 +326,12 @@ pub async fn list(
     if let Some(observed) = &state.observed {
         for object in &mut items {
             if let Some(mut status) = observed.status_of(object).await {
-                // A list shows where each object stands; its instances and events are in its GET.
+                // A list shows where each object stands; its instances, events and nodes are in
+                // its GET.
                 if let Some(fields) = status.as_object_mut() {
-                    fields.remove("instances");
-                    fields.remove("events");
+                    for detail in ["instances", "events", "nodes"] {
+                        fields.remove(detail);
+                    }
                 }
                 object.status = status;
             }

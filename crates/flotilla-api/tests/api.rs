@@ -413,15 +413,15 @@ async fn repeated_failed_logins_lock_the_user_out_and_are_audited() {
 async fn secrets_never_leave_in_clear_text() {
     let server = TestServer::start().await;
     let cluster = json!({"apiVersion": "flotilla.io/v1", "kind": "Cluster", "metadata": {"name": "prod-east", "labels": {"cloud": "aws"}},
-        "spec": {"type": "kubernetes", "apiServer": "https://10.0.0.1:6443", "credentials": "super-secret-token"}});
+        "spec": {"type": "kubernetes", "apiServer": "https://10.0.0.1:6443", "token": "super-secret-token"}});
     let created = server.admin.create("clusters", None, &cluster).await.unwrap();
-    assert_eq!(created.spec["credentials"], "(redacted)");
+    assert_eq!(created.spec["token"], "(redacted)");
     let fetched = server.admin.get("clusters", None, "prod-east").await.unwrap();
-    assert_eq!(fetched.spec["credentials"], "(redacted)");
+    assert_eq!(fetched.spec["token"], "(redacted)");
     let records = audit_of(&server, &[("kind", "Cluster"), ("name", "prod-east")]).await;
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains("super-secret-token"), "{text}");
-    assert!(records[0]["after"]["spec"]["credentials"].as_str().unwrap().starts_with("hmac-sha256:"));
+    assert!(records[0]["after"]["spec"]["token"].as_str().unwrap().starts_with("hmac-sha256:"));
 
     // A Secret shows its keys, never its values, in answers and in the audit log.
     server.seed_shop().await;

@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "log",
     "runtime",
     "registry",
+    "clusters",
 ];
 
 /// `HOST` or `HOST:PORT`, without scheme or path.
@@ -85,6 +86,22 @@ pub struct Config {
     pub log: LogConfig,
     pub runtime: RuntimeConfig,
     pub registry: RegistryConfig,
+    pub clusters: ClustersConfig,
+}
+
+/// Registered clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClustersConfig {
+    /// Seconds between two health probes of each cluster (reachability, version, nodes,
+    /// capacity, storage classes). A registration is probed at once when it changes.
+    pub probe_interval_secs: u64,
+}
+
+impl Default for ClustersConfig {
+    fn default() -> Self {
+        Self { probe_interval_secs: 30 }
+    }
 }
 
 /// The built-in registry's upkeep: retention and garbage collection.
@@ -211,6 +228,7 @@ impl Default for Config {
             log: LogConfig { level: "info".into(), format: "text".into() },
             runtime: RuntimeConfig::default(),
             registry: RegistryConfig::default(),
+            clusters: ClustersConfig::default(),
         }
     }
 }
@@ -316,6 +334,12 @@ impl Config {
             return invalid(
                 "registry.gc_interval_secs",
                 format!("{} is too often (0 to run only when asked, else at least 60)", self.registry.gc_interval_secs),
+            );
+        }
+        if !(1..=3600).contains(&self.clusters.probe_interval_secs) {
+            return invalid(
+                "clusters.probe_interval_secs",
+                format!("{} is out of range (1 to 3600)", self.clusters.probe_interval_secs),
             );
         }
         if self.login.max_failures == 0 {

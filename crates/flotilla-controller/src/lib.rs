@@ -16,10 +16,15 @@
 //! history (`flotilla.io/rolled-out`), so a restarted control plane still knows where to go
 //! back to.
 //!
+//! # Cluster health
+//! [`clusters::ClusterMonitor`] probes every registered cluster and shows what it found as
+//! the Cluster's status.
+//!
 //! # Revision history
 //! Each revision handed to a cluster is recorded as an `ApplicationRevision` ([`revisions`]),
 //! the newest ten per application; they go when the application does.
 
+pub mod clusters;
 pub mod revisions;
 
 use std::collections::HashMap;
@@ -60,6 +65,44 @@ pub trait StatusView: Send + Sync + 'static {
     /// Every cluster this control plane drives, by name.
     fn drivers(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
         Vec::new()
+    }
+}
+
+/// Several views as one: the first that knows an object answers.
+pub struct StatusViews(pub Vec<Arc<dyn StatusView>>);
+
+#[async_trait::async_trait]
+impl StatusView for StatusViews {
+    async fn status_of(&self, object: &Object) -> Option<serde_json::Value> {
+        for view in &self.0 {
+            if let Some(status) = view.status_of(object).await {
+                return Some(status);
+            }
+        }
+        None
+    }
+
+    fn written(&self, key: &ObjectKey) {
+        for view in &self.0 {
+            view.written(key);
+        }
+    }
+
+    async fn workload_of(&self, object: &Object) -> Option<(Arc<dyn ClusterDriver>, WorkloadKey, String)> {
+        for view in &self.0 {
+            if let Some(found) = view.workload_of(object).await {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn driver(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
+        self.0.iter().find_map(|view| view.driver(cluster))
+    }
+
+    fn drivers(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
+        self.0.iter().flat_map(|view| view.drivers()).collect()
     }
 }
 

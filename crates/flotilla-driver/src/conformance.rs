@@ -261,3 +261,24 @@ pub async fn delete_removes_everything(subject: Subject<'_>) {
     }
     driver.delete(key, false).await.expect("deleting twice is not an error");
 }
+
+/// A probe reports the cluster's version, at least one ready node with room, a default
+/// storage class, and counts what a workload's instances request.
+pub async fn probe_reports_the_cluster(subject: Subject<'_>) {
+    let (driver, key, image) = (subject.driver, &subject.key, subject.image.as_str());
+    let before = driver.probe().await.expect("probe");
+    assert!(!before.version.is_empty(), "{before:?}");
+    let capacity = before.capacity();
+    assert!(capacity.ready_nodes >= 1, "{before:?}");
+    assert!(capacity.allocatable_cpu_millis > 0 && capacity.allocatable_memory_bytes > 0, "{before:?}");
+    assert!(before.storage_classes.iter().any(|c| c.default), "a default storage class: {before:?}");
+    let mut sleeper = json!({"name": "sleeper", "image": image, "replicas": 2, "command": ["/bin/sleep", "3600"],
+        "resources": {"requests": {"cpu": "150m", "memory": "48Mi"}}});
+    sleeper["resources"]["limits"] = json!({"cpu": "1", "memory": "64Mi"});
+    driver.apply(&workload(key, 1, json!({"environment": "test", "components": [sleeper]}))).await.expect("apply");
+    wait_for(driver, key, 60, "running", |s| complete(s, 1)).await;
+    let after = driver.probe().await.expect("probe").capacity();
+    assert_eq!(after.requested_cpu_millis, capacity.requested_cpu_millis + 300, "{after:?}");
+    assert_eq!(after.requested_memory_bytes, capacity.requested_memory_bytes + 96 * 1024 * 1024, "{after:?}");
+    driver.delete(key, false).await.expect("delete");
+}

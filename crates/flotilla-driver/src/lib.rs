@@ -3,6 +3,7 @@
 //! [`ClusterDriver`]; one conformance suite runs against both.
 //!
 //! - [`workload`]: what a driver is asked to run, every value resolved.
+//! - [`cluster`]: what a cluster is (version, nodes, capacity, storage classes) as probed.
 //! - [`status`]: what it reports: instances, their states, rollout phase, events.
 //! - [`rollout`]: the rolling-update arithmetic both follow (pure).
 //! - `conformance` (feature `testsuite`): the scenarios every driver's tests run.
@@ -12,6 +13,7 @@
 //! [`status::RolloutPhase::DeadlineExceeded`]. A driver makes the cluster match the workload
 //! it was last given, reports honestly, and owns nothing it did not label as its own.
 
+pub mod cluster;
 #[cfg(feature = "testsuite")]
 pub mod conformance;
 pub mod rollout;
@@ -30,6 +32,9 @@ pub enum DriverError {
     /// The cluster cannot be reached (or its runtime is down).
     #[error("cluster unreachable: {0}")]
     Unreachable(String),
+    /// The cluster did not accept the credentials, or they lack a permission needed.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The cluster refused the request (invalid for it, forbidden, conflicting).
     #[error("refused by the cluster: {0}")]
     Refused(String),
@@ -128,6 +133,9 @@ pub trait ClusterDriver: Send + Sync + 'static {
     ) -> Result<ExecOutput, DriverError>;
 
     async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError>;
+
+    /// What the cluster is now: version, nodes, capacity, storage classes.
+    async fn probe(&self) -> Result<cluster::ClusterInfo, DriverError>;
 
     /// Loads the images of an OCI or Docker image archive into the cluster; their names.
     /// Clusters that take images from registries only refuse.

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flotilla_core::kinds::RestartPolicy;
+use flotilla_driver::cluster::{ClusterInfo, NodeInfo, StorageClassInfo};
 use flotilla_driver::rollout::{self, Progress, Strategy};
 use flotilla_driver::status::{
     ComponentStatus, Event, EventType, InstanceState, InstanceStatus, RolloutPhase, ServiceAddress, WorkloadStatus,
@@ -101,6 +102,14 @@ impl LocalOptions {
             sweep_interval: Duration::from_secs(60),
         }
     }
+}
+
+/// The machine's memory (`MemTotal` of /proc/meminfo), in bytes.
+fn memory_total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl From<LocalError> for DriverError {
@@ -1650,6 +1659,37 @@ impl ClusterDriver for LocalDriver {
     /// CPU and memory from the CRI's container stats, network from the pod's, disk I/O from
     /// the pod's `blkio` cgroup (zero where the kernel does not account blkio, as on hosts
     /// whose root `blkio.throttle.io_service_bytes` reads "Total 0").
+    async fn probe(&self) -> Result<ClusterInfo, DriverError> {
+        let version = self.inner.cri.clone().version().await?;
+        // What the instances now placed here ask for (each by the spec of its own revision).
+        let (mut cpu, mut memory) = (0u64, 0u64);
+        for state in self.inner.workloads.lock().await.values() {
+            for instance in state.instances.values() {
+                let spec = state
+                    .revisions
+                    .get(&instance.revision)
+                    .and_then(|workload| workload.components.iter().find(|c| c.name == instance.component));
+                if let Some(spec) = spec {
+                    cpu += spec.cpu_request_millis.or(spec.cpu_limit_millis).unwrap_or_default();
+                    memory += spec.memory_request_bytes.or(spec.memory_limit_bytes).unwrap_or_default();
+                }
+            }
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let node = NodeInfo {
+            name: std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+            ready: true,
+            schedulable: true,
+            version: version.clone(),
+            allocatable_cpu_millis: cpus * 1000,
+            allocatable_memory_bytes: memory_total().unwrap_or_default(),
+            requested_cpu_millis: cpu,
+            requested_memory_bytes: memory,
+        };
+        let storage = StorageClassInfo { name: "local".into(), provisioner: "flotilla.io/local".into(), default: true };
+        Ok(ClusterInfo { version, nodes: vec![node], storage_classes: vec![storage] })
+    }
+
     async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
         let instances: Vec<(String, String, Option<String>)> = {
             let workloads = self.inner.workloads.lock().await;

@@ -31,3 +31,4 @@ conformance!(scaling_and_undo_keep_matching_instances);
 conformance!(logs_exec_and_metrics);
 conformance!(an_unpullable_image_is_reported);
 conformance!(delete_removes_everything);
+conformance!(probe_reports_the_cluster);

@@ -978,14 +978,14 @@ pub async fn secrets_never_reach_the_audit_log(store: &dyn Store) {
             json!({
                 "type": "kubernetes",
                 "apiServer": "https://k8s.example.com:6443",
-                "credentials": credentials,
+                "token": credentials,
                 "description": description,
             }),
         )
     };
     let created = create(store, &actor, &cluster(&secrets[0], "one")).await;
     let stored = get(store, &created.key()).await.expect("the cluster exists");
-    assert_eq!(stored.spec["credentials"], json!(secrets[0]), "the store keeps the credentials for the runtime");
+    assert_eq!(stored.spec["token"], json!(secrets[0]), "the store keeps the credentials for the runtime");
     let rotated =
         submit(store, &actor, operation(OperationVerb::Update, &cluster(&secrets[1], "one"), Some(rv(&created))))
             .await
@@ -1010,18 +1010,18 @@ pub async fn secrets_never_reach_the_audit_log(store: &dyn Store) {
     assert_eq!(records.len(), 5, "create, two updates, a conflict and a delete");
     let hashed = |value: &Value| value.as_str().is_some_and(|s| s.starts_with("hmac-sha256:") && s.len() > 20);
     let create_after = parse_json(records[0].after.as_ref(), "after");
-    assert!(hashed(&create_after["spec"]["credentials"]), "credentials are a keyed hash: {create_after}");
+    assert!(hashed(&create_after["spec"]["token"]), "credentials are a keyed hash: {create_after}");
     let rotation = changes_of(&records[1]);
     let change = rotation
         .iter()
-        .find(|c| c.path == "spec.credentials")
-        .unwrap_or_else(|| panic!("a rotation shows as a change of spec.credentials: {rotation:?}"));
+        .find(|c| c.path == "spec.token")
+        .unwrap_or_else(|| panic!("a rotation shows as a change of spec.token: {rotation:?}"));
     let (before, after) = (change.before.clone().expect("before"), change.after.clone().expect("after"));
     assert!(hashed(&before) && hashed(&after), "{change:?}");
     assert_ne!(before, after, "a different secret has a different keyed hash");
     let description_change = changes_of(&records[2]);
     assert!(
-        description_change.iter().all(|c| c.path != "spec.credentials"),
+        description_change.iter().all(|c| c.path != "spec.token"),
         "the same secret has the same keyed hash: {description_change:?}"
     );
     assert!(description_change.iter().any(|c| c.path == "spec.description"));

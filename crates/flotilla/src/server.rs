@@ -148,7 +148,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         flotilla_controller::ApplicationController::new(store.clone(), drivers, std::time::Duration::from_secs(2))
     });
     let controller_task = controller.as_ref().map(|c| c.spawn());
-    let observed = controller.map(|c| c as Arc<dyn flotilla_controller::StatusView>);
+    let mut built_in: std::collections::HashMap<String, Arc<dyn flotilla_driver::ClusterDriver>> =
+        std::collections::HashMap::new();
+    if let Some(runtime) = &runtime {
+        built_in.insert(flotilla_api::bootstrap::LOCAL_CLUSTER.to_string(), runtime.driver.clone());
+    }
+    let monitor = flotilla_controller::clusters::ClusterMonitor::new(
+        store.clone(),
+        Arc::new(flotilla_kube::KubeConnector),
+        built_in,
+        std::time::Duration::from_secs(config.clusters.probe_interval_secs),
+    );
+    let monitor_task = monitor.spawn();
+    let mut views: Vec<Arc<dyn flotilla_controller::StatusView>> = vec![monitor];
+    if let Some(controller) = controller {
+        views.push(controller);
+    }
+    let observed = Some(Arc::new(flotilla_controller::StatusViews(views)) as Arc<dyn flotilla_controller::StatusView>);
     let registry_upkeep = (config.registry.gc_interval_secs > 0).then(|| {
         (
             std::time::Duration::from_secs(config.registry.gc_interval_secs),
@@ -167,7 +183,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown).await?;
-    for task in [controller_task, upkeep_task, Some(replication_task)].into_iter().flatten() {
+    for task in [controller_task, upkeep_task, Some(replication_task), Some(monitor_task)].into_iter().flatten() {
         task.abort();
     }
     if let Some(runtime) = runtime {

@@ -19,10 +19,16 @@ const PASSWORD: &str = "end to end admin password";
 struct Server {
     child: Child,
     base: String,
+    /// What the server logged (its stderr), also passed on to the test's stderr.
+    log: Arc<Mutex<String>>,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -30,10 +36,21 @@ impl Server {
             .env("FLOTILLA_LOG__LEVEL", "warn")
             // These tests are about the control plane; tests/runtime.rs covers the runtime.
             .env("FLOTILLA_RUNTIME__ENABLED", "false")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("flotilla server starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let base = loop {
@@ -44,7 +61,7 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, base }
+        Self { child, base, log }
     }
 
     fn kill9(&mut self) {
@@ -350,4 +367,86 @@ async fn cli_stores_and_fetches_artifacts_and_shows_registry_versions() {
     let login = otto.login_token("otto", "otto password 123", "e2e", None).await.unwrap();
     let otto = otto.with_token(Some(login.token));
     assert_eq!(otto.download_artifact("shop", "releases/app", "1.0").await.unwrap_err().status(), Some(403));
+}
+
+/// Polls the Cluster `name` until its status phase is `phase`; its status then.
+async fn cluster_status(client: &Client, name: &str, phase: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let cluster = client.get("clusters", None, name).await.unwrap();
+        if cluster.status["phase"] == phase {
+            return cluster.status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{name} not {phase} within 30 s: {}", cluster.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_kubernetes_clusters_report_precise_health_and_never_show_credentials() {
+    use flotilla_kube::fake::FakeApiServer;
+    const TOKEN: &str = "e2e-cluster-token-5f0c9a";
+    const REVOKED: &str = "e2e-revoked-token-77d1e4";
+    let fake = FakeApiServer::start(TOKEN, "v1.33.2").await;
+    fake.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+        "status": {"allocatable": {"cpu": "8", "memory": "32Gi"}, "conditions": [{"type": "Ready", "status": "True"}]}}));
+    fake.insert(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "provisioner": "csi.example",
+        "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}}));
+    // A port that was just free: nothing listens on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &[("FLOTILLA_CLUSTERS__PROBE_INTERVAL_SECS", "1")]);
+    let client = admin(&server.base).await;
+    let cluster = |name: &str, spec: Value| json!({"apiVersion": "flotilla.io/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": spec});
+    let clusters = [
+        cluster("east", json!({"type": "kubernetes", "apiServer": fake.url, "token": TOKEN})),
+        cluster("west", json!({"type": "kubernetes", "kubeconfig": fake.kubeconfig(TOKEN), "context": "fake"})),
+        cluster("revoked", json!({"type": "kubernetes", "apiServer": fake.url, "token": REVOKED})),
+        cluster("gone", json!({"type": "kubernetes", "apiServer": format!("http://{closed}"), "token": TOKEN})),
+    ];
+    let mut answers = Vec::new();
+    for document in &clusters {
+        answers.push(client.create("clusters", None, document).await.unwrap().spec);
+    }
+    // An unknown context is refused at the field.
+    let wrong =
+        cluster("north", json!({"type": "kubernetes", "kubeconfig": fake.kubeconfig(TOKEN), "context": "prod"}));
+    let refused = client.create("clusters", None, &wrong).await.unwrap_err().to_string();
+    assert!(refused.contains("spec.context") && refused.contains("\"prod\""), "{refused}");
+    assert!(!refused.contains(TOKEN), "{refused}");
+
+    let east = cluster_status(&client, "east", "Ready").await;
+    assert_eq!(east["version"], "v1.33.2");
+    assert_eq!(east["capacity"]["readyNodes"], 1);
+    assert_eq!(east["capacity"]["allocatableCpuMillis"], 8000);
+    assert_eq!(east["storageClasses"][0]["name"], "standard");
+    assert_eq!(east["nodes"][0]["name"], "node-1");
+    cluster_status(&client, "west", "Ready").await;
+    let revoked = cluster_status(&client, "revoked", "Unauthorized").await;
+    assert!(revoked["message"].as_str().unwrap().contains("401"), "{revoked}");
+    let gone = cluster_status(&client, "gone", "Unreachable").await;
+    assert!(gone["since"].is_string() && gone["message"].as_str().unwrap().contains("connect"), "{gone}");
+    assert!(gone.get("version").is_none(), "nothing is known of a cluster never reached: {gone}");
+
+    // The list shows each cluster's phase and capacity, not its nodes.
+    let list = client.list("clusters", None, &[]).await.unwrap();
+    let listed_east = list["items"].as_array().unwrap().iter().find(|c| c["metadata"]["name"] == "east").unwrap();
+    assert_eq!(listed_east["status"]["phase"], "Ready");
+    assert!(listed_east["status"].get("nodes").is_none(), "{listed_east}");
+
+    // The API server goes away: the cluster turns Unreachable, and stays so, never Ready.
+    drop(fake);
+    let down = cluster_status(&client, "east", "Unreachable").await;
+    assert_eq!(down["version"], "v1.33.2", "what was last seen is kept: {down}");
+    assert!(down["lastReady"].is_string(), "{down}");
+
+    // Credentials never leave: not in answers, not in audit records, not in the log.
+    let audit = client.audit_query(&[("kind", "Cluster".into()), ("limit", "1000".into())]).await.unwrap();
+    let everything = format!("{answers:?}{list}{audit}{}", server.log.lock().unwrap());
+    for secret in [TOKEN, REVOKED] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+    assert_eq!(answers[0]["token"], "(redacted)");
+    assert_eq!(answers[1]["kubeconfig"], "(redacted)");
 }

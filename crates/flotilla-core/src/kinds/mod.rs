@@ -590,10 +590,10 @@ mod tests {
         let registry = KindRegistry::builtin();
         let errors = registry
             .parse_document(json!({"apiVersion": "flotilla.io/v1", "kind": "Cluster", "metadata": {"name": "c"},
-                "spec": {"type": "kubernetes", "apiServer": "https://k", "credentials": 31337}}))
+                "spec": {"type": "kubernetes", "apiServer": "https://k", "token": 31337}}))
             .unwrap_err();
         assert_eq!(errors.0.len(), 1, "{errors}");
-        assert_eq!(errors.0[0].path, "spec.credentials");
+        assert_eq!(errors.0[0].path, "spec.token");
         assert!(!errors.to_string().contains("31337"), "{errors}");
     }
 

@@ -1,0 +1,14 @@
+//! The `kubernetes` cluster driver.
+//!
+//! - [`connect`]: a client for a registered cluster (a kubeconfig context, or an API server
+//!   URL, its CA and a bearer token), with timeouts.
+//! - [`probe`]: what the cluster is (version, nodes, allocatable and requested resources,
+//!   storage classes), errors sorted into unreachable and unauthorized.
+//! - `fake` (feature `testsuite`): an in-process fake API server for tests.
+
+pub mod connect;
+#[cfg(feature = "testsuite")]
+pub mod fake;
+pub mod probe;
+
+pub use connect::KubeConnector;
