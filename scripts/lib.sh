@@ -19,6 +19,10 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/
     export PATH
 fi
 
+# Python tools of the test suite (kubernetes-validate) live in a virtual environment of their
+# own, outside the checkout so that fresh clones reuse it; scripts/install-deps test fills it.
+FLOTILLA_PYTHON_TOOLS="${FLOTILLA_PYTHON_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/flotilla/python-tools}"
+
 # Name of the running script, used as a prefix in messages.
 _flotilla_me="$(basename "$0")"
 

@@ -15,6 +15,7 @@ pub mod documents;
 pub mod error;
 pub mod health;
 pub mod images;
+pub mod manifests;
 pub mod metrics;
 pub mod objects;
 pub mod openapi;

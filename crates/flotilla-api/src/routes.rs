@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use crate::auth::{self, Caller};
 use crate::state::AppState;
 use crate::{
-    artifacts, audit, health, images, objects, operate, registry, replication, repositories, robots, templates,
+    artifacts, audit, health, images, manifests, objects, operate, registry, replication, repositories, robots,
+    templates,
 };
 
 /// A documented route.
@@ -418,6 +419,12 @@ fn add_operations(routes: &mut Routes) {
         )
         .response(200, json!({"type": "object", "properties": {"items": {"type": "array"}}})),
         get(operate::metrics),
+    );
+    routes.add(
+        RouteDoc::new("get", format!("{app}/manifests"), "applicationManifests", "operations", "The Kubernetes objects the application becomes on a Kubernetes cluster (Secret values redacted), with what that cluster cannot honour as asked")
+            .query(&[("cluster", "The Kubernetes cluster (default: the first of the application's environment)")])
+            .response(200, json!({"type": "object", "properties": {"cluster": {"type": "string"}, "namespace": {"type": "string"}, "revision": {"type": "integer"}, "objects": {"type": "array"}, "warnings": {"type": "array", "items": {"type": "string"}}}})),
+        get(manifests::manifests),
     );
     routes.add(
         RouteDoc::new("get", "/metrics/instances", "instanceMetrics", "operations", "Every instance's CPU, memory, network and disk counters in the Prometheus text format (platform admins and auditors)"),

@@ -264,6 +264,22 @@ impl Client {
         self.json(self.request(Method::GET, &path)).await
     }
 
+    /// The Kubernetes objects an application becomes on `cluster` (default: the first
+    /// Kubernetes cluster of its environment).
+    pub async fn application_manifests(
+        &self,
+        project: &str,
+        name: &str,
+        cluster: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let path = format!("{}/manifests", Self::item_path("applications", Some(project), name));
+        let mut request = self.request(Method::GET, &path);
+        if let Some(cluster) = cluster {
+            request = request.query(&[("cluster", cluster)]);
+        }
+        self.json(request).await
+    }
+
     /// Uploads the image archive at `archive` into `cluster`, streamed from the file.
     pub async fn import_images(&self, cluster: &str, archive: &std::path::Path) -> Result<Value, ClientError> {
         let file = tokio::fs::File::open(archive)

@@ -68,6 +68,30 @@ pub trait StatusView: Send + Sync + 'static {
     }
 }
 
+/// The workload of `spec` at `revision`, its Secret values looked up in the store.
+pub async fn resolve(
+    store: &dyn Store,
+    key: &WorkloadKey,
+    revision: u64,
+    spec: &ApplicationSpec,
+) -> Result<Workload, String> {
+    let mut values = HashMap::new();
+    let mut references: Vec<SecretKeyRef> = Vec::new();
+    for component in &spec.components {
+        references.extend(component.env.iter().filter_map(|e| e.from_secret.clone()));
+        references.extend(component.files.iter().filter_map(|f| f.from_secret.clone()));
+    }
+    for reference in references {
+        let secret_key = ObjectKey::new("Secret", Some(key.project.clone()), &reference.secret);
+        let Some(secret) = store.get(&secret_key).await.map_err(|e| e.to_string())? else { continue };
+        if let Some(value) = secret.spec.get("data").and_then(|d| d.get(&reference.key)).and_then(|v| v.as_str()) {
+            values.insert((reference.secret.clone(), reference.key.clone()), value.to_string());
+        }
+    }
+    let lookup = |reference: &SecretKeyRef| values.get(&(reference.secret.clone(), reference.key.clone())).cloned();
+    Workload::resolve(key.clone(), revision, spec, &lookup).map_err(|e| e.to_string())
+}
+
 /// Several views as one: the first that knows an object answers.
 pub struct StatusViews(pub Vec<Arc<dyn StatusView>>);
 
@@ -282,11 +306,8 @@ impl ApplicationController {
                 key.environment, environment.clusters
             ));
         };
-        let secrets = self.secrets(&key.project, spec).await?;
-        let lookup =
-            |reference: &SecretKeyRef| secrets.get(&(reference.secret.clone(), reference.key.clone())).cloned();
         let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
-        let workload = Workload::resolve(key.clone(), revision, spec, &lookup).map_err(|e| e.to_string())?;
+        let workload = resolve(self.store.as_ref(), key, revision, spec).await?;
         // Replacing a revision whose rollout completed: it is the one to roll back to.
         let replaced = self.applied.lock().await.get(key).filter(|a| a.revision != revision).cloned();
         if let Some(replaced) = replaced
@@ -398,28 +419,6 @@ impl ApplicationController {
         tracing::warn!(application = %key, %reason, "automatic rollback");
         self.wake();
         Ok(true)
-    }
-
-    /// The values of every Secret key the application reads.
-    async fn secrets(
-        &self,
-        project: &str,
-        spec: &ApplicationSpec,
-    ) -> Result<HashMap<(String, String), String>, String> {
-        let mut values = HashMap::new();
-        let mut references: Vec<SecretKeyRef> = Vec::new();
-        for component in &spec.components {
-            references.extend(component.env.iter().filter_map(|e| e.from_secret.clone()));
-            references.extend(component.files.iter().filter_map(|f| f.from_secret.clone()));
-        }
-        for reference in references {
-            let key = ObjectKey::new("Secret", Some(project.to_string()), &reference.secret);
-            let Some(secret) = self.store.get(&key).await.map_err(|e| e.to_string())? else { continue };
-            if let Some(value) = secret.spec.get("data").and_then(|d| d.get(&reference.key)).and_then(|v| v.as_str()) {
-                values.insert((reference.secret.clone(), reference.key.clone()), value.to_string());
-            }
-        }
-        Ok(values)
     }
 }
 

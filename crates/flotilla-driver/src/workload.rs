@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use flotilla_core::kinds::quantity::{parse_bytes, parse_cpu_millis};
 use flotilla_core::kinds::{
-    ApplicationSpec, Component, PortRef, Probe, Protocol, RestartPolicy, Scheduling, SecretKeyRef,
+    ApplicationSpec, Autoscaling, Component, PortRef, Probe, Protocol, RestartPolicy, Scheduling, SecretKeyRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,9 @@ pub struct ComponentWorkload {
     pub args: Vec<String>,
     /// Name to value, secrets included (drivers must not log them).
     pub env: Vec<(String, String)>,
+    /// The names in `env` whose values come from Secrets (kept out of plain manifests).
+    #[serde(default)]
+    pub secret_env: Vec<String>,
     pub files: Vec<ResolvedFile>,
     pub ports: Vec<ResolvedPort>,
     pub cpu_request_millis: Option<u64>,
@@ -115,6 +118,9 @@ pub struct ComponentWorkload {
     pub max_unavailable: u32,
     pub progress_deadline_seconds: u32,
     pub scheduling: Scheduling,
+    /// Elastic scaling bounds and targets; `replicas` is where it starts.
+    #[serde(default)]
+    pub autoscaling: Option<Autoscaling>,
 }
 
 /// A configuration or secret value the spec names but that is not there.
@@ -183,6 +189,7 @@ impl Workload {
                 };
                 env.push((var.name.clone(), value));
             }
+            let secret_env = component.env.iter().filter(|v| v.from_secret.is_some()).map(|v| v.name.clone()).collect();
             let mut files = Vec::with_capacity(component.files.len());
             for (f, file) in component.files.iter().enumerate() {
                 let content = lookup(&file.from_config, &file.from_secret, format!("{at}.files[{f}]"))?;
@@ -229,6 +236,7 @@ impl Workload {
                 command: component.command.clone(),
                 args: component.args.clone(),
                 env,
+                secret_env,
                 files,
                 ports: component
                     .ports
@@ -254,6 +262,7 @@ impl Workload {
                 max_unavailable: resolve_percent(&update.max_unavailable, false, "maxUnavailable")?,
                 progress_deadline_seconds: update.progress_deadline_seconds,
                 scheduling: component.scheduling.clone(),
+                autoscaling: component.autoscaling.clone(),
             });
         }
         Ok(Workload { key, revision, components })
@@ -285,6 +294,7 @@ impl ComponentWorkload {
             max_surge: 0,
             max_unavailable: 0,
             progress_deadline_seconds: 0,
+            autoscaling: None,
             ..self.clone()
         };
         let bytes = serde_json::to_vec(&template).unwrap_or_default();
@@ -334,6 +344,7 @@ mod tests {
         let workload = Workload::resolve(key(), 7, &spec, &secret).unwrap();
         let api = &workload.components[0];
         assert_eq!(api.env, vec![("GREETING".into(), "hello".into()), ("DB_PASSWORD".into(), "s3cret".into())]);
+        assert_eq!(api.secret_env, ["DB_PASSWORD"], "which values are secret is kept");
         assert_eq!(api.files[0].content, b"port=80\n");
         assert_eq!((api.files[0].mode, api.files[1].mode, api.files[1].secret), (0o444, 0o400, true));
         assert_eq!((api.cpu_request_millis, api.cpu_limit_millis), (Some(250), Some(1000)));

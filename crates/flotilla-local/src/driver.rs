@@ -1446,14 +1446,20 @@ impl ClusterDriver for LocalDriver {
     async fn apply(&self, workload: &Workload) -> Result<(), DriverError> {
         let mut workloads = self.inner.workloads.lock().await;
         let state = workloads.entry(workload.key.clone()).or_default();
-        let warnings: Vec<String> = workload
+        let mut warnings: Vec<String> = workload
             .components
             .iter()
-            .filter(|c| !c.scheduling.node_selector.is_empty() || c.scheduling.spread)
+            .filter(|c| c.scheduling.has_hints())
             .map(|c| {
                 format!("component {:?}: scheduling hints are ignored on the single-node embedded runtime", c.name)
             })
             .collect();
+        warnings.extend(workload.components.iter().filter(|c| c.autoscaling.is_some()).map(|c| {
+            format!(
+                "component {:?}: the embedded runtime does not autoscale; it runs replicas ({})",
+                c.name, c.replicas
+            )
+        }));
         state.warnings = warnings;
         state.revisions.insert(workload.revision, Arc::new(workload.clone()));
         state.desired = Some(workload.clone());

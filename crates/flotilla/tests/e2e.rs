@@ -435,6 +435,25 @@ async fn registered_kubernetes_clusters_report_precise_health_and_never_show_cre
     assert_eq!(listed_east["status"]["phase"], "Ready");
     assert!(listed_east["status"].get("nodes").is_none(), "{listed_east}");
 
+    // `flotilla render` prints what an application becomes there, as YAML manifests.
+    let setup = "apiVersion: flotilla.io/v1\nkind: Workspace\nmetadata: {name: w}\nspec: {}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Project\nmetadata: {name: shop}\nspec: {workspace: w}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Environment\nmetadata: {name: prod, project: shop}\nspec: {tier: prod, clusters: [east]}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Application\nmetadata: {name: web, project: shop}\n\
+         spec: {environment: prod, components: [{name: api, image: registry.local/api:1, replicas: 3, ports: [{name: http, port: 80}]}]}\n";
+    assert_eq!(client.apply(setup.to_string()).await.unwrap()["failed"], 0);
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.yaml");
+    let login =
+        cli(&config, &["login", &server.base, "-u", "admin", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(login.0, 0, "{login:?}");
+    let (code, stdout, stderr) = cli(&config, &["render", "web", "-p", "shop"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("# shop/web revision 1 for cluster east (namespace shop-prod)"), "{stdout}");
+    for line in ["kind: Namespace", "kind: Deployment", "kind: Service", "kind: PodDisruptionBudget", "replicas: 3"] {
+        assert!(stdout.lines().any(|l| l.trim() == line), "{line} in {stdout}");
+    }
+
     // The API server goes away: the cluster turns Unreachable, and stays so, never Ready.
     drop(fake);
     let down = cluster_status(&client, "east", "Unreachable").await;

@@ -85,6 +85,26 @@ pub struct TopArgs {
     pub output: ReportFormat,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The application
+    pub application: String,
+    #[arg(short, long)]
+    pub project: String,
+    /// The Kubernetes cluster (default: the first Kubernetes cluster of its environment)
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// `yaml`: a stream of manifests (for kubectl or a GitOps repository); `json`: the answer
+    #[arg(short, long, value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub output: ManifestFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    Yaml,
+    Json,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Wait for the current revision to be rolled out; fails if it misses its deadline
@@ -265,6 +285,33 @@ pub async fn top(session: &Session, args: TopArgs) -> Result<(), CliError> {
         ]);
     }
     emit(&table.render())
+}
+
+/// `flotilla render`: the manifests as YAML documents on stdout, what the cluster cannot
+/// honour as asked on stderr.
+pub async fn render(session: &Session, args: RenderArgs) -> Result<(), CliError> {
+    let (client, _) = session.client()?;
+    let answer = client.application_manifests(&args.project, &args.application, args.cluster.as_deref()).await?;
+    for warning in answer.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+        eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+    }
+    if args.output == ManifestFormat::Json {
+        return emit(&serde_json::to_string_pretty(&answer).unwrap_or_default());
+    }
+    let mut stream = format!(
+        "# {}/{} revision {} for cluster {} (namespace {})\n",
+        args.project,
+        args.application,
+        answer["revision"],
+        answer["cluster"].as_str().unwrap_or_default(),
+        answer["namespace"].as_str().unwrap_or_default()
+    );
+    for object in answer.get("objects").and_then(Value::as_array).into_iter().flatten() {
+        let yaml = serde_norway::to_string(object).map_err(|e| CliError::Usage(format!("cannot print YAML: {e}")))?;
+        stream.push_str("---\n");
+        stream.push_str(&yaml);
+    }
+    emit(stream.trim_end())
 }
 
 /// `1.5Mi`-style sizes.

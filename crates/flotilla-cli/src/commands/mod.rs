@@ -69,6 +69,9 @@ pub enum Command {
     /// Set the number of instances of an application's component
     #[command(after_help = EXIT_CODES_HELP)]
     Scale(Box<app::ScaleArgs>),
+    /// Print the Kubernetes manifests an application becomes on a Kubernetes cluster
+    #[command(after_help = EXIT_CODES_HELP)]
+    Render(Box<app::RenderArgs>),
     /// Show the CPU, memory, network and disk use of an application's instances
     #[command(after_help = EXIT_CODES_HELP)]
     Top(Box<app::TopArgs>),
@@ -107,6 +110,7 @@ pub async fn dispatch(session: &Session, command: Command) -> Result<(), CliErro
         Command::Exec(args) => app::exec(session, *args).await,
         Command::Scale(args) => app::scale(session, *args).await,
         Command::Top(args) => app::top(session, *args).await,
+        Command::Render(args) => app::render(session, *args).await,
         Command::Rollout(command) => app::rollout(session, *command).await,
         Command::Image(command) => image::run(session, *command).await,
         Command::Template(command) => template::run(session, *command).await,

@@ -65,6 +65,10 @@ pub struct Component {
     pub update: UpdateStrategy,
     #[serde(default)]
     pub scheduling: Scheduling,
+    /// Elastic scaling between bounds (instead of a fixed `replicas`, which is then where it
+    /// starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 }
 
 fn one() -> u32 {
@@ -351,6 +355,120 @@ pub struct Scheduling {
     /// Kubernetes).
     #[serde(default)]
     pub stable_identity: bool,
+    /// Node labels instances must run on (`required`, all of them) or would rather
+    /// (`preferred`, weighed).
+    #[serde(default, skip_serializing_if = "NodeAffinity::is_empty")]
+    pub node_affinity: NodeAffinity,
+    /// Node taints instances tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Scheduling {
+    /// Whether any hint is given (the single-node embedded runtime honours none).
+    pub fn has_hints(&self) -> bool {
+        !self.node_selector.is_empty() || self.spread || !self.node_affinity.is_empty() || !self.tolerations.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeAffinity {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<NodeRequirement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred: Vec<PreferredNode>,
+}
+
+impl NodeAffinity {
+    pub fn is_empty(&self) -> bool {
+        self.required.is_empty() && self.preferred.is_empty()
+    }
+}
+
+/// A condition on a node label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeRequirement {
+    pub key: String,
+    pub operator: NodeOperator,
+    /// Values for `In`/`NotIn`; one integer for `Gt`/`Lt`; none for `Exists`/`DoesNotExist`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// A node condition instances would rather have, with its weight (1–100).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreferredNode {
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: u32,
+    pub key: String,
+    pub operator: NodeOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NodeOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+    Gt,
+    Lt,
+}
+
+/// A taint instances may be placed on (or stay on, for `NoExecute`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// Taint key; empty with `Exists` tolerates every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub operator: TolerationOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Which effect is tolerated; all when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// With `NoExecute`: how long an instance stays once the taint appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TolerationOperator {
+    #[default]
+    Equal,
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// Elastic scaling: the number of instances follows their CPU or memory use, relative to
+/// their requests, between `minReplicas` and `maxReplicas`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: u32,
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: u32,
+    /// Average CPU use to keep, in percent of the CPU request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_percent: Option<u32>,
+    /// Average memory use to keep, in percent of the memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_memory_percent: Option<u32>,
 }
 
 impl Component {
@@ -360,11 +478,16 @@ impl Component {
         let per_instance = |request: &Option<String>, limit: &Option<String>| request.clone().or_else(|| limit.clone());
         let cpu = per_instance(&self.resources.requests.cpu, &self.resources.limits.cpu)
             .and_then(|c| parse_cpu_millis(&c).ok())
-            .map(|m| format!("{}m", m * u64::from(self.replicas)));
+            .map(|m| format!("{}m", m * u64::from(self.most_replicas())));
         let memory = per_instance(&self.resources.requests.memory, &self.resources.limits.memory)
             .and_then(|m| parse_bytes(&m).ok())
-            .map(|b| (b * u64::from(self.replicas)).to_string());
-        ResourceQuota { cpu, memory, instances: Some(self.replicas) }
+            .map(|b| (b * u64::from(self.most_replicas())).to_string());
+        ResourceQuota { cpu, memory, instances: Some(self.most_replicas()) }
+    }
+
+    /// The most instances the component may run: `replicas`, or the autoscaling maximum.
+    pub fn most_replicas(&self) -> u32 {
+        self.autoscaling.as_ref().map_or(self.replicas, |a| a.max_replicas.max(self.replicas))
     }
 
     /// The number of a port given by number or name.
@@ -390,7 +513,7 @@ impl ApplicationSpec {
             if let Some(m) = usage.memory.and_then(|m| parse_bytes(&m).ok()) {
                 memory = Some(memory.unwrap_or_default() + m);
             }
-            instances += component.replicas;
+            instances += component.most_replicas();
         }
         ResourceQuota {
             cpu: cpu.map(|c| format!("{c}m")),
@@ -467,6 +590,51 @@ impl Probe {
         }
         if self.timeout_seconds > self.period_seconds {
             errors.push(format!("{path}.timeoutSeconds"), "must not exceed periodSeconds");
+        }
+    }
+}
+
+/// Checks node conditions and tolerations the way the Kubernetes API server does.
+fn validate_scheduling(scheduling: &Scheduling, at: &str, errors: &mut ValidationErrors) {
+    let requirement =
+        |key: &str, operator: NodeOperator, values: &[String], path: String, errors: &mut ValidationErrors| {
+            if key.is_empty() {
+                errors.push(format!("{path}.key"), "must not be empty");
+            }
+            match operator {
+                NodeOperator::In | NodeOperator::NotIn if values.is_empty() => {
+                    errors.push(format!("{path}.values"), "In and NotIn need at least one value")
+                }
+                NodeOperator::Exists | NodeOperator::DoesNotExist if !values.is_empty() => {
+                    errors.push(format!("{path}.values"), "Exists and DoesNotExist take no values")
+                }
+                NodeOperator::Gt | NodeOperator::Lt if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+                    errors.push(format!("{path}.values"), "Gt and Lt take exactly one integer")
+                }
+                _ => {}
+            }
+        };
+    for (r, required) in scheduling.node_affinity.required.iter().enumerate() {
+        let path = format!("{at}.nodeAffinity.required[{r}]");
+        requirement(&required.key, required.operator, &required.values, path, errors);
+    }
+    for (p, preferred) in scheduling.node_affinity.preferred.iter().enumerate() {
+        let path = format!("{at}.nodeAffinity.preferred[{p}]");
+        requirement(&preferred.key, preferred.operator, &preferred.values, path, errors);
+    }
+    for (t, toleration) in scheduling.tolerations.iter().enumerate() {
+        let path = format!("{at}.tolerations[{t}]");
+        match toleration.operator {
+            TolerationOperator::Exists if toleration.value.is_some() => {
+                errors.push(format!("{path}.value"), "must be empty with operator Exists")
+            }
+            TolerationOperator::Equal if toleration.key.as_deref().is_none_or(str::is_empty) => {
+                errors.push(format!("{path}.key"), "is required with operator Equal")
+            }
+            _ => {}
+        }
+        if toleration.toleration_seconds.is_some() && toleration.effect != Some(TaintEffect::NoExecute) {
+            errors.push(format!("{path}.tolerationSeconds"), "only applies to effect NoExecute");
         }
     }
 }
@@ -607,6 +775,28 @@ impl KindSpec for ApplicationSpec {
                 }
                 if let Some(host) = &volume.host_path {
                     check_absolute_path(host, format!("{path}.hostPath"), errors);
+                }
+            }
+            validate_scheduling(&component.scheduling, &format!("{at}.scheduling"), errors);
+            if let Some(autoscaling) = &component.autoscaling {
+                let path = format!("{at}.autoscaling");
+                if autoscaling.min_replicas == 0 || autoscaling.min_replicas > autoscaling.max_replicas {
+                    errors.push(format!("{path}.minReplicas"), "must be at least 1 and at most maxReplicas");
+                }
+                if autoscaling.target_cpu_percent.is_none() && autoscaling.target_memory_percent.is_none() {
+                    errors.push(path.clone(), "set targetCpuPercent, targetMemoryPercent or both");
+                }
+                if autoscaling.target_cpu_percent.is_some() && resources.requests.cpu.is_none() {
+                    errors.push(
+                        format!("{path}.targetCpuPercent"),
+                        "needs resources.requests.cpu: it is a percentage of it",
+                    );
+                }
+                if autoscaling.target_memory_percent.is_some() && resources.requests.memory.is_none() {
+                    errors.push(
+                        format!("{path}.targetMemoryPercent"),
+                        "needs resources.requests.memory: it is a percentage of it",
+                    );
                 }
             }
             let update = &component.update;
@@ -782,6 +972,36 @@ mod tests {
         ] {
             assert!(found.iter().any(|p| p == expected), "{expected} missing from {found:?}");
         }
+    }
+
+    #[test]
+    fn scheduling_and_autoscaling_are_checked_as_kubernetes_would() {
+        let found = paths(json!({"environment": "test", "components": [{"name": "a", "image": "a",
+            "resources": {"requests": {"memory": "64Mi"}},
+            "autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetCpuPercent": 70},
+            "scheduling": {
+                "nodeAffinity": {
+                    "required": [{"key": "zone", "operator": "In"}, {"key": "gpu", "operator": "Exists", "values": ["x"]}],
+                    "preferred": [{"weight": 50, "key": "cpu", "operator": "Gt", "values": ["fast"]}]},
+                "tolerations": [{"operator": "Exists", "value": "x"}, {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]}}]}));
+        let at = "spec.components[0]";
+        for expected in [
+            "autoscaling.minReplicas",
+            "autoscaling.targetCpuPercent",
+            "scheduling.nodeAffinity.required[0].values",
+            "scheduling.nodeAffinity.required[1].values",
+            "scheduling.nodeAffinity.preferred[0].values",
+            "scheduling.tolerations[0].value",
+            "scheduling.tolerations[1].tolerationSeconds",
+        ] {
+            assert!(found.contains(&format!("{at}.{expected}")), "{expected} missing from {found:?}");
+        }
+        // An autoscaled component holds its maximum of the quota.
+        let spec: ApplicationSpec = serde_json::from_value(json!({"environment": "test", "components": [{"name": "a",
+            "image": "a", "replicas": 2, "resources": {"requests": {"cpu": "100m"}},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCpuPercent": 70}}]}))
+        .unwrap();
+        assert_eq!((spec.usage().cpu.as_deref(), spec.usage().instances), (Some("600m"), Some(6)));
     }
 
     #[test]

@@ -31,9 +31,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use application::{
-    Amounts, ApplicationSpec, Component, EnvVar, ExecProbe, FileMount, HttpProbe, IntOrPercent, PersistentVolume, Port,
-    PortRef, Probe, Probes, Protocol, Resources, RestartPolicy, Scheduling, ScratchVolume, SecretKeyRef, TcpProbe,
-    UpdateStrategy, Volume,
+    Amounts, ApplicationSpec, Autoscaling, Component, EnvVar, ExecProbe, FileMount, HttpProbe, IntOrPercent,
+    NodeAffinity, NodeOperator, NodeRequirement, PersistentVolume, Port, PortRef, PreferredNode, Probe, Probes,
+    Protocol, Resources, RestartPolicy, Scheduling, ScratchVolume, SecretKeyRef, TaintEffect, TcpProbe, Toleration,
+    TolerationOperator, UpdateStrategy, Volume,
 };
 pub use application_revision::ApplicationRevisionSpec;
 pub use cluster::{ClusterSpec, ClusterType};
