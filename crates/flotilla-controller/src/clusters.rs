@@ -5,6 +5,9 @@
 //! since when with the last error, and the version, nodes, capacity and storage classes of
 //! the last successful probe. The API shows it as the Cluster's `status`.
 //!
+//! It also keeps a driver for each registered Kubernetes cluster (made anew when the
+//! registration changes), which the application controller deploys through.
+//!
 //! A cluster is shown `Ready` only on the strength of a recent probe: when the last probe is
 //! older than three intervals (the monitor is stuck, the control plane was paused), the
 //! phase is `Unknown`; when the registration changed since, `Pending`.
@@ -56,12 +59,18 @@ struct Health {
     last_ready_micros: Option<i64>,
 }
 
+/// A Kubernetes cluster's driver and the registration (resource version) it was made from.
+type Connected = (String, Arc<dyn ClusterDriver>);
+
 /// Probes clusters and keeps their health.
 pub struct ClusterMonitor {
     store: Arc<dyn Store>,
     connector: Arc<dyn ClusterConnector>,
     /// Clusters this control plane runs itself (the embedded runtime), by name.
     built_in: HashMap<String, Arc<dyn ClusterDriver>>,
+    /// Drivers of registered Kubernetes clusters, with the registration (resource version)
+    /// each was made from.
+    connected: Mutex<HashMap<String, Connected>>,
     health: Mutex<HashMap<String, Health>>,
     interval: Duration,
     wake: Notify,
@@ -82,7 +91,15 @@ impl ClusterMonitor {
         built_in: HashMap<String, Arc<dyn ClusterDriver>>,
         interval: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self { store, connector, built_in, health: Mutex::new(HashMap::new()), interval, wake: Notify::new() })
+        Arc::new(Self {
+            store,
+            connector,
+            built_in,
+            connected: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
+            interval,
+            wake: Notify::new(),
+        })
     }
 
     /// Probes every interval, or sooner when woken, until the task is aborted.
@@ -123,6 +140,10 @@ impl ClusterMonitor {
         }
         let limit = tokio::sync::Semaphore::new(CONCURRENT_PROBES);
         let probes = futures::future::join_all(clusters.iter().map(|object| self.probe_limited(&limit, object))).await;
+        self.connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| clusters.iter().any(|c| &c.metadata.name == name));
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         health.retain(|name, _| clusters.iter().any(|c| &c.metadata.name == name));
         for (object, result) in clusters.iter().zip(probes) {
@@ -146,11 +167,29 @@ impl ClusterMonitor {
         let spec: ClusterSpec = serde_json::from_value(object.spec.clone())
             .map_err(|e| DriverError::Refused(format!("the registration cannot be read: {e}")))?;
         match spec.cluster_type {
-            flotilla_core::kinds::ClusterType::Kubernetes => self.connector.probe(&object.metadata.name, &spec).await,
+            flotilla_core::kinds::ClusterType::Kubernetes => self.kubernetes_driver(object, &spec).await?.probe().await,
             flotilla_core::kinds::ClusterType::Local => {
                 Err(DriverError::Unreachable("no embedded runtime runs under this name in this control plane".into()))
             }
         }
+    }
+
+    /// The driver of a registered Kubernetes cluster, made anew when its registration changed.
+    async fn kubernetes_driver(
+        &self,
+        object: &Object,
+        spec: &ClusterSpec,
+    ) -> Result<Arc<dyn ClusterDriver>, DriverError> {
+        let name = &object.metadata.name;
+        let version = object.metadata.resource_version.clone().unwrap_or_default();
+        if let Some((made_from, driver)) = self.connected.lock().unwrap_or_else(|e| e.into_inner()).get(name)
+            && made_from == &version
+        {
+            return Ok(driver.clone());
+        }
+        let driver = self.connector.connect(name, spec).await?;
+        self.connected.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), (version, driver.clone()));
+        Ok(driver)
     }
 
     /// The status of the Cluster `object`.
@@ -228,6 +267,22 @@ fn record(health: &mut HashMap<String, Health>, object: &Object, result: Result<
     entry.message = message;
     if info.is_some() {
         entry.info = info;
+    }
+}
+
+impl crate::Drivers for ClusterMonitor {
+    fn get(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
+        self.built_in.get(cluster).cloned().or_else(|| {
+            self.connected.lock().unwrap_or_else(|e| e.into_inner()).get(cluster).map(|(_, driver)| driver.clone())
+        })
+    }
+
+    fn all(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
+        let mut all: Vec<(String, Arc<dyn ClusterDriver>)> =
+            self.built_in.iter().map(|(name, driver)| (name.clone(), driver.clone())).collect();
+        let connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(connected.iter().map(|(name, (_, driver))| (name.clone(), driver.clone())));
+        all
     }
 }
 

@@ -92,6 +92,23 @@ pub async fn resolve(
     Workload::resolve(key.clone(), revision, spec, &lookup).map_err(|e| e.to_string())
 }
 
+/// The drivers of the clusters this control plane drives, by cluster name: fixed (the
+/// embedded runtime), or following the registered clusters ([`clusters::ClusterMonitor`]).
+pub trait Drivers: Send + Sync + 'static {
+    fn get(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>>;
+    fn all(&self) -> Vec<(String, Arc<dyn ClusterDriver>)>;
+}
+
+impl Drivers for HashMap<String, Arc<dyn ClusterDriver>> {
+    fn get(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
+        HashMap::get(self, cluster).cloned()
+    }
+
+    fn all(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
+        self.iter().map(|(name, driver)| (name.clone(), driver.clone())).collect()
+    }
+}
+
 /// Several views as one: the first that knows an object answers.
 pub struct StatusViews(pub Vec<Arc<dyn StatusView>>);
 
@@ -160,7 +177,7 @@ pub struct ApplicationController {
     /// Per application: the revision that was rolled back (not applied again).
     rolled_back: Mutex<HashMap<WorkloadKey, u64>>,
     /// Cluster name → its driver.
-    drivers: HashMap<String, Arc<dyn ClusterDriver>>,
+    drivers: Arc<dyn Drivers>,
     applied: Mutex<HashMap<WorkloadKey, Applied>>,
     wake: Notify,
     interval: Duration,
@@ -176,11 +193,7 @@ pub struct SyncReport {
 }
 
 impl ApplicationController {
-    pub fn new(
-        store: Arc<dyn Store>,
-        drivers: HashMap<String, Arc<dyn ClusterDriver>>,
-        interval: Duration,
-    ) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, drivers: Arc<dyn Drivers>, interval: Duration) -> Arc<Self> {
         Arc::new(Self {
             store,
             last_good: Mutex::new(HashMap::new()),
@@ -254,7 +267,7 @@ impl ApplicationController {
             }
         }
         // What the clusters run without an application behind it any more.
-        for (cluster, driver) in &self.drivers {
+        for (cluster, driver) in self.drivers.all() {
             let Ok(running) = driver.workloads().await else { continue };
             for key in running.into_iter().filter(|k| !seen.contains_key(k)) {
                 match driver.delete(&key, false).await {
@@ -299,7 +312,7 @@ impl ApplicationController {
             .ok_or_else(|| format!("environment {:?} does not exist", key.environment))?;
         let environment: EnvironmentSpec = serde_json::from_value(environment.spec).map_err(|e| e.to_string())?;
         let Some((cluster, driver)) =
-            environment.clusters.iter().find_map(|c| self.drivers.get(c).map(|d| (c.clone(), d.clone())))
+            environment.clusters.iter().find_map(|c| self.drivers.get(c).map(|d| (c.clone(), d)))
         else {
             return Err(format!(
                 "environment {:?} is bound to {:?}, none of which this control plane can drive",
@@ -445,16 +458,16 @@ impl StatusView for ApplicationController {
             application: object.metadata.name.clone(),
         };
         let cluster = self.applied.lock().await.get(&key).map(|a| a.cluster.clone())?;
-        let driver = self.drivers.get(&cluster)?.clone();
+        let driver = self.drivers.get(&cluster)?;
         Some((driver, key, cluster))
     }
 
     fn driver(&self, cluster: &str) -> Option<Arc<dyn ClusterDriver>> {
-        self.drivers.get(cluster).cloned()
+        self.drivers.get(cluster)
     }
 
     fn drivers(&self) -> Vec<(String, Arc<dyn ClusterDriver>)> {
-        self.drivers.iter().map(|(name, driver)| (name.clone(), driver.clone())).collect()
+        self.drivers.all()
     }
 
     fn written(&self, key: &ObjectKey) {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use flotilla_core::kinds::ClusterSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::DriverError;
+use crate::{ClusterDriver, DriverError};
 
 /// One node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,10 @@ pub trait ClusterConnector: Send + Sync + 'static {
     /// `Unreachable` and `Unauthorized` errors say precisely what failed; credentials never
     /// appear in them.
     async fn probe(&self, name: &str, spec: &ClusterSpec) -> Result<ClusterInfo, DriverError>;
+
+    /// The driver of the cluster `spec` describes (connecting lazily: an unreachable
+    /// cluster still gets a driver, whose calls fail until it is back).
+    async fn connect(&self, name: &str, spec: &ClusterSpec) -> Result<std::sync::Arc<dyn ClusterDriver>, DriverError>;
 }
 
 #[cfg(test)]

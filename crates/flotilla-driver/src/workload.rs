@@ -31,6 +31,9 @@ pub struct Workload {
     /// The application revision this is (1, 2, …); instances carry it.
     pub revision: u64,
     pub components: Vec<ComponentWorkload>,
+    /// Correct drift (objects changed out of band) instead of only reporting it.
+    #[serde(default)]
+    pub self_heal: bool,
 }
 
 /// A probe with its target resolved to a port number.
@@ -265,7 +268,7 @@ impl Workload {
                 autoscaling: component.autoscaling.clone(),
             });
         }
-        Ok(Workload { key, revision, components })
+        Ok(Workload { key, revision, components, self_heal: spec.self_heal })
     }
 
     /// Labels every object of this workload carries, so that a driver finds (and adopts)

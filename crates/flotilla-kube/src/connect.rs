@@ -112,4 +112,12 @@ impl ClusterConnector for KubeConnector {
         let client = client(spec, false).await?;
         crate::probe::probe(&client).await
     }
+
+    async fn connect(
+        &self,
+        _name: &str,
+        spec: &ClusterSpec,
+    ) -> Result<std::sync::Arc<dyn flotilla_driver::ClusterDriver>, DriverError> {
+        Ok(std::sync::Arc::new(crate::driver::KubeDriver::new(client(spec, false).await?)))
+    }
 }

@@ -5,12 +5,18 @@
 //! - [`probe`]: what the cluster is (version, nodes, allocatable and requested resources,
 //!   storage classes), errors sorted into unreachable and unauthorized.
 //! - [`render`]: an application revision as Kubernetes objects (pure).
+//! - [`driver`]: the [`flotilla_driver::ClusterDriver`] of a Kubernetes cluster: server-side
+//!   apply and pruning, status from its objects ([`status`], pure), drift ([`drift`], pure)
+//!   reported or corrected, delete, logs.
 //! - `fake` (feature `testsuite`): an in-process fake API server for tests.
 
 pub mod connect;
+pub mod drift;
+pub mod driver;
 #[cfg(feature = "testsuite")]
 pub mod fake;
 pub mod probe;
 pub mod render;
+pub mod status;
 
 pub use connect::KubeConnector;

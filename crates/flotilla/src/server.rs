@@ -141,18 +141,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let runtime = start_runtime(&config).await;
-    let controller = runtime.as_ref().map(|runtime| {
-        let mut drivers: std::collections::HashMap<String, Arc<dyn flotilla_driver::ClusterDriver>> =
-            std::collections::HashMap::new();
-        drivers.insert(flotilla_api::bootstrap::LOCAL_CLUSTER.to_string(), runtime.driver.clone());
-        flotilla_controller::ApplicationController::new(store.clone(), drivers, std::time::Duration::from_secs(2))
-    });
-    let controller_task = controller.as_ref().map(|c| c.spawn());
     let mut built_in: std::collections::HashMap<String, Arc<dyn flotilla_driver::ClusterDriver>> =
         std::collections::HashMap::new();
     if let Some(runtime) = &runtime {
         built_in.insert(flotilla_api::bootstrap::LOCAL_CLUSTER.to_string(), runtime.driver.clone());
     }
+    // The monitor probes every registered cluster and keeps a driver for each Kubernetes one;
+    // the application controller deploys through those drivers.
     let monitor = flotilla_controller::clusters::ClusterMonitor::new(
         store.clone(),
         Arc::new(flotilla_kube::KubeConnector),
@@ -160,10 +155,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         std::time::Duration::from_secs(config.clusters.probe_interval_secs),
     );
     let monitor_task = monitor.spawn();
-    let mut views: Vec<Arc<dyn flotilla_controller::StatusView>> = vec![monitor];
-    if let Some(controller) = controller {
-        views.push(controller);
-    }
+    let controller = flotilla_controller::ApplicationController::new(
+        store.clone(),
+        monitor.clone() as Arc<dyn flotilla_controller::Drivers>,
+        std::time::Duration::from_secs(2),
+    );
+    let controller_task = controller.spawn();
+    let views: Vec<Arc<dyn flotilla_controller::StatusView>> = vec![monitor, controller];
     let observed = Some(Arc::new(flotilla_controller::StatusViews(views)) as Arc<dyn flotilla_controller::StatusView>);
     let registry_upkeep = (config.registry.gc_interval_secs > 0).then(|| {
         (
@@ -183,7 +181,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Tests and scripts wait for this line on stdout.
     println!("flotilla listening on http://{address}");
     flotilla_api::serve(listener, app, shutdown).await?;
-    for task in [controller_task, upkeep_task, Some(replication_task), Some(monitor_task)].into_iter().flatten() {
+    for task in [Some(controller_task), upkeep_task, Some(replication_task), Some(monitor_task)].into_iter().flatten() {
         task.abort();
     }
     if let Some(runtime) = runtime {

@@ -454,6 +454,27 @@ async fn registered_kubernetes_clusters_report_precise_health_and_never_show_cre
         assert!(stdout.lines().any(|l| l.trim() == line), "{line} in {stdout}");
     }
 
+    // The application controller deploys it there through the kubernetes driver; its status
+    // comes back from the cluster's objects.
+    let started = Instant::now();
+    let status = loop {
+        let app = client.get("applications", Some("shop"), "web").await.unwrap();
+        if app.status["components"][0]["phase"] == "complete" {
+            break app.status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "web not rolled out on east: {}", app.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["cluster"], "east");
+    assert_eq!(status["components"][0]["ready"], 3, "{status}");
+    assert_eq!(status["instances"].as_array().unwrap().len(), 3, "{status}");
+    let deployments = fake.objects("deployments");
+    assert_eq!(deployments.len(), 1);
+    assert_eq!(deployments[0]["metadata"]["namespace"], "shop-prod");
+    let managers = &deployments[0]["metadata"]["managedFields"];
+    assert_eq!(managers[0]["manager"], "flotilla", "server-side applied by the flotilla field manager: {managers}");
+    assert_eq!(managers[0]["operation"], "Apply");
+
     // The API server goes away: the cluster turns Unreachable, and stays so, never Ready.
     drop(fake);
     let down = cluster_status(&client, "east", "Unreachable").await;

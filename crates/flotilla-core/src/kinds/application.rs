@@ -28,6 +28,10 @@ pub struct ApplicationSpec {
     pub config: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// On a Kubernetes cluster, put back what was changed out of band (drift is always
+    /// reported; the embedded runtime always converges).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub self_heal: bool,
 }
 
 /// A set of identical instances of one image.

@@ -1,0 +1,138 @@
+//! What only the kubernetes driver does, over the fake API server: server-side apply by the
+//! `flotilla` field manager, pruning what a revision no longer has, deleting what is its own
+//! and nothing else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use flotilla_core::kinds::ClusterSpec;
+use flotilla_driver::ClusterDriver;
+use flotilla_driver::cluster::ClusterConnector;
+use flotilla_driver::conformance::workload;
+use flotilla_driver::workload::WorkloadKey;
+use flotilla_kube::KubeConnector;
+use flotilla_kube::fake::FakeApiServer;
+use serde_json::json;
+
+async fn driver(fake: &FakeApiServer) -> std::sync::Arc<dyn ClusterDriver> {
+    let spec: ClusterSpec =
+        serde_json::from_value(json!({"type": "kubernetes", "apiServer": fake.url, "token": "t"})).unwrap();
+    KubeConnector.connect("fake", &spec).await.unwrap()
+}
+
+fn names(fake: &FakeApiServer, resource: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        fake.objects(resource).iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
+}
+
+fn key(application: &str) -> WorkloadKey {
+    WorkloadKey { project: "shop".into(), environment: "test".into(), application: application.into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_are_applied_and_pruned_and_delete_touches_only_what_is_ours() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    // Someone else's Deployment in the same namespace, and another application of ours.
+    fake.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "theirs", "namespace": "shop-test", "labels": {"flotilla.io/application": "web"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"x": "y"}}, "template": {"metadata": {"labels": {"x": "y"}}, "spec": {"containers": []}}}}));
+    let other = json!({"environment": "test", "components": [{"name": "api", "image": "i"}]});
+    driver.apply(&workload(&key("other"), 1, other)).await.unwrap();
+
+    let spec = |with_worker: bool| {
+        let mut components =
+            vec![json!({"name": "web", "image": "registry.example/web:1", "ports": [{"name": "http", "port": 80}],
+            "volumes": [{"name": "data", "mountPath": "/data", "persistent": {"size": "1Gi"}}]})];
+        if with_worker {
+            components.push(json!({"name": "worker", "image": "registry.example/worker:1", "replicas": 2}));
+        }
+        json!({"environment": "test", "components": components})
+    };
+    driver.apply(&workload(&key("web"), 1, spec(true))).await.unwrap();
+    assert_eq!(names(&fake, "deployments"), ["other-api", "theirs", "web-web", "web-worker"]);
+    assert_eq!(names(&fake, "services"), ["web-web"]);
+    assert_eq!(names(&fake, "namespaces"), ["shop-test"]);
+    let deployment = fake.objects("deployments").into_iter().find(|d| d["metadata"]["name"] == "web-worker").unwrap();
+    assert_eq!(deployment["metadata"]["managedFields"][0]["manager"], "flotilla");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+
+    // Revision 2 has no worker: its Deployment and PDB are pruned; the claim stays.
+    driver.apply(&workload(&key("web"), 2, spec(false))).await.unwrap();
+    assert_eq!(names(&fake, "deployments"), ["other-api", "theirs", "web-web"]);
+    assert!(names(&fake, "poddisruptionbudgets").is_empty());
+    assert_eq!(names(&fake, "persistentvolumeclaims"), ["web-web-data"]);
+    let web = fake.objects("deployments").into_iter().find(|d| d["metadata"]["name"] == "web-web").unwrap();
+    assert_eq!(web["metadata"]["labels"]["flotilla.io/revision"], "2");
+
+    // Delete keeping volumes, then without: only what carries all of web's labels goes.
+    driver.delete(&key("web"), true).await.unwrap();
+    assert_eq!(names(&fake, "deployments"), ["other-api", "theirs"]);
+    assert_eq!(names(&fake, "persistentvolumeclaims"), ["web-web-data"], "kept with keep_volumes");
+    driver.delete(&key("web"), false).await.unwrap();
+    assert!(names(&fake, "persistentvolumeclaims").is_empty());
+    assert_eq!(names(&fake, "deployments"), ["other-api", "theirs"], "nothing else was touched");
+    let workloads = driver.workloads().await.unwrap();
+    assert_eq!(workloads, [key("other")]);
+}
+
+/// A driver whose drift checks run every 200 ms.
+async fn quick_driver(fake: &FakeApiServer) -> flotilla_kube::driver::KubeDriver {
+    let spec: ClusterSpec =
+        serde_json::from_value(json!({"type": "kubernetes", "apiServer": fake.url, "token": "t"})).unwrap();
+    let client = flotilla_kube::connect::client(&spec, false).await.unwrap();
+    flotilla_kube::driver::KubeDriver::with_drift_interval(client, std::time::Duration::from_millis(200))
+}
+
+async fn replicas_of(fake: &FakeApiServer, name: &str) -> i64 {
+    let deployment = fake.objects("deployments").into_iter().find(|d| d["metadata"]["name"] == name).unwrap();
+    deployment["spec"]["replicas"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_and_corrected_only_when_the_application_asks() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = quick_driver(&fake).await;
+    let spec = |self_heal: bool| {
+        json!({"environment": "test", "selfHeal": self_heal,
+            "components": [{"name": "web", "image": "registry.example/web:1", "replicas": 2}]})
+    };
+    driver.apply(&workload(&key("web"), 1, spec(false))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(driver.status(&key("web")).await.unwrap().warnings.is_empty(), "no drift right after applying");
+
+    // Someone scales it by hand: reported, left alone.
+    fake.edit("deployments", "shop-test", "web-web", &json!({"spec": {"replicas": 5}}));
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = driver.status(&key("web")).await.unwrap();
+        if !status.warnings.is_empty() {
+            break status;
+        }
+        assert!(started.elapsed().as_secs() < 10, "drift not reported: {status:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.warnings, ["drift: Deployment web-web: spec.replicas is 5, applied 2"]);
+    assert!(status.events.iter().any(|e| e.reason == "Drift"), "{:#?}", status.events);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(replicas_of(&fake, "web-web").await, 5, "not corrected without selfHeal");
+
+    // With self-healing, it is put back, and a deleted object is made again.
+    driver.apply(&workload(&key("web"), 2, spec(true))).await.unwrap();
+    fake.edit("deployments", "shop-test", "web-web", &json!({"spec": {"replicas": 7}}));
+    let started = std::time::Instant::now();
+    while replicas_of(&fake, "web-web").await != 2 {
+        assert!(started.elapsed().as_secs() < 10, "drift not corrected");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = driver.status(&key("web")).await.unwrap();
+    assert!(
+        status.events.iter().any(|e| e.reason == "DriftCorrected" && e.message.contains("spec.replicas is 7")),
+        "{:#?}",
+        status.events
+    );
+    assert!(status.warnings.is_empty(), "{:?}", status.warnings);
+}
