@@ -101,6 +101,10 @@ struct Inner {
     changes: broadcast::Sender<(WorkloadKey, WorkloadStatus)>,
     /// How often applied objects are compared with the live ones.
     drift_interval: Duration,
+    caches: crate::cache::Caches,
+    /// Workloads deleted through this driver (until applied again): gone, even while the
+    /// caches still show their objects on their way out.
+    deleted: Mutex<std::collections::HashSet<WorkloadKey>>,
 }
 
 /// The driver of one Kubernetes cluster.
@@ -127,7 +131,15 @@ impl KubeDriver {
     /// A driver that compares what it applied with the live objects every `drift_interval`.
     pub fn with_drift_interval(client: kube::Client, drift_interval: Duration) -> Self {
         let (changes, _) = broadcast::channel(1024);
-        let inner = Arc::new(Inner { client, desired: Mutex::new(HashMap::new()), changes, drift_interval });
+        let caches = crate::cache::Caches::start(&client);
+        let inner = Arc::new(Inner {
+            client,
+            desired: Mutex::new(HashMap::new()),
+            changes,
+            drift_interval,
+            caches,
+            deleted: Mutex::new(Default::default()),
+        });
         let publisher = Arc::new(tokio::spawn(publish(Arc::downgrade(&inner))));
         KubeDriver { inner, publisher }
     }
@@ -190,30 +202,56 @@ impl Inner {
         Ok(list.items.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect())
     }
 
-    async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {
+    /// The workload's Deployments and StatefulSets, pods, and its namespace's Events: from
+    /// the watch-fed caches once they have synced, else listed.
+    async fn objects_of(&self, key: &WorkloadKey) -> Result<(Vec<Value>, Vec<Value>, Vec<Value>), DriverError> {
         let namespace = render::namespace_name(&key.project, &key.environment);
+        let is_ours = |labels_of: &std::collections::BTreeMap<String, String>| {
+            labels_of.get(labels::PROJECT) == Some(&key.project)
+                && labels_of.get(labels::ENVIRONMENT) == Some(&key.environment)
+                && labels_of.get(labels::APPLICATION) == Some(&key.application)
+        };
+        if self.caches.ready(Duration::from_secs(2)).await {
+            let values = |store: &kube::runtime::reflector::Store<DynamicObject>| -> Vec<Value> {
+                store
+                    .state_filter(|o| o.metadata.labels.as_ref().is_some_and(is_ours))
+                    .iter()
+                    .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
+                    .collect()
+            };
+            let mut objects = values(&self.caches.deployments);
+            objects.extend(values(&self.caches.stateful_sets));
+            let pods = values(&self.caches.pods);
+            let events: Vec<Value> = self
+                .caches
+                .events
+                .state_filter(|e| e.data["involvedObject"]["namespace"].as_str() == Some(namespace.as_str()))
+                .iter()
+                .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
+                .collect();
+            return Ok((objects, pods, events));
+        }
         let params = ListParams::default().labels(&workload_selector(key));
         let mut objects = Vec::new();
         for kind in ["Deployment", "StatefulSet"] {
             let resource = resource_of("apps/v1", kind).ok_or_else(|| DriverError::Failed(kind.into()))?;
             objects.extend(self.list_values(&resource, &namespace, &params).await?);
         }
+        let pods_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
+        let pods = self.list_values(&pods_resource, &namespace, &params).await?;
+        let events_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Event"), "events");
+        let events = self.list_values(&events_resource, &namespace, &ListParams::default()).await?;
+        Ok((objects, pods, events))
+    }
+
+    async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {
+        if self.deleted.lock().unwrap_or_else(|e| e.into_inner()).contains(key) {
+            return Err(DriverError::NotFound(key.to_string()));
+        }
+        let (objects, pods, events) = self.objects_of(key).await?;
         if objects.is_empty() {
             return Err(DriverError::NotFound(key.to_string()));
         }
-        let pod_selector = format!(
-            "{}={},{}={},{}={}",
-            labels::PROJECT,
-            key.project,
-            labels::ENVIRONMENT,
-            key.environment,
-            labels::APPLICATION,
-            key.application
-        );
-        let pods_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
-        let pods = self.list_values(&pods_resource, &namespace, &ListParams::default().labels(&pod_selector)).await?;
-        let events_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Event"), "events");
-        let events = self.list_values(&events_resource, &namespace, &ListParams::default()).await?;
         let (revision, desired_hashes, revisions) = {
             let desired = self.desired.lock().unwrap_or_else(|e| e.into_inner());
             match desired.get(key) {
@@ -354,6 +392,7 @@ impl Inner {
 impl ClusterDriver for KubeDriver {
     async fn apply(&self, workload: &Workload) -> Result<(), DriverError> {
         let key = &workload.key;
+        self.inner.deleted.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         let environment = render::environment_objects(&key.project, &key.environment);
         for object in &environment {
             self.apply_object(object).await?;
@@ -417,6 +456,7 @@ impl ClusterDriver for KubeDriver {
             }
         }
         self.inner.desired.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.inner.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
         Ok(())
     }
 

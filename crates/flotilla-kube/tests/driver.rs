@@ -136,3 +136,28 @@ async fn drift_is_reported_and_corrected_only_when_the_application_asks() {
     );
     assert!(status.warnings.is_empty(), "{:?}", status.warnings);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_come_from_watched_caches_not_from_requests() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let spec = json!({"environment": "test", "components": [{"name": "web", "image": "registry.example/web:1", "replicas": 3}]});
+    driver.apply(&workload(&key("web"), 1, spec)).await.unwrap();
+    flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "rolled out", |s| {
+        flotilla_driver::conformance::complete(s, 1) && s.instances.len() == 3
+    })
+    .await;
+    let before = ["deployments", "statefulsets", "pods", "events"].map(|r| fake.list_requests(r));
+    for _ in 0..50 {
+        assert_eq!(driver.status(&key("web")).await.unwrap().instances.len(), 3);
+    }
+    let after = ["deployments", "statefulsets", "pods", "events"].map(|r| fake.list_requests(r));
+    assert_eq!(before, after, "50 statuses listed nothing");
+    // A change reaches the cache through the watch.
+    fake.edit("deployments", "shop-test", "web-web", &json!({"spec": {"replicas": 1}}));
+    flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "scaled by someone else", |s| {
+        s.instances.len() == 1
+    })
+    .await;
+}

@@ -58,6 +58,8 @@ pub(crate) struct FakeState {
     applied: BTreeMap<(Collection, String), Value>,
     history: VecDeque<Change>,
     changes: broadcast::Sender<Change>,
+    /// List requests (not watches) served, by resource.
+    lists: BTreeMap<String, u64>,
 }
 
 /// A running fake API server on a loopback port.
@@ -111,6 +113,7 @@ impl FakeApiServer {
             applied: BTreeMap::new(),
             history: VecDeque::new(),
             changes,
+            lists: BTreeMap::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -154,6 +157,11 @@ impl FakeApiServer {
             .filter(|((_, r, _), _)| r == resource)
             .flat_map(|(_, items)| items.values().cloned())
             .collect()
+    }
+
+    /// How many list requests (not watches) of `resource` were served.
+    pub fn list_requests(&self, resource: &str) -> u64 {
+        self.state.lock().expect("fake state").lists.get(resource).copied().unwrap_or(0)
     }
 
     /// Changes an object out of band, as another client would (a JSON merge patch).
@@ -432,6 +440,7 @@ async fn handle(
             watch(collection, query, backlog, receiver, since)
         }
         (Method::GET, None, None) => {
+            *state.lists.entry(resource.clone()).or_default() += 1;
             let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
             let after = query.get("continue").cloned().unwrap_or_default();
             let mut items: Vec<(String, Value)> = state
