@@ -86,7 +86,9 @@ fn component(object: &Value, desired_hash: &str, pods: &[&Value]) -> ComponentSt
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
-    let phase = if exceeded {
+    // A condition speaks of the generation the controller last observed: right after an
+    // update it is still the previous revision's.
+    let phase = if exceeded && observed {
         RolloutPhase::DeadlineExceeded
     } else if observed && updated == desired && updated_ready == desired && pods.len() as u32 == desired {
         RolloutPhase::Complete
@@ -157,4 +159,33 @@ pub fn workload_status(
     let keep = events.len().saturating_sub(100);
     events.drain(..keep);
     WorkloadStatus { revision, components, instances, events, warnings: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn deployment(generation: i64, observed: i64, reason: &str) -> Value {
+        json!({"metadata": {"name": "web-api", "generation": generation, "labels": {"flotilla.io/component": "api"}},
+            "spec": {"replicas": 1, "template": {"metadata": {"labels": {"flotilla.io/template-hash": "h1"}}}},
+            "status": {"observedGeneration": observed, "conditions": [{"type": "Progressing", "status": "False", "reason": reason}]}})
+    }
+
+    #[test]
+    fn a_missed_deadline_counts_only_for_the_generation_it_was_observed_for() {
+        let pod = json!({"metadata": {"name": "web-api-1", "labels": {"flotilla.io/component": "api", "flotilla.io/template-hash": "h1"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"state": {"running": {}}}]}});
+        let hashes = HashMap::from([("api".to_string(), "h1".to_string())]);
+        let status =
+            |object: Value| workload_status(3, &[object], &hashes, &HashMap::new(), std::slice::from_ref(&pod), &[]);
+        let stale = status(deployment(3, 2, "ProgressDeadlineExceeded"));
+        assert_eq!(stale.components[0].phase, RolloutPhase::Progressing, "the update is not observed yet");
+        let missed = status(deployment(3, 3, "ProgressDeadlineExceeded"));
+        assert_eq!(missed.components[0].phase, RolloutPhase::DeadlineExceeded);
+        let done = status(deployment(3, 3, "NewReplicaSetAvailable"));
+        assert_eq!(done.components[0].phase, RolloutPhase::Complete);
+        assert_eq!(done.instances[0].revision, 3, "an unknown hash counts for the current revision");
+    }
 }

@@ -475,6 +475,39 @@ async fn registered_kubernetes_clusters_report_precise_health_and_never_show_cre
     assert_eq!(managers[0]["manager"], "flotilla", "server-side applied by the flotilla field manager: {managers}");
     assert_eq!(managers[0]["operation"], "Apply");
 
+    // A revision that never becomes ready misses its progress deadline on Kubernetes too,
+    // and the controller rolls back to the last good one, as on the embedded runtime.
+    let mut app = serde_json::to_value(client.get("applications", Some("shop"), "web").await.unwrap()).unwrap();
+    app.as_object_mut().unwrap().remove("status");
+    app["spec"]["components"][0]["probes"] = json!({"readiness": {"http": {"port": 9999, "path": "/"}}});
+    app["spec"]["components"][0]["update"] = json!({"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": 2});
+    client.update("applications", Some("shop"), "web", &app).await.unwrap();
+    let started = Instant::now();
+    let rolled_back = loop {
+        let app = client.get("applications", Some("shop"), "web").await.unwrap();
+        if app.metadata.generation == Some(3) && app.status["components"][0]["phase"] == "complete" {
+            break app;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not rolled back: {:?} {}",
+            app.metadata.generation,
+            app.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        rolled_back.spec["components"][0]["probes"],
+        json!({}),
+        "revision 1's spec is back: {:?}",
+        rolled_back.spec
+    );
+    let records = client.audit_query(&[("action", "rollback".to_string())]).await.unwrap();
+    assert!(
+        records["items"][0]["message"].as_str().unwrap().contains("revision 2 missed its progress deadline"),
+        "{records}"
+    );
+
     // The API server goes away: the cluster turns Unreachable, and stays so, never Ready.
     drop(fake);
     let down = cluster_status(&client, "east", "Unreachable").await;
