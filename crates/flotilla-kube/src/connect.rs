@@ -118,6 +118,7 @@ impl ClusterConnector for KubeConnector {
         _name: &str,
         spec: &ClusterSpec,
     ) -> Result<std::sync::Arc<dyn flotilla_driver::ClusterDriver>, DriverError> {
-        Ok(std::sync::Arc::new(crate::driver::KubeDriver::new(client(spec, false).await?)))
+        let driver = crate::driver::KubeDriver::new(client(spec, false).await?, client(spec, true).await?);
+        Ok(std::sync::Arc::new(driver))
     }
 }

@@ -11,7 +11,8 @@
 //!   reported (status warnings, a `Drift` event) and, when the application asks for
 //!   self-healing, corrected by applying again.
 //! - `delete` removes everything labelled as the application's, nothing else.
-//! - `logs` reads the pods' logs; `probe` reports the cluster.
+//! - `logs` reads the pods' logs (following them on a client without a response timeout),
+//!   `exec` runs a command over the WebSocket exec protocol; `probe` reports the cluster.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,8 @@ struct Desired {
 
 struct Inner {
     client: kube::Client,
+    /// A client without a response timeout, for followed logs.
+    streaming_client: kube::Client,
     desired: Mutex<HashMap<WorkloadKey, Desired>>,
     changes: broadcast::Sender<(WorkloadKey, WorkloadStatus)>,
     /// How often applied objects are compared with the live ones.
@@ -124,16 +127,19 @@ impl Drop for KubeDriver {
 
 impl KubeDriver {
     /// A driver over `client`, publishing status changes of the workloads it runs.
-    pub fn new(client: kube::Client) -> Self {
-        Self::with_drift_interval(client, DRIFT_INTERVAL)
+    /// A driver over `client` (requests) and `streaming_client` (followed logs: no response
+    /// timeout).
+    pub fn new(client: kube::Client, streaming_client: kube::Client) -> Self {
+        Self::with_drift_interval(client, streaming_client, DRIFT_INTERVAL)
     }
 
     /// A driver that compares what it applied with the live objects every `drift_interval`.
-    pub fn with_drift_interval(client: kube::Client, drift_interval: Duration) -> Self {
+    pub fn with_drift_interval(client: kube::Client, streaming_client: kube::Client, drift_interval: Duration) -> Self {
         let (changes, _) = broadcast::channel(1024);
         let caches = crate::cache::Caches::start(&client);
         let inner = Arc::new(Inner {
             client,
+            streaming_client,
             desired: Mutex::new(HashMap::new()),
             changes,
             drift_interval,
@@ -308,6 +314,29 @@ async fn publish(inner: std::sync::Weak<Inner>) {
             }
         }
     }
+}
+
+/// A line of `kubectl logs --timestamps` output (`<RFC 3339 time> <text>`) of `instance`.
+/// Kubernetes merges a container's stdout and stderr into one log.
+fn log_line(instance: &str, line: &str) -> LogLine {
+    let (time, text) = line.split_once(' ').unwrap_or(("", line));
+    let time_micros = time.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()).unwrap_or_default();
+    LogLine { time_micros, instance: instance.to_string(), stream: LogStream::Stdout, text: text.to_string() }
+}
+
+/// The exit code an exec's final `Status` reports (`NonZeroExitCode` carries it as a cause).
+fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> Result<i32, DriverError> {
+    let Some(status) = status else { return Err(DriverError::Failed("exec ended without a status".into())) };
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let code = status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|causes| causes.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|cause| cause.message.as_deref()?.parse::<i32>().ok());
+    code.ok_or_else(|| DriverError::Failed(format!("exec failed: {}", status.message.clone().unwrap_or_default())))
 }
 
 fn now_micros() -> i64 {
@@ -509,32 +538,42 @@ impl ClusterDriver for KubeDriver {
     ) -> Result<BoxStream<'static, Result<LogLine, DriverError>>, DriverError> {
         let status = self.status(key).await?;
         let namespace = render::namespace_name(&key.project, &key.environment);
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.inner.client.clone(), &namespace);
-        let mut lines = Vec::new();
-        for instance in status.instances.iter().filter(|i| {
+        let client = if query.follow { &self.inner.streaming_client } else { &self.inner.client };
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+        let selected = status.instances.iter().filter(|i| {
             query.component.as_ref().is_none_or(|c| &i.component == c)
                 && query.instance.as_ref().is_none_or(|n| &i.name == n)
-        }) {
+        });
+        let mut lines = Vec::new();
+        let mut followed = Vec::new();
+        for instance in selected {
             let params = LogParams {
+                container: Some(instance.component.clone()),
+                follow: query.follow,
                 timestamps: true,
                 tail_lines: query.tail.map(|t| t as i64),
                 since_time: query
                     .since_micros
                     .and_then(|m| jiff::Timestamp::from_microsecond(m).ok())
-                    .map(|t| t.to_string().parse().unwrap_or_default()),
+                    .and_then(|t| t.to_string().parse().ok()),
                 ..Default::default()
             };
-            let text = pods.logs(&instance.name, &params).await.map_err(|e| classify(e, "reading logs"))?;
-            for line in text.lines() {
-                let (time, text) = line.split_once(' ').unwrap_or(("", line));
-                let time_micros = time.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()).unwrap_or_default();
-                lines.push(LogLine {
-                    time_micros,
-                    instance: instance.name.clone(),
-                    stream: LogStream::Stdout,
-                    text: text.to_string(),
+            if query.follow {
+                let reader =
+                    pods.log_stream(&instance.name, &params).await.map_err(|e| classify(e, "following logs"))?;
+                let name = instance.name.clone();
+                let stream = futures::io::AsyncBufReadExt::lines(reader).map(move |line| {
+                    line.map(|l| log_line(&name, &l))
+                        .map_err(|e| DriverError::Unreachable(format!("following logs: {e}")))
                 });
+                followed.push(stream.boxed());
+                continue;
             }
+            let text = pods.logs(&instance.name, &params).await.map_err(|e| classify(e, "reading logs"))?;
+            lines.extend(text.lines().map(|line| log_line(&instance.name, line)));
+        }
+        if query.follow {
+            return Ok(futures::stream::select_all(followed).boxed());
         }
         lines.sort_by_key(|l| l.time_micros);
         Ok(futures::stream::iter(lines.into_iter().map(Ok)).boxed())
@@ -542,12 +581,47 @@ impl ClusterDriver for KubeDriver {
 
     async fn exec(
         &self,
-        _key: &WorkloadKey,
-        _component: &str,
-        _instance: Option<&str>,
-        _command: Vec<String>,
+        key: &WorkloadKey,
+        component: &str,
+        instance: Option<&str>,
+        command: Vec<String>,
     ) -> Result<ExecOutput, DriverError> {
-        Err(DriverError::Refused("exec is not available on Kubernetes clusters yet".into()))
+        let status = self.status(key).await?;
+        let mut candidates: Vec<_> = status
+            .instances
+            .iter()
+            .filter(|i| i.component == component && instance.is_none_or(|name| i.name == name))
+            .filter(|i| matches!(i.state, flotilla_driver::status::InstanceState::Running { .. }))
+            .collect();
+        candidates.sort_by_key(|i| !i.is_ready());
+        let Some(target) = candidates.first() else {
+            return Err(DriverError::NotFound(format!("a running instance of component {component:?} of {key}")));
+        };
+        let namespace = render::namespace_name(&key.project, &key.environment);
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.inner.client.clone(), &namespace);
+        let params = kube::api::AttachParams::default().container(component).stdin(false).stdout(true).stderr(true);
+        let mut process = pods.exec(&target.name, command, &params).await.map_err(|e| classify(e, "starting exec"))?;
+        let (mut stdout_pipe, mut stderr_pipe) = (process.stdout(), process.stderr());
+        let status_of = process.take_status();
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(pipe) = stdout_pipe.as_mut() {
+                let _ = tokio::io::AsyncReadExt::read_to_end(pipe, &mut stdout).await;
+            }
+        };
+        let read_err = async {
+            if let Some(pipe) = stderr_pipe.as_mut() {
+                let _ = tokio::io::AsyncReadExt::read_to_end(pipe, &mut stderr).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let outcome = match status_of {
+            Some(status) => status.await,
+            None => None,
+        };
+        process.join().await.map_err(|e| DriverError::Failed(format!("exec: {e}")))?;
+        let exit_code = exit_code(outcome.as_ref())?;
+        Ok(ExecOutput { exit_code, stdout, stderr })
     }
 
     async fn metrics(&self, _key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {

@@ -83,7 +83,8 @@ async fn quick_driver(fake: &FakeApiServer) -> flotilla_kube::driver::KubeDriver
     let spec: ClusterSpec =
         serde_json::from_value(json!({"type": "kubernetes", "apiServer": fake.url, "token": "t"})).unwrap();
     let client = flotilla_kube::connect::client(&spec, false).await.unwrap();
-    flotilla_kube::driver::KubeDriver::with_drift_interval(client, std::time::Duration::from_millis(200))
+    let streaming = flotilla_kube::connect::client(&spec, true).await.unwrap();
+    flotilla_kube::driver::KubeDriver::with_drift_interval(client, streaming, std::time::Duration::from_millis(200))
 }
 
 async fn replicas_of(fake: &FakeApiServer, name: &str) -> i64 {
@@ -160,4 +161,59 @@ async fn statuses_come_from_watched_caches_not_from_requests() {
         s.instances.len() == 1
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_over_the_websocket_protocol_with_the_instance_environment() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let spec: flotilla_core::kinds::ApplicationSpec = serde_json::from_value(
+        json!({"environment": "test", "components": [{"name": "web", "image": "registry.example/web:1",
+            "env": [{"name": "GREETING", "value": "one"}, {"name": "TOKEN", "fromSecret": {"secret": "s", "key": "k"}}]}]}),
+    )
+    .unwrap();
+    let app =
+        flotilla_driver::workload::Workload::resolve(key("web"), 1, &spec, &|_| Some("from-a-secret".into())).unwrap();
+    driver.apply(&app).await.unwrap();
+    flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "running", |s| {
+        flotilla_driver::conformance::complete(s, 1)
+    })
+    .await;
+    let shell = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+    let output =
+        driver.exec(&key("web"), "web", None, shell("echo $GREETING $TOKEN; echo err >&2; exit 3")).await.unwrap();
+    assert_eq!(output.exit_code, 3);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "one from-a-secret");
+    assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), "err");
+    let fine = driver.exec(&key("web"), "web", None, shell("true")).await.unwrap();
+    assert_eq!((fine.exit_code, fine.stdout.len()), (0, 0));
+    let missing = driver.exec(&key("web"), "nothing", None, shell("true")).await;
+    assert!(matches!(missing, Err(flotilla_driver::DriverError::NotFound(_))), "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_per_instance_and_followed() {
+    use futures::StreamExt;
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let spec = json!({"environment": "test", "components": [{"name": "web", "image": "registry.example/web:1", "replicas": 2}]});
+    driver.apply(&workload(&key("web"), 1, spec)).await.unwrap();
+    let status = flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "running", |s| {
+        flotilla_driver::conformance::complete(s, 1)
+    })
+    .await;
+    let lines: Vec<_> = driver.logs(&key("web"), Default::default()).await.unwrap().collect().await;
+    let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 2, "one line from each instance: {lines:?}");
+    assert!(lines.iter().all(|l| l.time_micros > 0 && l.text.contains("started")), "{lines:?}");
+    let first = status.instances[0].name.clone();
+    let query = flotilla_driver::LogQuery { instance: Some(first.clone()), follow: true, ..Default::default() };
+    let mut stream = driver.logs(&key("web"), query).await.unwrap();
+    for _ in 0..3 {
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(line.instance, first);
+    }
 }

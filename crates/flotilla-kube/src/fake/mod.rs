@@ -12,6 +12,8 @@
 //! objects the way the real server answers them. Every write takes the next
 //! `resourceVersion`.
 //!
+//! `pods/exec` speaks the WebSocket channel protocol ([`exec`]).
+//!
 //! [`simulate`] plays the controllers and the kubelet: Deployments roll out through
 //! ReplicaSets within maxSurge/maxUnavailable and report progress (and a missed progress
 //! deadline), StatefulSets replace their pods in order, pods are scheduled on a node, pull
@@ -19,6 +21,7 @@
 //! Events say what happened. What a simulated container does is decided by its spec alone:
 //! it listens on the ports it declares, so a probe of another port fails.
 
+mod exec;
 mod simulate;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -117,7 +120,10 @@ impl FakeApiServer {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let app = axum::Router::new()
+            .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", axum::routing::get(exec::exec).post(exec::exec))
+            .fallback(handle)
+            .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -312,6 +318,15 @@ impl FakeState {
     }
 }
 
+/// Whether the request carries the token the server accepts.
+fn authorized(state: &FakeState, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| token == state.token)
+}
+
 /// A `Status` answer, as the API server gives for every failure.
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -386,12 +401,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let mut state = shared.lock().expect("fake state");
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| token == state.token);
-    if !authorized {
+    if !authorized(&state, &headers) {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
     }
     if uri.path() == "/version" {
@@ -415,7 +425,7 @@ async fn handle(
     match (method, name, subresource) {
         (Method::GET, Some(name), Some(sub)) if sub == "log" => {
             match state.objects.get(&collection).and_then(|items| items.get(&name)) {
-                Some(pod) => simulate::log(pod, &query).into_response(),
+                Some(pod) => simulate::log(pod, &query),
                 None => not_found(&name),
             }
         }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -527,18 +528,28 @@ fn pullable(image: &str) -> Result<(), String> {
     })
 }
 
-/// The log of a pod's simulated container: one line saying it started (with its time when
-/// `timestamps=true`).
-pub(crate) fn log(pod: &Value, query: &BTreeMap<String, String>) -> String {
-    let started = pod["status"]["startTime"].as_str().unwrap_or_default();
-    let line = format!(
-        "container {} of pod {} started",
-        pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default(),
-        name(pod)
-    );
-    if query.get("timestamps").is_some_and(|t| t == "true") {
-        format!("{started} {line}\n")
-    } else {
-        format!("{line}\n")
+/// The log of a pod's simulated container: a line saying it started, then (with
+/// `follow=true`) a line every 200 ms for as long as the client reads, each with its time
+/// when `timestamps=true`.
+pub(crate) fn log(pod: &Value, query: &BTreeMap<String, String>) -> axum::response::Response {
+    let container = pod["spec"]["containers"][0]["name"].as_str().unwrap_or_default().to_string();
+    let pod_name = name(pod);
+    let timestamps = query.get("timestamps").is_some_and(|t| t == "true");
+    let stamp = move |text: String| {
+        if timestamps { format!("{} {text}\n", jiff::Timestamp::now()) } else { format!("{text}\n") }
+    };
+    let first = stamp(format!("container {container} of pod {pod_name} started"));
+    if query.get("follow").is_none_or(|f| f != "true") {
+        return axum::response::IntoResponse::into_response(first);
     }
+    let lines = futures::stream::unfold(0u64, move |n| {
+        let (container, pod_name) = (container.clone(), pod_name.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let line = stamp(format!("container {container} of pod {pod_name} is running ({n})"));
+            Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(line)), n + 1))
+        }
+    });
+    let body = futures::stream::once(async move { Ok(axum::body::Bytes::from(first)) }).chain(lines);
+    axum::response::IntoResponse::into_response(axum::body::Body::from_stream(body))
 }
