@@ -214,27 +214,34 @@ pub async fn instance_metrics(State(state): State<AppState>, caller: Caller) -> 
 /// The Prometheus text exposition of instance counters.
 pub fn prometheus_text(samples: &[(String, WorkloadKey, flotilla_driver::InstanceMetrics)]) -> String {
     use std::fmt::Write as _;
-    type Value = fn(&flotilla_driver::InstanceMetrics) -> String;
-    let families: [(&str, &str, &str, Value); 6] = [
+    // What a cluster does not report is left out, never shown as zero.
+    type Value = fn(&flotilla_driver::InstanceMetrics) -> Option<String>;
+    let families: [(&str, &str, &str, Value); 7] = [
         ("flotilla_instance_cpu_seconds_total", "counter", "CPU time used", |m| {
-            format!("{}", m.cpu_usage_nanos as f64 / 1e9)
+            m.cpu_usage_nanos.map(|c| format!("{}", c as f64 / 1e9))
         }),
-        ("flotilla_instance_memory_working_set_bytes", "gauge", "Memory in use", |m| m.memory_bytes.to_string()),
+        ("flotilla_instance_cpu_usage_cores", "gauge", "CPU in use now", |m| {
+            m.cpu_nanocores.map(|c| format!("{}", c as f64 / 1e9))
+        }),
+        ("flotilla_instance_memory_working_set_bytes", "gauge", "Memory in use", |m| Some(m.memory_bytes.to_string())),
         ("flotilla_instance_network_receive_bytes_total", "counter", "Bytes received", |m| {
-            m.network_rx_bytes.to_string()
+            m.network_rx_bytes.map(|b| b.to_string())
         }),
-        ("flotilla_instance_network_transmit_bytes_total", "counter", "Bytes sent", |m| m.network_tx_bytes.to_string()),
+        ("flotilla_instance_network_transmit_bytes_total", "counter", "Bytes sent", |m| {
+            m.network_tx_bytes.map(|b| b.to_string())
+        }),
         ("flotilla_instance_disk_read_bytes_total", "counter", "Bytes read from storage", |m| {
-            m.disk_read_bytes.to_string()
+            m.disk_read_bytes.map(|b| b.to_string())
         }),
         ("flotilla_instance_disk_write_bytes_total", "counter", "Bytes written to storage", |m| {
-            m.disk_write_bytes.to_string()
+            m.disk_write_bytes.map(|b| b.to_string())
         }),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
         for (cluster, workload, metrics) in samples {
+            let Some(value) = value(metrics) else { continue };
             let _ = writeln!(
                 out,
                 "{name}{{cluster=\"{}\",project=\"{}\",environment=\"{}\",application=\"{}\",instance=\"{}\"}} {}",
@@ -243,7 +250,7 @@ pub fn prometheus_text(samples: &[(String, WorkloadKey, flotilla_driver::Instanc
                 escape(&workload.environment),
                 escape(&workload.application),
                 escape(&metrics.instance),
-                value(metrics)
+                value
             );
         }
     }
@@ -276,14 +283,29 @@ mod tests {
         let metrics = flotilla_driver::InstanceMetrics {
             instance: "web-1-abcde".into(),
             time_micros: 0,
-            cpu_usage_nanos: 1_500_000_000,
+            cpu_usage_nanos: Some(1_500_000_000),
+            cpu_nanocores: None,
             memory_bytes: 4096,
-            network_rx_bytes: 1,
-            network_tx_bytes: 2,
-            disk_read_bytes: 3,
-            disk_write_bytes: 4,
+            network_rx_bytes: Some(1),
+            network_tx_bytes: Some(2),
+            disk_read_bytes: Some(3),
+            disk_write_bytes: Some(4),
         };
-        let text = prometheus_text(&[("local".into(), workload, metrics)]);
+        let kubernetes = flotilla_driver::InstanceMetrics {
+            instance: "api-0".into(),
+            time_micros: 0,
+            cpu_usage_nanos: None,
+            cpu_nanocores: Some(250_000_000),
+            memory_bytes: 1024,
+            network_rx_bytes: None,
+            network_tx_bytes: None,
+            disk_read_bytes: None,
+            disk_write_bytes: None,
+        };
+        let text =
+            prometheus_text(&[("local".into(), workload.clone(), metrics), ("east".into(), workload, kubernetes)]);
+        assert!(text.contains("flotilla_instance_cpu_usage_cores{cluster=\"east\",project=\"shop\",environment=\"prod\",application=\"store\",instance=\"api-0\"} 0.25\n"), "{text}");
+        assert!(!text.contains("instance=\"api-0\"} 0\n"), "nothing unreported shows as zero: {text}");
         assert!(text.contains("# TYPE flotilla_instance_cpu_seconds_total counter\n"), "{text}");
         assert!(text.contains("flotilla_instance_cpu_seconds_total{cluster=\"local\",project=\"shop\",environment=\"prod\",application=\"store\",instance=\"web-1-abcde\"} 1.5\n"), "{text}");
         assert!(text.contains("flotilla_instance_disk_write_bytes_total{") && text.ends_with("} 4\n"), "{text}");

@@ -82,19 +82,28 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
-/// Resource use of one instance at one moment.
+/// Resource use of one instance at one moment. What a cluster does not report is `None`
+/// (Kubernetes' `metrics.k8s.io` gives CPU as a rate and memory, no totals, no I/O).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceMetrics {
     pub instance: String,
     pub time_micros: i64,
     /// Cumulative CPU time.
-    pub cpu_usage_nanos: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usage_nanos: Option<u64>,
+    /// CPU in use now, in billionths of a core (averaged over the cluster's window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_nanocores: Option<u64>,
     pub memory_bytes: u64,
-    pub network_rx_bytes: u64,
-    pub network_tx_bytes: u64,
-    pub disk_read_bytes: u64,
-    pub disk_write_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_tx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_bytes: Option<u64>,
 }
 
 /// A cluster the control plane deploys to.

@@ -324,6 +324,18 @@ fn log_line(instance: &str, line: &str) -> LogLine {
     LogLine { time_micros, instance: instance.to_string(), stream: LogStream::Stdout, text: text.to_string() }
 }
 
+/// A CPU quantity (`2500000n`, `250u`, `5m`, `2`) in billionths of a core.
+fn nanocores(quantity: &str) -> Option<u64> {
+    let (number, scale) = match quantity.char_indices().last()? {
+        (i, 'n') => (&quantity[..i], 1.0),
+        (i, 'u') => (&quantity[..i], 1e3),
+        (i, 'm') => (&quantity[..i], 1e6),
+        _ => (quantity, 1e9),
+    };
+    let value: f64 = number.parse().ok()?;
+    (value >= 0.0).then(|| (value * scale).round() as u64)
+}
+
 /// The exit code an exec's final `Status` reports (`NonZeroExitCode` carries it as a cause).
 fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> Result<i32, DriverError> {
     let Some(status) = status else { return Err(DriverError::Failed("exec ended without a status".into())) };
@@ -624,8 +636,55 @@ impl ClusterDriver for KubeDriver {
         Ok(ExecOutput { exit_code, stdout, stderr })
     }
 
-    async fn metrics(&self, _key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
-        Err(DriverError::Refused("instance metrics of Kubernetes clusters are not available yet".into()))
+    async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
+        let namespace = render::namespace_name(&key.project, &key.environment);
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
+            "pods",
+        );
+        let selector = format!(
+            "{}={},{}={},{}={}",
+            labels::PROJECT,
+            key.project,
+            labels::ENVIRONMENT,
+            key.environment,
+            labels::APPLICATION,
+            key.application
+        );
+        let list = match self.api(&resource, Some(&namespace)).list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(DriverError::Refused(
+                    "the cluster does not serve metrics.k8s.io (no metrics-server): instance metrics are unavailable"
+                        .into(),
+                ));
+            }
+            Err(error) => return Err(classify(error, "reading instance metrics")),
+        };
+        Ok(list
+            .items
+            .into_iter()
+            .map(|pod| {
+                let containers = pod.data["containers"].as_array().cloned().unwrap_or_default();
+                let usage = |resource: &str, parse: fn(&str) -> Option<u64>| -> u64 {
+                    containers.iter().filter_map(|c| c["usage"][resource].as_str().and_then(parse)).sum()
+                };
+                InstanceMetrics {
+                    instance: pod.metadata.name.clone().unwrap_or_default(),
+                    time_micros: pod.data["timestamp"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .map_or_else(now_micros, |t| t.as_microsecond()),
+                    cpu_usage_nanos: None,
+                    cpu_nanocores: Some(usage("cpu", nanocores)),
+                    memory_bytes: usage("memory", |q| flotilla_core::kinds::quantity::parse_bytes(q).ok()),
+                    network_rx_bytes: None,
+                    network_tx_bytes: None,
+                    disk_read_bytes: None,
+                    disk_write_bytes: None,
+                }
+            })
+            .collect())
     }
 
     async fn probe(&self) -> Result<ClusterInfo, DriverError> {

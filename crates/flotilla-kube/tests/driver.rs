@@ -217,3 +217,29 @@ async fn logs_are_read_per_instance_and_followed() {
         assert_eq!(line.instance, first);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_metrics_come_from_metrics_k8s_io_when_the_cluster_serves_it() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let spec = json!({"environment": "test", "components": [{"name": "web", "image": "registry.example/web:1", "replicas": 2}]});
+    driver.apply(&workload(&key("web"), 1, spec)).await.unwrap();
+    flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "running", |s| {
+        flotilla_driver::conformance::complete(s, 1)
+    })
+    .await;
+    let unavailable = driver.metrics(&key("web")).await.unwrap_err();
+    assert!(
+        unavailable.to_string().contains("metrics.k8s.io") && unavailable.to_string().contains("unavailable"),
+        "{unavailable}"
+    );
+    fake.serve_metrics();
+    let metrics = driver.metrics(&key("web")).await.unwrap();
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    for m in &metrics {
+        assert_eq!((m.cpu_nanocores, m.memory_bytes), (Some(2_500_000), 12 << 20), "{m:?}");
+        assert_eq!((m.cpu_usage_nanos, m.network_rx_bytes), (None, None), "not reported, not made up: {m:?}");
+        assert!(m.time_micros > 0);
+    }
+}

@@ -1728,12 +1728,13 @@ impl ClusterDriver for LocalDriver {
             metrics.push(InstanceMetrics {
                 instance: name,
                 time_micros: micros_now(),
-                cpu_usage_nanos: value(stats.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref())),
+                cpu_usage_nanos: Some(value(stats.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref()))),
+                cpu_nanocores: None,
                 memory_bytes: value(stats.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref())),
-                network_rx_bytes: seen.values().map(|(rx, _)| rx).sum(),
-                network_tx_bytes: seen.values().map(|(_, tx)| tx).sum(),
-                disk_read_bytes: read,
-                disk_write_bytes: write,
+                network_rx_bytes: Some(seen.values().map(|(rx, _)| rx).sum()),
+                network_tx_bytes: Some(seen.values().map(|(_, tx)| tx).sum()),
+                disk_read_bytes: Some(read),
+                disk_write_bytes: Some(write),
             });
         }
         Ok(metrics)

@@ -271,17 +271,25 @@ pub async fn top(session: &Session, args: TopArgs) -> Result<(), CliError> {
     if let Some(text) = structured(args.output, &metrics)? {
         return emit(&text);
     }
-    let mut table = Table::new(["INSTANCE", "CPU(s)", "MEMORY", "NET RX", "NET TX", "DISK READ", "DISK WRITE"]);
+    // CPU is the time used so far where the cluster counts it, else the cores in use now
+    // (`0.25 cores`); what a cluster does not report shows as `-`.
+    let mut table = Table::new(["INSTANCE", "CPU", "MEMORY", "NET RX", "NET TX", "DISK READ", "DISK WRITE"]);
     for item in metrics.get("items").and_then(Value::as_array).into_iter().flatten() {
-        let number = |name: &str| item.get(name).and_then(Value::as_u64).unwrap_or(0);
+        let number = |name: &str| item.get(name).and_then(Value::as_u64);
+        let size = |name: &str| number(name).map_or_else(|| "-".to_string(), bytes);
+        let cpu = match (number("cpuUsageNanos"), number("cpuNanocores")) {
+            (Some(total), _) => format!("{:.2}s", total as f64 / 1e9),
+            (None, Some(rate)) => format!("{:.2} cores", rate as f64 / 1e9),
+            (None, None) => "-".to_string(),
+        };
         table.row([
             item.get("instance").and_then(Value::as_str).unwrap_or_default().to_string(),
-            format!("{:.2}", number("cpuUsageNanos") as f64 / 1e9),
-            bytes(number("memoryBytes")),
-            bytes(number("networkRxBytes")),
-            bytes(number("networkTxBytes")),
-            bytes(number("diskReadBytes")),
-            bytes(number("diskWriteBytes")),
+            cpu,
+            size("memoryBytes"),
+            size("networkRxBytes"),
+            size("networkTxBytes"),
+            size("diskReadBytes"),
+            size("diskWriteBytes"),
         ]);
     }
     emit(&table.render())

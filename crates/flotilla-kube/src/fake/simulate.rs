@@ -528,6 +528,27 @@ fn pullable(image: &str) -> Result<(), String> {
     })
 }
 
+/// `PodMetrics` of the running pods of `namespace` matching the request's selectors.
+pub(crate) fn pod_metrics(state: &FakeState, namespace: Option<&str>, query: &BTreeMap<String, String>) -> Value {
+    let items: Vec<Value> = items(state, "v1", "pods")
+        .into_iter()
+        .filter(|(ns, pod)| {
+            namespace.is_none_or(|n| n == ns) && pod["status"]["phase"] == "Running" && super::selected(pod, query)
+        })
+        .map(|(ns, pod)| {
+            let containers: Vec<Value> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| json!({"name": c["name"], "usage": {"cpu": "2500000n", "memory": "12Mi"}}))
+                .collect();
+            json!({"metadata": {"name": name(&pod), "namespace": ns, "labels": pod["metadata"]["labels"]},
+                "timestamp": now_rfc3339(), "window": "15s", "containers": containers})
+        })
+        .collect();
+    json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items})
+}
+
 /// The log of a pod's simulated container: a line saying it started, then (with
 /// `follow=true`) a line every 200 ms for as long as the client reads, each with its time
 /// when `timestamps=true`.
