@@ -124,6 +124,10 @@ pub struct ComponentWorkload {
     /// Elastic scaling bounds and targets; `replicas` is where it starts.
     #[serde(default)]
     pub autoscaling: Option<Autoscaling>,
+    /// When a restart of every instance was asked for (part of the template: a new value
+    /// replaces every instance, rolling).
+    #[serde(default)]
+    pub restarted_at: Option<String>,
 }
 
 /// A configuration or secret value the spec names but that is not there.
@@ -266,6 +270,7 @@ impl Workload {
                 progress_deadline_seconds: update.progress_deadline_seconds,
                 scheduling: component.scheduling.clone(),
                 autoscaling: component.autoscaling.clone(),
+                restarted_at: spec.restarted_at.clone(),
             });
         }
         Ok(Workload { key, revision, components, self_heal: spec.self_heal })
@@ -356,6 +361,26 @@ mod tests {
         let readiness = api.readiness.as_ref().unwrap();
         assert_eq!(readiness.action, ProbeAction::Http { port: 8080, path: "/ready".into() });
         assert_eq!(workload.labels("api")["flotilla.io/revision"], "7");
+    }
+
+    #[test]
+    fn a_restart_changes_the_template_and_scaling_does_not() {
+        let spec = |extra: serde_json::Value| {
+            let mut spec = json!({"environment": "test", "components": [{"name": "api", "image": "a", "replicas": 2}]});
+            for (key, value) in extra.as_object().unwrap() {
+                spec[key] = value.clone();
+            }
+            let spec: ApplicationSpec = serde_json::from_value(spec).unwrap();
+            Workload::resolve(key(), 1, &spec, &|_| None).unwrap().components[0].template_hash()
+        };
+        let plain = spec(json!({}));
+        let mut scaled = json!({"environment": "test", "components": [{"name": "api", "image": "a", "replicas": 5}]});
+        let scaled_spec: ApplicationSpec = serde_json::from_value(scaled.take()).unwrap();
+        let scaled_hash = Workload::resolve(key(), 2, &scaled_spec, &|_| None).unwrap().components[0].template_hash();
+        assert_eq!(plain, scaled_hash, "scaling keeps the template");
+        let restarted = spec(json!({"restartedAt": "2026-12-06T10:00:00Z"}));
+        assert_ne!(plain, restarted, "a restart changes it");
+        assert_ne!(restarted, spec(json!({"restartedAt": "2026-12-06T11:00:00Z"})), "and so does the next one");
     }
 
     #[test]

@@ -503,7 +503,11 @@ fn render_component(workload: &Workload, component: &ComponentWorkload, out: &mu
         pod.insert("volumes".into(), json!(volumes));
     }
     scheduling(component, &selector, &mut pod);
-    let template = json!({"metadata": {"labels": pod_labels}, "spec": Value::Object(pod)});
+    let mut template = json!({"metadata": {"labels": pod_labels}, "spec": Value::Object(pod)});
+    if let Some(time) = &component.restarted_at {
+        // As `kubectl rollout restart` does: a changed pod template replaces every pod.
+        template["metadata"]["annotations"] = json!({"flotilla.io/restarted-at": time});
+    }
 
     // Deployment or StatefulSet.
     let mut spec = Map::new();

@@ -243,3 +243,42 @@ async fn instance_metrics_come_from_metrics_k8s_io_when_the_cluster_serves_it() 
         assert!(m.time_micros > 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_replaces_every_pod_rolling() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let spec = |restarted: Option<&str>| {
+        let mut spec = json!({"environment": "test", "components": [{"name": "web", "image": "registry.example/web:1",
+            "replicas": 2, "update": {"maxSurge": 1, "maxUnavailable": 0}}]});
+        if let Some(time) = restarted {
+            spec["restartedAt"] = json!(time);
+        }
+        spec
+    };
+    let names = |status: &flotilla_driver::status::WorkloadStatus| {
+        status.instances.iter().map(|i| i.name.clone()).collect::<std::collections::BTreeSet<_>>()
+    };
+    driver.apply(&workload(&key("web"), 1, spec(None))).await.unwrap();
+    let before = flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "running", |s| {
+        flotilla_driver::conformance::complete(s, 1) && s.instances.len() == 2
+    })
+    .await;
+    driver.apply(&workload(&key("web"), 2, spec(Some("2026-12-06T10:00:00Z")))).await.unwrap();
+    let after = flotilla_driver::conformance::wait_for(driver.as_ref(), &key("web"), 30, "restarted", |s| {
+        flotilla_driver::conformance::complete(s, 2) && s.instances.len() == 2
+    })
+    .await;
+    assert!(
+        names(&before).is_disjoint(&names(&after)),
+        "every pod replaced: {:?} then {:?}",
+        names(&before),
+        names(&after)
+    );
+    let deployment = fake.objects("deployments").into_iter().find(|d| d["metadata"]["name"] == "web-web").unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["flotilla.io/restarted-at"],
+        "2026-12-06T10:00:00Z"
+    );
+}

@@ -124,6 +124,12 @@ pub enum RolloutCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: ReportFormat,
     },
+    /// Restart every instance, rolling (a new revision with the same spec)
+    Restart {
+        application: String,
+        #[arg(short, long)]
+        project: String,
+    },
     /// Roll back to the previous revision, or to the one given
     Undo {
         application: String,
@@ -342,6 +348,7 @@ pub async fn rollout(session: &Session, command: RolloutCommand) -> Result<(), C
         RolloutCommand::History { application, project, output } => {
             rollout_history(session, &project, &application, output).await
         }
+        RolloutCommand::Restart { application, project } => rollout_restart(session, &project, &application).await,
         RolloutCommand::Undo { application, project, to_revision } => {
             rollout_undo(session, &project, &application, to_revision).await
         }
@@ -490,6 +497,18 @@ async fn rollout_history(session: &Session, project: &str, name: &str, output: R
         return emit(&format!("application {name} has no recorded revisions yet\n"));
     }
     emit(&history_table(&revisions, current).render())
+}
+
+async fn rollout_restart(session: &Session, project: &str, name: &str) -> Result<(), CliError> {
+    let (client, _) = session.client()?;
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string();
+    let written = update_application(&client, project, name, |object| {
+        object["spec"]["restartedAt"] = json!(now);
+        set_cause(object, "restart".to_string());
+        Ok(())
+    })
+    .await?;
+    emit(&format!("application {name} restarting every instance (revision {})\n", generation(&written)))
 }
 
 async fn rollout_undo(session: &Session, project: &str, name: &str, to: Option<u64>) -> Result<(), CliError> {

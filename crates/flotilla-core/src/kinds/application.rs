@@ -32,6 +32,10 @@ pub struct ApplicationSpec {
     /// reported; the embedded runtime always converges).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub self_heal: bool,
+    /// Setting it (an RFC 3339 time: `flotilla rollout restart` writes now) restarts every
+    /// instance, rolling, as a new revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
 }
 
 /// A set of identical instances of one image.
@@ -659,6 +663,11 @@ impl KindSpec for ApplicationSpec {
     fn validate(&self, _meta: &ObjectMeta, errors: &mut ValidationErrors) {
         if let Some(problem) = check_dns_label(&self.environment) {
             errors.push("spec.environment", problem);
+        }
+        if let Some(time) = &self.restarted_at
+            && time.parse::<jiff::Timestamp>().is_err()
+        {
+            errors.push("spec.restartedAt", format!("{time:?} is not an RFC 3339 time (2026-12-06T10:00:00Z)"));
         }
         for key in self.config.keys() {
             if let Some(problem) = check_data_key(key) {
