@@ -508,6 +508,26 @@ async fn registered_kubernetes_clusters_report_precise_health_and_never_show_cre
         "{records}"
     );
 
+    // `flotilla rollout restart` replaces every instance, rolling, as revision 4.
+    let before: Vec<Value> = rolled_back.status["instances"].as_array().cloned().unwrap_or_default();
+    let (code, stdout, stderr) = cli(&config, &["rollout", "restart", "web", "-p", "shop"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("revision 4"), "{stdout}");
+    let started = Instant::now();
+    loop {
+        let app = client.get("applications", Some("shop"), "web").await.unwrap();
+        let names: Vec<&Value> = app.status["instances"].as_array().into_iter().flatten().map(|i| &i["name"]).collect();
+        if app.status["revision"] == 4
+            && app.status["components"][0]["phase"] == "complete"
+            && names.len() == 3
+            && before.iter().all(|b| !names.contains(&&b["name"]))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not restarted: {}", app.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The API server goes away: the cluster turns Unreachable, and stays so, never Ready.
     drop(fake);
     let down = cluster_status(&client, "east", "Unreachable").await;
