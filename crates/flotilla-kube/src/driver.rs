@@ -642,15 +642,8 @@ impl ClusterDriver for KubeDriver {
             &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
             "pods",
         );
-        let selector = format!(
-            "{}={},{}={},{}={}",
-            labels::PROJECT,
-            key.project,
-            labels::ENVIRONMENT,
-            key.environment,
-            labels::APPLICATION,
-            key.application
-        );
+        // PodMetrics carry their pods' labels.
+        let selector = workload_selector(key);
         let list = match self.api(&resource, Some(&namespace)).list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
             Err(kube::Error::Api(status)) if status.code == 404 => {
