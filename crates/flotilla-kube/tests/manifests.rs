@@ -26,6 +26,7 @@ fn specs() -> Vec<(&'static str, Value)> {
                 "name": "web", "image": "registry.local/shop/web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
                 "command": ["/bin/httpd"], "args": ["-f", "-p", "8080"], "replicas": 4,
                 "env": [{"name": "MODE", "fromConfig": "mode"}, {"name": "PLAIN", "value": "x"},
+                        {"name": "RELEASED", "value": "2026-12-06"}, {"name": "ENABLED", "value": "yes"},
                         {"name": "DB_PASSWORD", "fromSecret": {"secret": "db", "key": "password"}}],
                 "files": [{"path": "/etc/nginx/nginx.conf", "fromConfig": "nginx.conf", "mode": 420},
                           {"path": "/run/secrets/db", "fromSecret": {"secret": "db", "key": "password"}}],
@@ -95,10 +96,10 @@ fn render_all(dir: &Path) -> Vec<PathBuf> {
             let workload = Workload::resolve(key.clone(), 7, &spec, &secret).unwrap();
             let mut objects = environment_objects(&key.project, &key.environment);
             objects.extend(render(&workload).objects);
-            // JSON documents (JSON is YAML): a YAML 1.1 reader such as the validator's would
-            // read an unquoted timestamp-like string (the restart annotation) as a date.
+            // Written as `flotilla render` writes them: quoted so that a YAML 1.1 reader such as
+            // the validator's keeps the restart time and date-like values strings.
             let stream: String =
-                objects.iter().map(|o| format!("---\n{}\n", serde_json::to_string_pretty(o).unwrap())).collect();
+                objects.iter().map(|o| format!("---\n{}", serde_saphyr::to_string(o).unwrap())).collect();
             let path = dir.join(format!("{name}.yaml"));
             std::fs::write(&path, stream).unwrap();
             path
@@ -125,11 +126,7 @@ fn every_rendered_manifest_is_valid_for_kubernetes_1_29_and_1_33() {
         .iter()
         .flat_map(|f| {
             let text = std::fs::read_to_string(f).unwrap();
-            text.lines()
-                .filter_map(|l| {
-                    l.trim().strip_prefix("\"kind\": \"").map(|k| k.trim_end_matches(['"', ',']).to_string())
-                })
-                .collect::<Vec<_>>()
+            text.lines().filter_map(|l| l.strip_prefix("kind: ").map(str::to_string)).collect::<Vec<_>>()
         })
         .collect();
     for kind in [

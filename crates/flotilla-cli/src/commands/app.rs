@@ -321,7 +321,8 @@ pub async fn render(session: &Session, args: RenderArgs) -> Result<(), CliError>
         answer["namespace"].as_str().unwrap_or_default()
     );
     for object in answer.get("objects").and_then(Value::as_array).into_iter().flatten() {
-        let yaml = serde_norway::to_string(object).map_err(|e| CliError::Usage(format!("cannot print YAML: {e}")))?;
+        // Quoted for YAML 1.1 readers too: a restart time or a date-like env value stays a string.
+        let yaml = serde_saphyr::to_string(object).map_err(|e| CliError::Usage(format!("cannot print YAML: {e}")))?;
         stream.push_str("---\n");
         stream.push_str(&yaml);
     }
