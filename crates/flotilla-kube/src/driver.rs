@@ -502,27 +502,32 @@ impl ClusterDriver for KubeDriver {
     }
 
     async fn workloads(&self) -> Result<Vec<WorkloadKey>, DriverError> {
+        let key_of = |labels_of: &std::collections::BTreeMap<String, String>| {
+            Some(WorkloadKey {
+                project: labels_of.get(labels::PROJECT)?.clone(),
+                environment: labels_of.get(labels::ENVIRONMENT)?.clone(),
+                application: labels_of.get(labels::APPLICATION)?.clone(),
+            })
+        };
         let mut keys = BTreeSet::new();
-        let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-        for kind in ["Deployment", "StatefulSet"] {
-            let resource = resource_of("apps/v1", kind).ok_or_else(|| DriverError::Failed(kind.into()))?;
-            let list = self.api(&resource, None).list(&params).await.map_err(|e| classify(e, "listing workloads"))?;
-            for object in list.items {
-                let labels_of = object.metadata.labels.unwrap_or_default();
-                if let (Some(project), Some(environment), Some(application)) = (
-                    labels_of.get(labels::PROJECT),
-                    labels_of.get(labels::ENVIRONMENT),
-                    labels_of.get(labels::APPLICATION),
-                ) {
-                    keys.insert(WorkloadKey {
-                        project: project.clone(),
-                        environment: environment.clone(),
-                        application: application.clone(),
-                    });
-                }
+        let caches = &self.inner.caches;
+        if caches.ready(Duration::from_secs(2)).await {
+            // The caches hold only what is labelled as Flotilla's.
+            for store in [&caches.deployments, &caches.stateful_sets] {
+                keys.extend(store.state().iter().filter_map(|o| key_of(o.metadata.labels.as_ref()?)));
+            }
+        } else {
+            let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+            for kind in ["Deployment", "StatefulSet"] {
+                let resource = resource_of("apps/v1", kind).ok_or_else(|| DriverError::Failed(kind.into()))?;
+                let list =
+                    self.api(&resource, None).list(&params).await.map_err(|e| classify(e, "listing workloads"))?;
+                keys.extend(list.items.iter().filter_map(|o| key_of(o.metadata.labels.as_ref()?)));
             }
         }
-        Ok(keys.into_iter().collect())
+        // Deleted through this driver: gone, even while the caches still show it.
+        let deleted = self.inner.deleted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(keys.into_iter().filter(|k| !deleted.contains(k)).collect())
     }
 
     async fn status(&self, key: &WorkloadKey) -> Result<WorkloadStatus, DriverError> {

@@ -74,8 +74,12 @@ async fn revisions_are_applied_and_pruned_and_delete_touches_only_what_is_ours()
     driver.delete(&key("web"), false).await.unwrap();
     assert!(names(&fake, "persistentvolumeclaims").is_empty());
     assert_eq!(names(&fake, "deployments"), ["other-api", "theirs"], "nothing else was touched");
-    let workloads = driver.workloads().await.unwrap();
-    assert_eq!(workloads, [key("other")]);
+    // The driver's workloads come from its watch-fed caches: they follow within moments.
+    let started = std::time::Instant::now();
+    while driver.workloads().await.unwrap() != [key("other")] {
+        assert!(started.elapsed().as_secs() < 10, "workloads: {:?}", driver.workloads().await);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A driver whose drift checks run every 200 ms.
