@@ -74,7 +74,8 @@ impl Caches {
         Caches { deployments, stateful_sets, pods, events, tasks: vec![a, b, c, d] }
     }
 
-    /// Whether every cache has its initial list, waiting at most `patience`.
+    /// Whether every cache has its initial list, waiting at most `patience` (zero: whether
+    /// they have now).
     pub async fn ready(&self, patience: Duration) -> bool {
         let all = async {
             for store in [&self.deployments, &self.stateful_sets, &self.pods, &self.events] {

@@ -217,7 +217,9 @@ impl Inner {
                 && labels_of.get(labels::ENVIRONMENT) == Some(&key.environment)
                 && labels_of.get(labels::APPLICATION) == Some(&key.application)
         };
-        if self.caches.ready(Duration::from_secs(2)).await {
+        // Never wait for a cache: an unreachable cluster's never syncs, and the controller
+        // asks about every cluster in turn.
+        if self.caches.ready(Duration::ZERO).await {
             let values = |store: &kube::runtime::reflector::Store<DynamicObject>| -> Vec<Value> {
                 store
                     .state_filter(|o| o.metadata.labels.as_ref().is_some_and(is_ours))
@@ -511,7 +513,7 @@ impl ClusterDriver for KubeDriver {
         };
         let mut keys = BTreeSet::new();
         let caches = &self.inner.caches;
-        if caches.ready(Duration::from_secs(2)).await {
+        if caches.ready(Duration::ZERO).await {
             // The caches hold only what is labelled as Flotilla's.
             for store in [&caches.deployments, &caches.stateful_sets] {
                 keys.extend(store.state().iter().filter_map(|o| key_of(o.metadata.labels.as_ref()?)));
