@@ -1,7 +1,7 @@
-//! [`ClusterMonitor`]: the health of every registered cluster. It probes each one (the
-//! embedded runtime through its driver, Kubernetes clusters through the
-//! [`ClusterConnector`]) on registration, when its registration changes, and every
-//! interval, and keeps what it found: `Ready` since when, `Unreachable` or `Unauthorized`
+//! [`ClusterMonitor`]: the health of every registered cluster. It probes each one through
+//! its driver (the embedded runtime's, or the one the [`ClusterConnector`] makes for a
+//! Kubernetes cluster) on registration, when its registration changes, and every interval,
+//! and keeps what it found: `Ready` since when, `Unreachable` or `Unauthorized`
 //! since when with the last error, and the version, nodes, capacity and storage classes of
 //! the last successful probe. The API shows it as the Cluster's `status`.
 //!

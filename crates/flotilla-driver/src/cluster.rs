@@ -77,13 +77,10 @@ impl ClusterInfo {
 /// implemented by the Kubernetes driver crate.
 #[async_trait]
 pub trait ClusterConnector: Send + Sync + 'static {
-    /// Checks the cluster `spec` describes: reachable, credentials accepted, and what it has.
-    /// `Unreachable` and `Unauthorized` errors say precisely what failed; credentials never
-    /// appear in them.
-    async fn probe(&self, name: &str, spec: &ClusterSpec) -> Result<ClusterInfo, DriverError>;
-
     /// The driver of the cluster `spec` describes (connecting lazily: an unreachable
-    /// cluster still gets a driver, whose calls fail until it is back).
+    /// cluster still gets a driver, whose calls fail until it is back). Its `probe` checks
+    /// the cluster; `Unreachable` and `Unauthorized` errors say precisely what failed, and
+    /// credentials never appear in them.
     async fn connect(&self, name: &str, spec: &ClusterSpec) -> Result<std::sync::Arc<dyn ClusterDriver>, DriverError>;
 }
 

@@ -59,7 +59,8 @@ fn cached(
     (reader, task)
 }
 
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+/// The resource of a kind (`""` is the core group).
+pub(crate) fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
@@ -67,10 +68,10 @@ impl Caches {
     /// Starts the watches of the cluster behind `client`.
     pub fn start(client: &kube::Client) -> Caches {
         let ours = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-        let (deployments, a) = cached(client, resource("apps", "v1", "Deployment", "deployments"), Some(&ours));
-        let (stateful_sets, b) = cached(client, resource("apps", "v1", "StatefulSet", "statefulsets"), Some(&ours));
-        let (pods, c) = cached(client, resource("", "v1", "Pod", "pods"), Some(&ours));
-        let (events, d) = cached(client, resource("", "v1", "Event", "events"), None);
+        let (deployments, a) = cached(client, api_resource("apps", "v1", "Deployment", "deployments"), Some(&ours));
+        let (stateful_sets, b) = cached(client, api_resource("apps", "v1", "StatefulSet", "statefulsets"), Some(&ours));
+        let (pods, c) = cached(client, api_resource("", "v1", "Pod", "pods"), Some(&ours));
+        let (events, d) = cached(client, api_resource("", "v1", "Event", "events"), None);
         Caches { deployments, stateful_sets, pods, events, tasks: vec![a, b, c, d] }
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use flotilla_core::kinds::ClusterSpec;
 use flotilla_driver::DriverError;
-use flotilla_driver::cluster::{ClusterConnector, ClusterInfo};
+use flotilla_driver::cluster::ClusterConnector;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
@@ -108,11 +108,6 @@ pub struct KubeConnector;
 
 #[async_trait]
 impl ClusterConnector for KubeConnector {
-    async fn probe(&self, _name: &str, spec: &ClusterSpec) -> Result<ClusterInfo, DriverError> {
-        let client = client(spec, false).await?;
-        crate::probe::probe(&client).await
-    }
-
     async fn connect(
         &self,
         _name: &str,

@@ -26,10 +26,11 @@ use flotilla_driver::{ClusterDriver, DriverError, ExecOutput, InstanceMetrics, L
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::ApiResource;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::cache::api_resource;
 use crate::connect::classify;
 use crate::render::{self, MANAGED_BY};
 
@@ -55,17 +56,17 @@ const NAMESPACED: &[(&str, &str, &str, &str)] = &[
 fn resource_of(api_version: &str, kind: &str) -> Option<ApiResource> {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     if kind == "Namespace" {
-        return Some(ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces"));
+        return Some(api_resource("", "v1", "Namespace", "namespaces"));
     }
     NAMESPACED
         .iter()
         .find(|(g, v, k, _)| *g == group && *v == version && *k == kind)
-        .map(|(g, v, k, plural)| ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), plural))
+        .map(|(g, v, k, plural)| api_resource(g, v, k, plural))
 }
 
 fn resource(index: usize) -> ApiResource {
     let (group, version, kind, plural) = NAMESPACED[index];
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    api_resource(group, version, kind, plural)
 }
 
 /// The label selector of everything of one workload.
@@ -245,9 +246,9 @@ impl Inner {
             let resource = resource_of("apps/v1", kind).ok_or_else(|| DriverError::Failed(kind.into()))?;
             objects.extend(self.list_values(&resource, &namespace, &params).await?);
         }
-        let pods_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
+        let pods_resource = api_resource("", "v1", "Pod", "pods");
         let pods = self.list_values(&pods_resource, &namespace, &params).await?;
-        let events_resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Event"), "events");
+        let events_resource = api_resource("", "v1", "Event", "events");
         let events = self.list_values(&events_resource, &namespace, &ListParams::default()).await?;
         Ok((objects, pods, events))
     }
@@ -645,10 +646,7 @@ impl ClusterDriver for KubeDriver {
 
     async fn metrics(&self, key: &WorkloadKey) -> Result<Vec<InstanceMetrics>, DriverError> {
         let namespace = render::namespace_name(&key.project, &key.environment);
-        let resource = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
-            "pods",
-        );
+        let resource = api_resource("metrics.k8s.io", "v1beta1", "PodMetrics", "pods");
         // PodMetrics carry their pods' labels.
         let selector = workload_selector(key);
         let list = match self.api(&resource, Some(&namespace)).list(&ListParams::default().labels(&selector)).await {

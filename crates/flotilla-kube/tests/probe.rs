@@ -10,6 +10,11 @@ use flotilla_kube::KubeConnector;
 use flotilla_kube::fake::FakeApiServer;
 use serde_json::json;
 
+/// Probes the cluster `spec` registers, through the driver the control plane would make.
+async fn probe(name: &str, spec: &ClusterSpec) -> Result<flotilla_driver::cluster::ClusterInfo, DriverError> {
+    KubeConnector.connect(name, spec).await?.probe().await
+}
+
 fn token_spec(server: &str, token: &str) -> ClusterSpec {
     serde_json::from_value(json!({"type": "kubernetes", "apiServer": server, "token": token})).unwrap()
 }
@@ -46,7 +51,7 @@ async fn a_reachable_cluster_reports_version_nodes_capacity_and_storage_classes(
     server.insert(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "slow"},
         "provisioner": "nfs"}));
 
-    let info = KubeConnector.probe("c", &token_spec(&server.url, "good-token")).await.expect("probe");
+    let info = probe("c", &token_spec(&server.url, "good-token")).await.expect("probe");
     assert_eq!(info.version, "v1.33.1");
     let n1 = info.nodes.iter().find(|n| n.name == "n1").unwrap();
     assert!(n1.ready && n1.schedulable);
@@ -64,7 +69,7 @@ async fn a_reachable_cluster_reports_version_nodes_capacity_and_storage_classes(
     // The same through a kubeconfig.
     let spec: ClusterSpec =
         serde_json::from_value(json!({"type": "kubernetes", "kubeconfig": server.kubeconfig("good-token")})).unwrap();
-    assert_eq!(KubeConnector.probe("c", &spec).await.expect("probe").nodes.len(), 2);
+    assert_eq!(probe("c", &spec).await.expect("probe").nodes.len(), 2);
 }
 
 #[tokio::test]
@@ -74,27 +79,27 @@ async fn lists_are_read_a_page_at_a_time() {
         server.insert(pod(&format!("p{i:04}"), "n1", "Running", "1m", "1Mi"));
     }
     server.insert(node("n1", true, "64", "256Gi"));
-    let info = KubeConnector.probe("c", &token_spec(&server.url, "t")).await.expect("probe");
+    let info = probe("c", &token_spec(&server.url, "t")).await.expect("probe");
     assert_eq!(info.nodes[0].requested_cpu_millis, 1203, "every page was read");
 }
 
 #[tokio::test]
 async fn refused_credentials_a_missing_permission_and_no_server_are_told_apart() {
     let server = FakeApiServer::start("good-token", "v1.33.1").await;
-    let refused = KubeConnector.probe("c", &token_spec(&server.url, "stolen-and-revoked")).await.unwrap_err();
+    let refused = probe("c", &token_spec(&server.url, "stolen-and-revoked")).await.unwrap_err();
     let DriverError::Unauthorized(message) = &refused else { panic!("{refused:?}") };
     assert!(message.contains("401"), "{message}");
     assert!(!message.contains("stolen-and-revoked"), "the token is never quoted: {message}");
 
     server.forbid("nodes");
-    let forbidden = KubeConnector.probe("c", &token_spec(&server.url, "good-token")).await.unwrap_err();
+    let forbidden = probe("c", &token_spec(&server.url, "good-token")).await.unwrap_err();
     let DriverError::Unauthorized(message) = &forbidden else { panic!("{forbidden:?}") };
     assert!(message.starts_with("listing nodes") && message.contains("403"), "{message}");
 
     let address = server.url.clone();
     drop(server);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let unreachable = KubeConnector.probe("c", &token_spec(&address, "good-token")).await.unwrap_err();
+    let unreachable = probe("c", &token_spec(&address, "good-token")).await.unwrap_err();
     let DriverError::Unreachable(message) = &unreachable else { panic!("{unreachable:?}") };
     assert!(message.to_lowercase().contains("connect"), "says the connection failed: {message}");
 }
