@@ -72,6 +72,8 @@ pub struct LogLine {
 pub enum LogStream {
     Stdout,
     Stderr,
+    /// Either: the cluster's log API merges a container's stdout and stderr (Kubernetes).
+    Combined,
 }
 
 /// What a command run in an instance produced.

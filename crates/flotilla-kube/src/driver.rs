@@ -324,7 +324,7 @@ async fn publish(inner: std::sync::Weak<Inner>) {
 fn log_line(instance: &str, line: &str) -> LogLine {
     let (time, text) = line.split_once(' ').unwrap_or(("", line));
     let time_micros = time.parse::<jiff::Timestamp>().map(|t| t.as_microsecond()).unwrap_or_default();
-    LogLine { time_micros, instance: instance.to_string(), stream: LogStream::Stdout, text: text.to_string() }
+    LogLine { time_micros, instance: instance.to_string(), stream: LogStream::Combined, text: text.to_string() }
 }
 
 /// A CPU quantity (`2500000n`, `250u`, `5m`, `2`) in billionths of a core.

@@ -137,7 +137,12 @@ fn protocol(protocol: Protocol) -> &'static str {
     }
 }
 
-fn probe(probe: &ResolvedProbe) -> Value {
+/// How long a container that failed its liveness or startup probe gets to stop before it is
+/// killed: as on the embedded runtime (Kubernetes would otherwise take the pod's 30 s).
+pub const PROBE_KILL_GRACE_SECONDS: u32 = 5;
+
+/// A probe; `kills` for liveness and startup probes (a failure restarts the container).
+fn probe(probe: &ResolvedProbe, kills: bool) -> Value {
     let mut value = match &probe.action {
         ProbeAction::Http { port, path } => json!({"httpGet": {"port": port, "path": path}}),
         ProbeAction::Tcp { port } => json!({"tcpSocket": {"port": port}}),
@@ -148,6 +153,9 @@ fn probe(probe: &ResolvedProbe) -> Value {
     value["timeoutSeconds"] = json!(probe.timeout_seconds);
     value["successThreshold"] = json!(probe.success_threshold);
     value["failureThreshold"] = json!(probe.failure_threshold);
+    if kills {
+        value["terminationGracePeriodSeconds"] = json!(PROBE_KILL_GRACE_SECONDS);
+    }
     value
 }
 
@@ -406,7 +414,7 @@ fn render_component(workload: &Workload, component: &ComponentWorkload, out: &mu
         ("livenessProbe", &component.liveness),
     ] {
         if let Some(resolved) = resolved {
-            container.insert(field.into(), probe(resolved));
+            container.insert(field.into(), probe(resolved, field != "readinessProbe"));
         }
     }
 

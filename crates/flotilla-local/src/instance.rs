@@ -161,7 +161,7 @@ impl InstancePlan<'_> {
 
 /// As the kubelet sets them: the pod's network and IPC, and a process namespace of the
 /// container's own (its command is PID 1, as on Kubernetes).
-fn namespaces() -> api::NamespaceOption {
+pub fn namespaces() -> api::NamespaceOption {
     api::NamespaceOption {
         network: api::NamespaceMode::Pod as i32,
         pid: api::NamespaceMode::Container as i32,

@@ -18,6 +18,7 @@
 //! - [`iptables`]: running iptables and iptables-restore.
 //! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
 //! - [`embedded`]: bringing it all up under the data dir.
+//! - `testing` (feature `testsuite`): a containerd of a test's own, torn down after it.
 
 pub mod cni;
 pub mod cni_plugin;
@@ -34,6 +35,8 @@ pub mod networks;
 pub mod oci_archive;
 pub mod probe;
 pub mod services;
+#[cfg(feature = "testsuite")]
+pub mod testing;
 
 /// Errors of the embedded runtime.
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ impl Joiner {
     /// Feeds one record; returns a whole line when this record completes one.
     pub fn push(&mut self, record: CriLine) -> Option<CriLine> {
         let slot = match record.stream {
-            LogStream::Stdout => 0,
+            LogStream::Stdout | LogStream::Combined => 0,
             LogStream::Stderr => 1,
         };
         let joined = match self.pending[slot].take() {

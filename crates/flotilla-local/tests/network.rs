@@ -74,6 +74,7 @@ async fn pods_reach_their_own_environment_and_not_another() {
             (test.clone(), format!("flt{short}t"), format!("10.215.{octet}.0/24")),
         ],
         per_environment_networks: true,
+        ..Default::default()
     };
     let prod_bridge = format!("flt{short}p");
     let bridge = prod_bridge.clone();

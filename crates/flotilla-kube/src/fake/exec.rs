@@ -2,10 +2,11 @@
 //! subprotocol the real one speaks: each binary frame starts with its channel (1 stdout,
 //! 2 stderr, 3 the final `Status`, which carries a non-zero exit code as a cause).
 //!
-//! A simulated container has no process of its own, so the command runs as a process of the
-//! test machine, with only the container's environment (its values, and those it takes from
-//! Secrets) and a scratch directory: what the driver is tested for here is the protocol and
-//! the environment, not what a container's file system holds.
+//! When a [`kubelet`](super::kubelet) runs the pod, the command runs in its container through
+//! the CRI. A simulated container has no process of its own, so there the command runs as a
+//! process of the test machine, with only the container's environment (its values, and
+//! those it takes from ConfigMaps and Secrets) and a scratch directory: what the driver is
+//! tested for there is the protocol and the environment, not a container's file system.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,30 +14,17 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::kubelet::{self, Kubelet};
 use super::{FakeState, authorized, status};
 
-/// The environment a container of `pod` would have.
-fn environment(state: &FakeState, namespace: &str, container: &Value) -> Vec<(String, String)> {
-    let secrets = state.objects.get(&("v1".to_string(), "secrets".to_string(), Some(namespace.to_string())));
-    container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|var| {
-            let name = var["name"].as_str()?.to_string();
-            if let Some(value) = var["value"].as_str() {
-                return Some((name, value.to_string()));
-            }
-            let reference = &var["valueFrom"]["secretKeyRef"];
-            let secret = secrets?.get(reference["name"].as_str()?)?;
-            let encoded = secret["data"][reference["key"].as_str()?].as_str()?;
-            let value = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-            Some((name, String::from_utf8_lossy(&value).into_owned()))
-        })
-        .collect()
+/// Where the command runs.
+enum Runner {
+    /// In the container, through the kubelet's CRI runtime.
+    Container { kubelet: Arc<Kubelet>, namespace: String, pod: String, container: String },
+    /// As a process of this machine with the container's environment (simulated pods).
+    Host { env: Vec<(String, String)> },
 }
 
 pub(crate) async fn exec(
@@ -46,7 +34,7 @@ pub(crate) async fn exec(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (command, env) = {
+    let (command, runner) = {
         let state = shared.lock().expect("fake state");
         if !authorized(&state, &headers) {
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
@@ -73,23 +61,56 @@ pub(crate) async fn exec(
             );
         };
         let command: Vec<String> = query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
-        (command, environment(&state, &namespace, &container))
+        let runner = match &state.kubelet {
+            Some(kubelet) => Runner::Container {
+                kubelet: kubelet.clone(),
+                namespace: namespace.clone(),
+                pod: pod_name.clone(),
+                container: container["name"].as_str().unwrap_or_default().to_string(),
+            },
+            None => match kubelet::environment(&state, &namespace, &container) {
+                Ok(env) => Runner::Host { env },
+                Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
+            },
+        };
+        (command, runner)
     };
     if command.is_empty() {
         return status(StatusCode::BAD_REQUEST, "BadRequest", "you must specify at least one command".into());
     }
-    upgrade.protocols(["v4.channel.k8s.io"]).on_upgrade(move |socket| run(socket, command, env)).into_response()
+    upgrade.protocols(["v4.channel.k8s.io"]).on_upgrade(move |socket| run(socket, command, runner)).into_response()
 }
 
-async fn run(mut socket: WebSocket, command: Vec<String>, env: Vec<(String, String)>) {
-    let output = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .envs(env)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .await;
+/// What a command wrote and how it exited (`None`: killed by a signal).
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    code: Option<i32>,
+}
+
+async fn execute(command: Vec<String>, runner: Runner) -> Result<Output, String> {
+    match runner {
+        Runner::Container { kubelet, namespace, pod, container } => {
+            let output = kubelet::exec(&kubelet, &namespace, &pod, Some(&container), command).await?;
+            Ok(Output { stdout: output.stdout, stderr: output.stderr, code: Some(output.exit_code) })
+        }
+        Runner::Host { env } => {
+            let output = tokio::process::Command::new(&command[0])
+                .args(&command[1..])
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .envs(env)
+                .current_dir(std::env::temp_dir())
+                .output()
+                .await
+                .map_err(|e| format!("failed to exec in container: {e}"))?;
+            Ok(Output { stdout: output.stdout, stderr: output.stderr, code: output.status.code() })
+        }
+    }
+}
+
+async fn run(mut socket: WebSocket, command: Vec<String>, runner: Runner) {
+    let output = execute(command, runner).await;
     let frame = |channel: u8, bytes: &[u8]| {
         let mut data = Vec::with_capacity(bytes.len() + 1);
         data.push(channel);
@@ -104,7 +125,7 @@ async fn run(mut socket: WebSocket, command: Vec<String>, env: Vec<(String, Stri
             if !output.stderr.is_empty() {
                 let _ = socket.send(frame(2, &output.stderr)).await;
             }
-            match output.status.code() {
+            match output.code {
                 Some(0) => json!({"metadata": {}, "status": "Success"}),
                 code => {
                     let code = code.unwrap_or(137);
@@ -114,8 +135,7 @@ async fn run(mut socket: WebSocket, command: Vec<String>, env: Vec<(String, Stri
                 }
             }
         }
-        Err(error) => json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-            "message": format!("failed to exec in container: {error}")}),
+        Err(message) => json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "message": message}),
     };
     let _ = socket.send(frame(3, result.to_string().as_bytes())).await;
     let _ = socket.send(Message::Close(None)).await;

@@ -14,6 +14,10 @@
 //!
 //! `pods/exec` speaks the WebSocket channel protocol ([`exec`]).
 //!
+//! With [`FakeApiServer::run_pods`], a [`kubelet`] runs the pods for real on a CRI runtime
+//! (containerd): containers are processes, and logs, exec, probes, restarts and metrics are
+//! theirs. Without it, the simulation stands in for them as described below.
+//!
 //! [`simulate`] plays the controllers and the kubelet: Deployments roll out through
 //! ReplicaSets within maxSurge/maxUnavailable and report progress (and a missed progress
 //! deadline), StatefulSets replace their pods in order, pods are scheduled on a node, pull
@@ -22,6 +26,7 @@
 //! it listens on the ports it declares, so a probe of another port fails.
 
 mod exec;
+mod kubelet;
 mod simulate;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -65,6 +70,9 @@ pub(crate) struct FakeState {
     lists: BTreeMap<String, u64>,
     /// Whether `metrics.k8s.io` is served (a metrics-server is installed).
     metrics: bool,
+    /// The kubelet running pods on a CRI runtime, when there is one ([`FakeApiServer::run_pods`]).
+    kubelet: Option<Arc<kubelet::Kubelet>>,
+    next_event: u64,
 }
 
 /// A running fake API server on a loopback port.
@@ -120,6 +128,8 @@ impl FakeApiServer {
             changes,
             lists: BTreeMap::new(),
             metrics: false,
+            kubelet: None,
+            next_event: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -132,6 +142,21 @@ impl FakeApiServer {
         });
         let simulation = tokio::spawn(simulate::run(state.clone()));
         FakeApiServer { url, state, tasks: vec![server, simulation] }
+    }
+
+    /// From now on, pods scheduled to the node run for real on the CRI runtime at `socket`
+    /// (its CNI network gives them addresses), with their files under `dir`; every sandbox
+    /// carries `labels`. The simulation still schedules them; this kubelet does the rest.
+    pub async fn run_pods(
+        &mut self,
+        socket: &std::path::Path,
+        labels: std::collections::HashMap<String, String>,
+        dir: std::path::PathBuf,
+    ) {
+        let cri = flotilla_local::cri::Cri::connect(socket).await.expect("the CRI runtime answers");
+        let kubelet = Arc::new(kubelet::Kubelet::new(cri, labels, dir));
+        self.state.lock().expect("fake state").kubelet = Some(kubelet.clone());
+        self.tasks.push(tokio::spawn(kubelet::run(self.state.clone(), kubelet)));
     }
 
     /// Stores `object` (with `apiVersion`, `kind`, `metadata.name`, and `metadata.namespace`
@@ -238,6 +263,20 @@ fn remove_dropped(target: &mut Value, before: &Value, after: &Value) {
 }
 
 impl FakeState {
+    /// Records an Event about `involved`, as the component that saw it words it.
+    pub(crate) fn event(&mut self, namespace: &str, involved: &Value, kind: &str, reason: &str, message: String) {
+        self.next_event += 1;
+        let now = simulate::now_rfc3339();
+        let involved_name = involved["metadata"]["name"].as_str().unwrap_or_default();
+        let event = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{involved_name}.{:x}", self.next_event), "namespace": namespace},
+            "involvedObject": {"kind": involved["kind"], "name": involved_name, "namespace": namespace,
+                "uid": involved["metadata"]["uid"], "apiVersion": involved["apiVersion"]},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "fake"}});
+        self.store(("v1".to_string(), "events".to_string(), Some(namespace.to_string())), event);
+    }
+
     /// Stores `object` at the next resource version and tells watchers.
     pub(crate) fn store(&mut self, collection: Collection, mut object: Value) -> Value {
         self.resource_version += 1;
@@ -443,9 +482,18 @@ async fn handle(
     }
     match (method, name, subresource) {
         (Method::GET, Some(name), Some(sub)) if sub == "log" => {
-            match state.objects.get(&collection).and_then(|items| items.get(&name)) {
-                Some(pod) => simulate::log(pod, &query),
-                None => not_found(&name),
+            match (state.objects.get(&collection).and_then(|items| items.get(&name)), &state.kubelet) {
+                (None, _) => not_found(&name),
+                (Some(pod), None) => simulate::log(pod, &query),
+                (Some(pod), Some(kubelet)) => match kubelet::log(kubelet, pod, &query) {
+                    Some(Ok(response)) => response,
+                    Some(Err(message)) => status(StatusCode::BAD_REQUEST, "BadRequest", message),
+                    None => status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("container in pod \"{name}\" is waiting to start: ContainerCreating"),
+                    ),
+                },
             }
         }
         (Method::GET, Some(name), None) => match state.objects.get(&collection).and_then(|items| items.get(&name)) {

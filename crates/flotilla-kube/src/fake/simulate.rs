@@ -49,7 +49,6 @@ pub(crate) async fn run(state: Arc<Mutex<FakeState>>) {
 #[derive(Default)]
 struct Pass {
     next_ip: u32,
-    next_event: u64,
     /// Per pod (namespace/name): when its image pull was last tried and whether it worked.
     pulls: BTreeMap<String, (i64, bool)>,
 }
@@ -124,26 +123,6 @@ impl Pass {
         for (namespace, pod) in items(state, "v1", "pods") {
             self.kubelet(state, &namespace, pod);
         }
-    }
-
-    fn event(
-        &mut self,
-        state: &mut FakeState,
-        namespace: &str,
-        involved: &Value,
-        kind: &str,
-        reason: &str,
-        message: String,
-    ) {
-        self.next_event += 1;
-        let now = now_rfc3339();
-        let event = json!({"apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{}.{:x}", name(involved), self.next_event), "namespace": namespace},
-            "involvedObject": {"kind": involved["kind"], "name": name(involved), "namespace": namespace,
-                "uid": involved["metadata"]["uid"], "apiVersion": involved["apiVersion"]},
-            "reason": reason, "message": message, "type": kind, "count": 1,
-            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "fake"}});
-        state.store(collection("v1", "events", namespace), event);
     }
 
     /// Removes ReplicaSets, pods and claims whose owner is gone.
@@ -246,7 +225,7 @@ impl Pass {
                 save(state, rs_collection.clone(), rs, scaled);
                 let verb = if new_count > *old_wanted { "up" } else { "down" };
                 let message = format!("Scaled {verb} replica set {} from {old_wanted} to {new_count}", name(rs));
-                self.event(state, namespace, &deployment, "Normal", "ScalingReplicaSet", message);
+                state.event(namespace, &deployment, "Normal", "ScalingReplicaSet", message);
                 progressed = true;
             }
         }
@@ -291,7 +270,7 @@ impl Pass {
         {
             if previous["reason"] != "ProgressDeadlineExceeded" {
                 let message = format!("Deployment {deployment_name:?} exceeded its progress deadline");
-                self.event(state, namespace, &deployment, "Warning", "ProgressDeadlineExceeded", message);
+                state.event(namespace, &deployment, "Warning", "ProgressDeadlineExceeded", message);
             }
             json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                 "message": format!("ReplicaSet \"{new_name}\" has timed out progressing."),
@@ -423,7 +402,12 @@ impl Pass {
         if pod["spec"]["nodeName"].is_null() {
             let Some(node) = items(state, "v1", "nodes").first().map(|(_, n)| name(n)) else { return };
             updated["spec"]["nodeName"] = json!(node);
-            self.event(state, namespace, &pod, "Normal", "Scheduled", format!("Successfully assigned {key} to {node}"));
+            state.event(namespace, &pod, "Normal", "Scheduled", format!("Successfully assigned {key} to {node}"));
+        }
+        if state.kubelet.is_some() {
+            // A kubelet runs the pods for real (`kubelet`): only scheduling is simulated.
+            save(state, pods_collection, &pod, updated);
+            return;
         }
         let container = &pod["spec"]["containers"][0];
         let image = container["image"].as_str().unwrap_or_default().to_string();
@@ -433,15 +417,14 @@ impl Pass {
             let works = pullable(&image);
             self.pulls.insert(key.clone(), (now, works.is_ok()));
             match works {
-                Ok(()) => self.event(
-                    state,
+                Ok(()) => state.event(
                     namespace,
                     &pod,
                     "Normal",
                     "Pulled",
                     format!("Container image \"{image}\" already present on machine"),
                 ),
-                Err(message) => self.event(state, namespace, &pod, "Warning", "Failed", message),
+                Err(message) => state.event(namespace, &pod, "Warning", "Failed", message),
             }
         }
         let (_, pulled) = self.pulls.get(&key).copied().unwrap_or((0, false));
@@ -457,7 +440,7 @@ impl Pass {
                 self.next_ip += 1;
                 status["podIP"] = json!(format!("10.244.{}.{}", self.next_ip / 250, self.next_ip % 250 + 2));
                 status["startTime"] = json!(now_rfc3339());
-                self.event(state, namespace, &pod, "Normal", "Started", format!("Started container {container_name}"));
+                state.event(namespace, &pod, "Normal", "Started", format!("Started container {container_name}"));
             }
             let started = status["startTime"].clone();
             let ports: Vec<i64> = container["ports"]
@@ -477,7 +460,7 @@ impl Pass {
                     status["podIP"].as_str().unwrap_or_default(),
                     probed_port.unwrap_or_default()
                 );
-                self.event(state, namespace, &pod, "Warning", "Unhealthy", message);
+                state.event(namespace, &pod, "Warning", "Unhealthy", message);
             }
             let flag = if ready { "True" } else { "False" };
             status["phase"] = json!("Running");
@@ -528,22 +511,28 @@ fn pullable(image: &str) -> Result<(), String> {
     })
 }
 
-/// `PodMetrics` of the running pods of `namespace` matching the request's selectors.
+/// `PodMetrics` of the running pods of `namespace` matching the request's selectors (those a
+/// kubelet has no usage of yet are left out, as metrics-server leaves them out).
 pub(crate) fn pod_metrics(state: &FakeState, namespace: Option<&str>, query: &BTreeMap<String, String>) -> Value {
     let items: Vec<Value> = items(state, "v1", "pods")
         .into_iter()
         .filter(|(ns, pod)| {
             namespace.is_none_or(|n| n == ns) && pod["status"]["phase"] == "Running" && super::selected(pod, query)
         })
-        .map(|(ns, pod)| {
-            let containers: Vec<Value> = pod["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| json!({"name": c["name"], "usage": {"cpu": "2500000n", "memory": "12Mi"}}))
-                .collect();
-            json!({"metadata": {"name": name(&pod), "namespace": ns, "labels": pod["metadata"]["labels"]},
-                "timestamp": now_rfc3339(), "window": "15s", "containers": containers})
+        .filter_map(|(ns, pod)| {
+            let containers: Vec<Value> = match &state.kubelet {
+                Some(kubelet) => super::kubelet::usage(kubelet, &ns, &name(&pod)),
+                None => pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| json!({"name": c["name"], "usage": {"cpu": "2500000n", "memory": "12Mi"}}))
+                    .collect(),
+            };
+            (!containers.is_empty()).then(|| {
+                json!({"metadata": {"name": name(&pod), "namespace": ns, "labels": pod["metadata"]["labels"]},
+                    "timestamp": now_rfc3339(), "window": "15s", "containers": containers})
+            })
         })
         .collect();
     json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items})

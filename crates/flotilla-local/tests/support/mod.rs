@@ -1,181 +1,22 @@
-//! A containerd of our own for one test, with a bridge network and the pause image, torn
-//! down afterwards (also when the test fails): see [`with_runtime`].
+//! The test harness of `flotilla_local::testing`, with this crate's `flotilla-net` as the
+//! network plugin of per-environment networks.
 
 // Each test crate includes this module and uses a part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod drivers;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use flotilla_local::cni::BridgeNetwork;
-use flotilla_local::cni_plugin::{self, EnvironmentNetwork, PluginConfig};
-use flotilla_local::containerd::{Containerd, OwnContainerd};
-use flotilla_local::cri::Cri;
-use flotilla_local::{images, oci_archive};
+pub use flotilla_local::testing::{BUSYBOX, Options, Runtime, with_runtime};
 
-pub const BUSYBOX: &str = "/bin/busybox";
-const PAUSE: &str = "flotilla.local/pause:test";
-
-/// What a test body gets.
-#[derive(Debug, Clone)]
-pub struct Runtime {
-    /// Unique per test run (32 hex digits); labels the test's pods.
-    pub id: String,
-    /// The first 6 digits, for short names.
-    pub short: String,
-    pub dir: PathBuf,
-    pub socket: PathBuf,
-    /// `10.213.N.` : the prefix of the test network's addresses.
-    pub subnet_prefix: String,
-    /// Where `flotilla-net` reads environment networks (per-environment mode only).
-    pub networks_dir: Option<PathBuf>,
-    /// A second octet for environment subnets (`10.<octet>.N.0/24`) unique to this run.
-    pub network_octet: u8,
-    /// Service addresses for this run (`10.212.N.0/24`).
-    pub service_range: ipnet::Ipv4Net,
-}
-
-impl Runtime {
-    /// Builds a busybox image running `cmd` with `files` added, and imports it as `reference`.
-    pub async fn import_busybox(&self, reference: &str, cmd: &[&str], files: Vec<oci_archive::LayerFile>) {
-        let mut image = oci_archive::busybox_image(Path::new(BUSYBOX), cmd.iter().map(|s| s.to_string()).collect())
-            .expect("busybox image");
-        image.files.extend(files);
-        let archive = self.dir.join(format!("{}.tar", reference.replace(['/', ':'], "_")));
-        image.write_archive(reference, &archive).expect("write the image archive");
-        images::import(&self.socket, &archive).await.expect("import the image");
-    }
-
-    /// The test's label selector (every pod the test creates carries it).
-    pub fn selector(&self) -> HashMap<String, String> {
-        HashMap::from([("flotilla.io/test".to_string(), self.id.clone())])
-    }
-}
-
-/// How the test's containerd networks its pods.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// Pods labelled so are removed afterwards (besides those with [`Runtime::selector`]).
-    pub cleanup_labels: Vec<HashMap<String, String>>,
-    /// When set, pods get the network of their namespace through `flotilla-net`:
-    /// (namespace, bridge, subnet). Otherwise all share one plain bridge.
-    pub environments: Vec<(String, String, String)>,
-    /// Use `flotilla-net` even with no environments declared here (a driver allocates them
-    /// in [`Runtime::networks_dir`]).
-    pub per_environment_networks: bool,
-}
-
-/// Runs `test` against a fresh containerd of our own, then removes every pod it labelled
-/// with [`Runtime::selector`] (or with `cleanup_labels`), the network and containerd.
-pub async fn with_runtime<F, Fut>(cleanup_labels: Vec<HashMap<String, String>>, test: F)
+/// [`with_runtime`] with [`Options`]; per-environment networks use this crate's `flotilla-net`.
+pub async fn with_runtime_options<F, Fut>(mut options: Options, test: F)
 where
     F: FnOnce(Runtime) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    with_runtime_options(Options { cleanup_labels, ..Options::default() }, test).await
-}
-
-/// [`with_runtime`] with [`Options`].
-pub async fn with_runtime_options<F, Fut>(options: Options, test: F)
-where
-    F: FnOnce(Runtime) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    assert!(nix::unistd::Uid::effective().is_root(), "this test runs containers: run it as root (scripts/test does)");
-    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing: scripts/install-deps test installs busybox-static");
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let short = id[..6].to_string();
-    // Short: the socket path must fit in 108 bytes.
-    let dir = PathBuf::from(format!("/var/tmp/flt-{short}"));
-    std::fs::create_dir_all(&dir).expect("test directory");
-    let mut own = OwnContainerd::new(dir.join("containerd"), PAUSE);
-    let octet = u8::from_str_radix(&id[6..8], 16).expect("hex");
-    let mut bridges = Vec::new();
-    let per_environment = options.per_environment_networks || !options.environments.is_empty();
-    let networks_dir = dir.join("networks");
-    if !per_environment {
-        let bridge = format!("tst{short}");
-        let network = BridgeNetwork {
-            name: format!("test-{short}"),
-            bridge: bridge.clone(),
-            subnet: format!("10.213.{octet}.0/24"),
-        };
-        network.install(&own.cni_conf_dir()).expect("network config");
-        bridges.push(bridge);
-    } else {
-        let bin_dir = dir.join("cni-bin");
-        cni_plugin::prepare_bin_dir(&bin_dir, Path::new(env!("CARGO_BIN_EXE_flotilla-net")), &own.cni_bin_dir)
-            .expect("CNI plugin directory");
-        let config = PluginConfig {
-            networks_dir: networks_dir.clone(),
-            delegate_dir: own.cni_bin_dir.clone(),
-            ipam_dir: dir.join("ipam"),
-        };
-        std::fs::create_dir_all(own.cni_conf_dir()).expect("CNI configuration directory");
-        let conflist = serde_json::to_vec_pretty(&cni_plugin::conflist(&config)).expect("conflist");
-        std::fs::write(own.cni_conf_dir().join("10-flotilla.conflist"), conflist).expect("conflist");
-        for (namespace, bridge, subnet) in &options.environments {
-            let network = EnvironmentNetwork { bridge: bridge.clone(), subnet: subnet.clone() };
-            network.install(&config.networks_dir, namespace).expect("environment network");
-            bridges.push(bridge.clone());
-        }
-        own.cni_bin_dir = bin_dir;
-    }
-    let mut containerd = Containerd::own(&own).await.expect("our containerd starts");
-    let pause = dir.join("pause.tar");
-    oci_archive::pause_image(Path::new(BUSYBOX)).expect("pause image").write_archive(PAUSE, &pause).expect("archive");
-    images::import(&own.socket(), &pause).await.expect("import the pause image");
-
-    let runtime = Runtime {
-        id,
-        short,
-        dir: dir.clone(),
-        socket: own.socket(),
-        subnet_prefix: format!("10.213.{octet}."),
-        networks_dir: per_environment.then(|| networks_dir.clone()),
-        network_octet: 216 + octet % 32,
-        service_range: format!("10.212.{octet}.0/24").parse().expect("service range"),
-    };
-    let mut selectors = options.cleanup_labels;
-    selectors.push(runtime.selector());
-    let outcome = tokio::spawn(test(runtime)).await;
-
-    if let Ok(mut cri) = Cri::connect(&own.socket()).await {
-        for selector in selectors {
-            for sandbox in cri.list_pod_sandboxes(selector).await.unwrap_or_default() {
-                let _ = cri.stop_pod_sandbox(&sandbox.id).await;
-                let _ = cri.remove_pod_sandbox(&sandbox.id).await;
-                if let Some(instance) = sandbox.labels.get(flotilla_local::instance::INSTANCE_LABEL) {
-                    flotilla_local::instance::remove_pod_cgroup(instance);
-                }
-            }
-        }
-    }
-    containerd.stop().await;
-    // Service rules of a driver rooted at `<dir>/runtime`, as the driver tests start them.
-    flotilla_local::services::remove(&flotilla_local::services::Chains::of(&dir.join("runtime")));
-    if per_environment {
-        // Networks a driver allocated during the test.
-        for entry in std::fs::read_dir(&networks_dir).into_iter().flatten().flatten() {
-            if let Ok(network) =
-                serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(entry.path()).unwrap_or_default())
-                && !bridges.contains(&network.bridge)
-            {
-                bridges.push(network.bridge);
-            }
-        }
-    }
-    for bridge in &bridges {
-        let _ = tokio::process::Command::new("ip").args(["link", "delete", bridge]).status().await;
-    }
-    if per_environment {
-        cni_plugin::remove_isolation(&bridges);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    options.network_plugin = Some(PathBuf::from(env!("CARGO_BIN_EXE_flotilla-net")));
+    flotilla_local::testing::with_runtime_options(options, test).await
 }
