@@ -32,6 +32,7 @@ use tokio::sync::broadcast;
 
 use crate::cache::api_resource;
 use crate::connect::classify;
+use crate::namespaces;
 use crate::render::{self, MANAGED_BY};
 
 /// How often applied objects are compared with the live ones, by default.
@@ -501,6 +502,16 @@ impl ClusterDriver for KubeDriver {
         }
         self.inner.desired.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         self.inner.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        if !keep_volumes {
+            // The environment's namespace goes with its last application, when it is ours alone.
+            let kinds: Vec<ApiResource> = (0..NAMESPACED.len()).map(resource).collect();
+            match namespaces::release(&self.inner.client, &namespace, &key.application, FIELD_MANAGER, &kinds).await {
+                Ok(namespaces::Release::Kept(why)) => tracing::debug!(application = %key, %why, "namespace kept"),
+                Ok(namespaces::Release::Deleted) => tracing::info!(application = %key, %namespace, "namespace deleted"),
+                Ok(namespaces::Release::Absent) => {}
+                Err(error) => tracing::warn!(application = %key, %namespace, %error, "cannot release the namespace"),
+            }
+        }
         Ok(())
     }
 

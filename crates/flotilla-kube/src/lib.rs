@@ -9,6 +9,7 @@
 //! - [`driver`]: the [`flotilla_driver::ClusterDriver`] of a Kubernetes cluster: server-side
 //!   apply and pruning, status from its objects ([`status`], pure), drift ([`drift`], pure)
 //!   reported or corrected, delete, logs.
+//! - [`namespaces`]: when an environment's namespace is deleted with its last application.
 //! - `fake` (feature `testsuite`): an in-process fake API server for tests.
 
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod drift;
 pub mod driver;
 #[cfg(feature = "testsuite")]
 pub mod fake;
+pub mod namespaces;
 pub mod probe;
 pub mod render;
 pub mod status;

@@ -286,3 +286,46 @@ async fn a_restart_replaces_every_pod_rolling() {
         "2026-12-06T10:00:00Z"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environments_namespace_goes_with_its_last_application_only_when_it_is_ours_alone() {
+    let fake = FakeApiServer::start("t", "v1.33.1").await;
+    fake.add_node("node-1", "8", "32Gi");
+    let driver = driver(&fake).await;
+    let in_env = |environment: &str, application: &str| WorkloadKey {
+        project: "shop".into(),
+        environment: environment.into(),
+        application: application.into(),
+    };
+    let spec = |environment: &str| {
+        json!({"environment": environment, "components": [{"name": "api", "image": "i",
+            "volumes": [{"name": "data", "mountPath": "/data", "persistent": {"size": "1Gi"}}]}]})
+    };
+    let namespaces = || names(&fake, "namespaces");
+
+    // Two applications of one environment: the namespace stays while either has objects.
+    driver.apply(&workload(&in_env("test", "a"), 1, spec("test"))).await.unwrap();
+    driver.apply(&workload(&in_env("test", "b"), 1, spec("test"))).await.unwrap();
+    driver.delete(&in_env("test", "a"), false).await.unwrap();
+    assert_eq!(namespaces(), ["shop-test"], "b still runs there");
+    driver.delete(&in_env("test", "b"), true).await.unwrap();
+    assert_eq!(namespaces(), ["shop-test"], "b's claim was kept");
+    driver.delete(&in_env("test", "b"), false).await.unwrap();
+    assert!(namespaces().is_empty(), "the last application took the namespace with it");
+    assert!(names(&fake, "networkpolicies").is_empty(), "and its isolation policy");
+
+    // Someone else's ConfigMap in it keeps the namespace, and the ConfigMap.
+    driver.apply(&workload(&in_env("stage", "a"), 1, spec("stage"))).await.unwrap();
+    fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "notes", "namespace": "shop-stage"}, "data": {"k": "v"}}));
+    driver.delete(&in_env("stage", "a"), false).await.unwrap();
+    assert_eq!(namespaces(), ["shop-stage"]);
+    assert_eq!(names(&fake, "configmaps"), ["notes"]);
+
+    // A namespace someone created before Flotilla used it is theirs: it stays.
+    fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-dev",
+        "managedFields": [{"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1"}]}}));
+    driver.apply(&workload(&in_env("dev", "a"), 1, spec("dev"))).await.unwrap();
+    driver.delete(&in_env("dev", "a"), false).await.unwrap();
+    assert_eq!(namespaces(), ["shop-dev", "shop-stage"]);
+}

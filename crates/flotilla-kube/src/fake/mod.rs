@@ -597,10 +597,41 @@ async fn handle(
                 )
             }
         }
-        (Method::DELETE, Some(name), None) => match state.remove(&collection, &name) {
-            Some(object) => axum::Json(object).into_response(),
-            None => not_found(&name),
-        },
+        (Method::DELETE, Some(name), None) => {
+            // DeleteOptions' preconditions: the object must still be the one the client saw.
+            let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let live = state.objects.get(&collection).and_then(|items| items.get(&name));
+            if let Some(live) = live {
+                for field in ["uid", "resourceVersion"] {
+                    let wanted = &options["preconditions"][field];
+                    if !wanted.is_null() && wanted != &live["metadata"][field] {
+                        let message = format!(
+                            "Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {}",
+                            live["metadata"][field]
+                        );
+                        return status(StatusCode::CONFLICT, "Conflict", message);
+                    }
+                }
+            }
+            match state.remove(&collection, &name) {
+                Some(object) => {
+                    if collection.1 == "namespaces" {
+                        // The namespace controller deletes everything in it.
+                        let inside: Vec<(Collection, String)> = state
+                            .objects
+                            .iter()
+                            .filter(|(c, _)| c.2.as_deref() == Some(name.as_str()))
+                            .flat_map(|(c, items)| items.keys().map(move |n| (c.clone(), n.clone())))
+                            .collect();
+                        for (c, n) in inside {
+                            state.remove(&c, &n);
+                        }
+                    }
+                    axum::Json(object).into_response()
+                }
+                None => not_found(&name),
+            }
+        }
         (Method::DELETE, None, None) => {
             let names: Vec<(Collection, String)> = state
                 .objects
