@@ -138,7 +138,9 @@ impl KubeDriver {
     /// A driver that compares what it applied with the live objects every `drift_interval`.
     pub fn with_drift_interval(client: kube::Client, streaming_client: kube::Client, drift_interval: Duration) -> Self {
         let (changes, _) = broadcast::channel(1024);
-        let caches = crate::cache::Caches::start(&client);
+        let mut applied: Vec<ApiResource> = (0..NAMESPACED.len()).map(resource).collect();
+        applied.push(api_resource("", "v1", "Namespace", "namespaces"));
+        let caches = crate::cache::Caches::start(&client, &applied);
         let inner = Arc::new(Inner {
             client,
             streaming_client,
@@ -222,10 +224,12 @@ impl Inner {
         // Never wait for a cache: an unreachable cluster's never syncs, and the controller
         // asks about every cluster in turn.
         if self.caches.ready(Duration::ZERO).await {
-            let values = |store: &kube::runtime::reflector::Store<DynamicObject>| -> Vec<Value> {
-                store
-                    .state_filter(|o| o.metadata.labels.as_ref().is_some_and(is_ours))
+            let application = crate::cache::application_key(&namespace, &key.application);
+            let values = |cache: &crate::cache::Cache| -> Vec<Value> {
+                cache
+                    .indexed(&application)
                     .iter()
+                    .filter(|o| o.metadata.labels.as_ref().is_some_and(is_ours))
                     .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
                     .collect()
             };
@@ -235,7 +239,7 @@ impl Inner {
             let events: Vec<Value> = self
                 .caches
                 .events
-                .state_filter(|e| e.data["involvedObject"]["namespace"].as_str() == Some(namespace.as_str()))
+                .indexed(&namespace)
                 .iter()
                 .filter_map(|o| serde_json::to_value(o.as_ref()).ok())
                 .collect();
@@ -379,6 +383,14 @@ impl Inner {
             let (kind, name) =
                 (object["kind"].as_str().unwrap_or_default(), object["metadata"]["name"].as_str().unwrap_or_default());
             let Some(resource) = resource_of(object["apiVersion"].as_str().unwrap_or_default(), kind) else { continue };
+            let namespace = object["metadata"]["namespace"].as_str();
+            // The watched copy settles most checks without a request; only what it shows
+            // missing or changed (or what is not cached yet) is read from the server.
+            if let Some(Some(cached)) = self.caches.applied(&resource.plural, namespace, name).await
+                && crate::drift::differences(object, &serde_json::to_value(&*cached).unwrap_or_default()).is_empty()
+            {
+                continue;
+            }
             let live = match self.api(&resource, object["metadata"]["namespace"].as_str()).get(name).await {
                 Ok(live) => serde_json::to_value(live).unwrap_or_default(),
                 Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -527,8 +539,8 @@ impl ClusterDriver for KubeDriver {
         let caches = &self.inner.caches;
         if caches.ready(Duration::ZERO).await {
             // The caches hold only what is labelled as Flotilla's.
-            for store in [&caches.deployments, &caches.stateful_sets] {
-                keys.extend(store.state().iter().filter_map(|o| key_of(o.metadata.labels.as_ref()?)));
+            for cache in [&caches.deployments, &caches.stateful_sets] {
+                keys.extend(cache.store.state().iter().filter_map(|o| key_of(o.metadata.labels.as_ref()?)));
             }
         } else {
             let params = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));

@@ -108,6 +108,12 @@ async fn drift_is_reported_and_corrected_only_when_the_application_asks() {
     driver.apply(&workload(&key("web"), 1, spec(false))).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(driver.status(&key("web")).await.unwrap().warnings.is_empty(), "no drift right after applying");
+    // Checks that find no drift compare with the watched copies: no request per object.
+    let kinds = ["namespaces", "networkpolicies", "deployments", "poddisruptionbudgets"];
+    let gets = || kinds.map(|k| fake.get_requests(k));
+    let before = gets();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(gets(), before, "five drift checks read nothing from the server");
 
     // Someone scales it by hand: reported, left alone.
     fake.edit("deployments", "shop-test", "web-web", &json!({"spec": {"replicas": 5}}));

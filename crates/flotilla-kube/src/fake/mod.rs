@@ -68,6 +68,8 @@ pub(crate) struct FakeState {
     changes: broadcast::Sender<Change>,
     /// List requests (not watches) served, by resource.
     lists: BTreeMap<String, u64>,
+    /// Requests for one object, by resource.
+    gets: BTreeMap<String, u64>,
     /// Whether `metrics.k8s.io` is served (a metrics-server is installed).
     metrics: bool,
     /// The kubelet running pods on a CRI runtime, when there is one ([`FakeApiServer::run_pods`]).
@@ -127,6 +129,7 @@ impl FakeApiServer {
             history: VecDeque::new(),
             changes,
             lists: BTreeMap::new(),
+            gets: BTreeMap::new(),
             metrics: false,
             kubelet: None,
             next_event: 0,
@@ -202,6 +205,11 @@ impl FakeApiServer {
     /// How many list requests (not watches) of `resource` were served.
     pub fn list_requests(&self, resource: &str) -> u64 {
         self.state.lock().expect("fake state").lists.get(resource).copied().unwrap_or(0)
+    }
+
+    /// How many requests for one object of `resource` were served.
+    pub fn get_requests(&self, resource: &str) -> u64 {
+        self.state.lock().expect("fake state").gets.get(resource).copied().unwrap_or(0)
     }
 
     /// Changes an object out of band, as another client would (a JSON merge patch).
@@ -496,10 +504,13 @@ async fn handle(
                 },
             }
         }
-        (Method::GET, Some(name), None) => match state.objects.get(&collection).and_then(|items| items.get(&name)) {
-            Some(object) => axum::Json(object.clone()).into_response(),
-            None => not_found(&name),
-        },
+        (Method::GET, Some(name), None) => {
+            *state.gets.entry(resource.clone()).or_default() += 1;
+            match state.objects.get(&collection).and_then(|items| items.get(&name)) {
+                Some(object) => axum::Json(object.clone()).into_response(),
+                None => not_found(&name),
+            }
+        }
         (Method::GET, None, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let since: u64 =
                 query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(state.resource_version);
