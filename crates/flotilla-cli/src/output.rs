@@ -128,12 +128,14 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     Ok(text)
 }
 
-pub fn to_yaml<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
-    serde_norway::to_string(value).map_err(|e| CliError::Io(format!("cannot print YAML: {e}")))
+/// YAML that YAML 1.1 readers read the same way too: strings such as `2026-12-06`, `yes` or
+/// `0755` are quoted, so they stay strings (a YAML 1.2 writer leaves them bare).
+pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, CliError> {
+    serde_saphyr::to_string(value).map_err(|e| CliError::Io(format!("cannot print YAML: {e}")))
 }
 
 /// JSON or YAML of a value; `None` for table-like formats.
-pub fn structured<T: Serialize + ?Sized>(format: ReportFormat, value: &T) -> Result<Option<String>, CliError> {
+pub fn structured<T: Serialize>(format: ReportFormat, value: &T) -> Result<Option<String>, CliError> {
     match format {
         ReportFormat::Table => Ok(None),
         ReportFormat::Json => to_json(value).map(Some),
@@ -160,6 +162,21 @@ pub fn note(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_quotes_what_yaml_1_1_would_read_as_another_type() {
+        let value = serde_json::json!({"date": "2026-12-06", "flag": "yes", "mode": "0755", "plain": "web", "n": 3});
+        let yaml = to_yaml(&value).unwrap();
+        for quoted in ["2026-12-06", "yes", "0755"] {
+            assert!(
+                yaml.contains(&format!("\"{quoted}\"")) || yaml.contains(&format!("'{quoted}'")),
+                "{quoted} is quoted: {yaml}"
+            );
+        }
+        assert!(yaml.contains("plain: web"), "what needs no quotes has none: {yaml}");
+        let back: serde_json::Value = serde_norway::from_str(&yaml).unwrap();
+        assert_eq!(back, value, "it reads back the same");
+    }
 
     #[test]
     fn tables_are_left_aligned_and_padded() {

@@ -321,8 +321,7 @@ pub async fn render(session: &Session, args: RenderArgs) -> Result<(), CliError>
         answer["namespace"].as_str().unwrap_or_default()
     );
     for object in answer.get("objects").and_then(Value::as_array).into_iter().flatten() {
-        // Quoted for YAML 1.1 readers too: a restart time or a date-like env value stays a string.
-        let yaml = serde_saphyr::to_string(object).map_err(|e| CliError::Usage(format!("cannot print YAML: {e}")))?;
+        let yaml = crate::output::to_yaml(object)?;
         stream.push_str("---\n");
         stream.push_str(&yaml);
     }
