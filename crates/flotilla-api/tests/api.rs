@@ -150,6 +150,10 @@ async fn every_write_is_audited_with_user_ip_and_diff() {
     let developer = server.user("dana").await.with_user_agent("dana-agent/1.0");
     server.grant("dana", "maintainer", Some("shop"), None).await;
     let created = developer.create("environments", Some("shop"), &environment("qa", "shop", "test")).await.unwrap();
+    assert_eq!(
+        created.metadata.labels["flotilla.io/environment"], "qa",
+        "the server labels what acts in an environment"
+    );
     let mut changed = serde_json::to_value(&created).unwrap();
     changed["spec"]["tier"] = json!("staging");
     changed["metadata"]["labels"] = json!({"owner": "dana"});
@@ -170,7 +174,7 @@ async fn every_write_is_audited_with_user_ip_and_diff() {
     assert_eq!(update["after"]["spec"]["tier"], "staging");
     let changes: Vec<&str> =
         update["changes"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
-    assert_eq!(changes, vec!["metadata.labels", "spec.tier"]);
+    assert_eq!(changes, vec!["metadata.labels.owner", "spec.tier"]);
     assert_eq!(records[0]["after"], Value::Null, "a delete has no after");
     assert_eq!(records[0]["before"]["metadata"]["name"], "qa");
     // The resource version of a write is the sequence number of its audit record.
