@@ -6,6 +6,7 @@
 //! record through the [`flotilla_store::Store`]. Errors map to HTTP in [`error`] only.
 //! [`routes`] is the single table of routes and their OpenAPI description.
 
+pub mod access;
 pub mod artifacts;
 pub mod audit;
 pub mod auth;

@@ -66,10 +66,10 @@ struct Placement {
 
 /// Project -> workspace lookups, cached for one request.
 #[derive(Default)]
-struct Workspaces(HashMap<String, Option<String>>);
+pub(crate) struct Workspaces(HashMap<String, Option<String>>);
 
 impl Workspaces {
-    async fn of(&mut self, state: &AppState, project: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) async fn of(&mut self, state: &AppState, project: &str) -> Result<Option<String>, ApiError> {
         if let Some(found) = self.0.get(project) {
             return Ok(found.clone());
         }

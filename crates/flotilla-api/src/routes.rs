@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::auth::{self, Caller};
 use crate::state::AppState;
 use crate::{
-    artifacts, audit, health, images, manifests, objects, operate, registry, replication, repositories, robots,
+    access, artifacts, audit, health, images, manifests, objects, operate, registry, replication, repositories, robots,
     templates,
 };
 
@@ -307,6 +307,24 @@ pub fn routes(kinds: &KindRegistry) -> Routes {
         )
         .response(200, json!({"type": "object"})),
         get(auth::whoami),
+    );
+    routes.add(
+        RouteDoc::new(
+            "get",
+            "/api/v1/auth/can",
+            "canI",
+            "auth",
+            "Whether the caller may do a verb on a kind (in a project, environment, by name), as the same policy would decide the request",
+        )
+        .query(&[
+            ("verb", "get, list, create, update or delete"),
+            ("kind", "A kind or its plural"),
+            ("project", "The project"),
+            ("environment", "The environment"),
+            ("name", "The object's name"),
+        ])
+        .response(200, serde_json::to_value(schemars::schema_for!(access::AccessAnswer)).unwrap_or_default()),
+        get(access::can),
     );
     routes.add(
         RouteDoc::new("get", "/api/v1/tokens", "listTokens", "auth", "The caller's API tokens (never their secrets)")

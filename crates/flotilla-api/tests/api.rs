@@ -528,3 +528,35 @@ async fn audit_queries_export_and_summary() {
     let viewer = server.user("victor").await;
     assert_eq!(viewer.audit_query(&[]).await.unwrap_err().status(), Some(403));
 }
+
+#[tokio::test]
+async fn access_review_answers_as_the_request_itself_is_decided() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let dana = server.user("dana").await;
+    server.grant("dana", "developer", Some("shop"), Some(&["test"])).await;
+    let can = |verb: &'static str, environment: &'static str| {
+        let dana = dana.clone();
+        async move {
+            let query = format!("/api/v1/auth/can?verb={verb}&kind=Application&project=shop&environment={environment}");
+            let response = dana.send(dana.request(reqwest::Method::GET, &query)).await.unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(can("create", "test").await, json!({"allowed": true}));
+    let refused = can("create", "prod").await;
+    assert_eq!(refused["allowed"], false);
+    assert!(refused["reason"].as_str().unwrap().contains("prod"), "{refused}");
+    // The request itself is decided the same way.
+    let app = |environment: &str| {
+        json!({"apiVersion": "flotilla.io/v1", "kind": "Application", "metadata": {"name": format!("web-{environment}"), "project": "shop"},
+            "spec": {"environment": environment, "components": [{"name": "web", "image": "registry.example/web:1"}]}})
+    };
+    dana.create("applications", Some("shop"), &app("test")).await.unwrap();
+    let error = dana.create("applications", Some("shop"), &app("prod")).await.unwrap_err();
+    assert_eq!(error.status(), Some(403));
+    // Bad questions are named.
+    let bad = dana.send(dana.request(reqwest::Method::GET, "/api/v1/auth/can?verb=fly&kind=Nope")).await.unwrap_err();
+    assert_eq!(bad.status(), Some(422));
+    assert!(bad.to_string().contains("verb"), "{bad}");
+}
