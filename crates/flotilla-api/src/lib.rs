@@ -36,6 +36,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::Uri;
 use axum::middleware;
+use axum::response::IntoResponse;
 use flotilla_config::Config;
 use flotilla_core::kinds::KindRegistry;
 use flotilla_store::Store;
@@ -110,7 +111,14 @@ pub fn build(
         None => router,
     };
     let router = router
-        .fallback(|uri: Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
+        .fallback(|method: axum::http::Method, uri: Uri| async move {
+            // The API's own prefixes answer in JSON; every other path is the console's.
+            if uri.path().starts_with("/api/") || uri.path().starts_with("/v2/") {
+                ApiError::NotFound(format!("no route for {}", uri.path())).into_response()
+            } else {
+                flotilla_console::respond(&method, &uri)
+            }
+        })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
         .with_state(state.clone());

@@ -4,56 +4,17 @@
 //! adopts it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flotilla_local::containerd::Containerd;
 use flotilla_local::cri::Cri;
 use flotilla_local::embedded::PAUSE_IMAGE;
-
-const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
-const PASSWORD: &str = "runtime test admin password";
-
-/// Starts the server; returns the process and its base URL.
-fn start_at(data_dir: &Path) -> (Child, String) {
-    // Networks and service addresses of this test's own (tests run side by side).
-    let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
-    let byte = u8::from_str_radix(&name[name.len() - 2..], 16).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
-        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", (150 + byte % 40).to_string())
-        .env("FLOTILLA_RUNTIME__SERVICE_RANGE", format!("10.211.{byte}.0/24"))
-        .env("FLOTILLA_LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("flotilla server starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("the server printed its address before exiting").unwrap();
-        if let Some(base) = line.strip_prefix("flotilla listening on ") {
-            break base.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
-}
-
-fn start(data_dir: &Path) -> Child {
-    start_at(data_dir).0
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    child.wait().unwrap()
-}
-
-const IMAGE: &str = "flotilla.local/e2e/shop:1";
+use support::*;
 
 /// A web component serving /www on 8080, ready when `readiness_port` answers.
 fn web_component(readiness_port: u16, deadline: u32) -> serde_json::Value {
@@ -63,49 +24,6 @@ fn web_component(readiness_port: u16, deadline: u32) -> serde_json::Value {
         "ports": [{"name": "http", "port": 8080}],
         "probes": {"readiness": {"http": {"port": readiness_port}, "periodSeconds": 1}},
         "update": {"maxSurge": 1, "maxUnavailable": 0, "progressDeadlineSeconds": deadline}})
-}
-
-/// Starts a server with the runtime, imports the test image, and creates a workspace, a
-/// project (returned) and its `test` environment on the local cluster.
-async fn prepare(dir: &Path, socket: &Path, short: &str) -> (Child, flotilla_client::Client, String) {
-    use serde_json::json;
-    let (server, base) = start_at(dir);
-    let mut spec =
-        flotilla_local::oci_archive::busybox_image(Path::new("/bin/busybox"), vec!["/bin/sh".into()]).unwrap();
-    spec.files.push(flotilla_local::oci_archive::LayerFile {
-        path: "www/index.html".into(),
-        mode: 0o644,
-        content: b"shop\n".to_vec(),
-    });
-    let archive = dir.join("shop.tar");
-    spec.write_archive(IMAGE, &archive).unwrap();
-    flotilla_local::images::import(socket, &archive).await.unwrap();
-    let anonymous = flotilla_client::Client::new(&base, None).unwrap();
-    let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
-    let admin = anonymous.with_token(Some(login.token));
-    let project = format!("p{short}");
-    let documents = [
-        (
-            "workspaces",
-            None,
-            json!({"apiVersion": "flotilla.io/v1", "kind": "Workspace", "metadata": {"name": "retail"}, "spec": {}}),
-        ),
-        (
-            "projects",
-            None,
-            json!({"apiVersion": "flotilla.io/v1", "kind": "Project", "metadata": {"name": project}, "spec": {"workspace": "retail"}}),
-        ),
-        (
-            "environments",
-            Some(project.as_str()),
-            json!({"apiVersion": "flotilla.io/v1", "kind": "Environment",
-            "metadata": {"name": "test", "project": project}, "spec": {"tier": "test", "clusters": ["local"]}}),
-        ),
-    ];
-    for (plural, project, document) in &documents {
-        admin.create(plural, *project, document).await.unwrap_or_else(|e| panic!("create {plural}: {e}"));
-    }
-    (server, admin, project)
 }
 
 /// Polls the Application through the API until `done` holds for its status.
@@ -128,36 +46,6 @@ async fn wait_for_status(
 
 fn web_status(app: &flotilla_core::Object) -> serde_json::Value {
     app.status["components"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "web").cloned()).unwrap_or_default()
-}
-
-/// Stops whatever containerd still serves `socket` (after a failure or the kill -9 case).
-async fn stop_containerd(dir: &Path, socket: &Path) {
-    if Containerd::existing(socket).await.is_ok() {
-        let config = dir.join("runtime/containerd/config.toml");
-        let _ = Command::new("pkill").arg("-f").arg(config.display().to_string()).status();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Runs `test` with a fresh data directory (short: the containerd socket path must fit in
-/// 108 bytes), its runtime's socket path and a unique short id; then removes whatever the
-/// server and its runtime left behind, also when the test failed.
-async fn with_server_dir<F, Fut>(test: F)
-where
-    F: FnOnce(PathBuf, PathBuf, String) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    assert!(nix::unistd::Uid::effective().is_root(), "the embedded runtime needs root (scripts/test runs as root)");
-    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
-    let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("runtime/containerd/containerd.sock");
-    let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
-    clean_up_runtime(&dir, &socket).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,38 +79,6 @@ async fn the_server_runs_its_own_containerd_and_adopts_it_after_a_kill() {
         assert!(Containerd::existing(&socket).await.is_err(), "containerd stopped with the server");
     })
     .await;
-}
-
-/// Removes what the server's runtime left on the host: environment bridges, their isolation
-/// rules, containerd.
-async fn clean_up_runtime(dir: &Path, socket: &Path) {
-    // A server a failed test left behind, then every pod its runtime still runs (pods outlive
-    // the control plane by design), then containerd.
-    let _ = Command::new("pkill").args(["-9", "-f", "--"]).arg(format!("--data-dir {}", dir.display())).status();
-    if let Ok(mut cri) = Cri::connect(socket).await
-        && let Ok(sandboxes) = cri.list_pod_sandboxes(std::collections::HashMap::new()).await
-    {
-        for sandbox in sandboxes {
-            let _ = cri.stop_pod_sandbox(&sandbox.id).await;
-            let _ = cri.remove_pod_sandbox(&sandbox.id).await;
-            if let Some(instance) = sandbox.labels.get(flotilla_local::instance::INSTANCE_LABEL) {
-                flotilla_local::instance::remove_pod_cgroup(instance);
-            }
-        }
-    }
-    stop_containerd(dir, socket).await;
-    let mut bridges = Vec::new();
-    for entry in std::fs::read_dir(dir.join("runtime/networks")).into_iter().flatten().flatten() {
-        let Ok(network) = serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(
-            &std::fs::read(entry.path()).unwrap(),
-        ) else {
-            continue;
-        };
-        let _ = Command::new("ip").args(["link", "delete", &network.bridge]).status();
-        bridges.push(network.bridge);
-    }
-    flotilla_local::cni_plugin::remove_isolation(&bridges);
-    flotilla_local::services::remove(&flotilla_local::services::Chains::of(&dir.join("runtime")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

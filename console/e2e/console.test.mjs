@@ -1,0 +1,140 @@
+// The console end to end in a real Chromium (Debian's, driven by playwright-core), against a
+// running `flotilla server` with the embedded runtime. Started by the Rust test
+// crates/flotilla/tests/console.rs, which prepares the server and passes:
+//   FLOTILLA_URL, FLOTILLA_PASSWORD (admin), FLOTILLA_PROJECT (with environment `test` on the
+//   local cluster), FLOTILLA_IMAGE (busybox with httpd and /www), SCREENSHOT_DIR.
+// The steps share one page and run in order: each starts where the previous one left off.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const url = process.env.FLOTILLA_URL;
+const password = process.env.FLOTILLA_PASSWORD;
+const project = process.env.FLOTILLA_PROJECT;
+const image = process.env.FLOTILLA_IMAGE;
+const shots = process.env.SCREENSHOT_DIR;
+const app = "shop";
+
+let browser;
+let page;
+
+async function shot(name) {
+  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+}
+
+before(async () => {
+  assert.ok(url && password && project && image, "FLOTILLA_URL, FLOTILLA_PASSWORD, FLOTILLA_PROJECT and FLOTILLA_IMAGE are set");
+  if (shots) mkdirSync(shots, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, locale: "en-US" });
+  page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test("a wrong password is refused, the right one logs in", async () => {
+  await page.goto(url);
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password").fill("not the password");
+  await page.getByTestId("login-submit").click();
+  await page.getByRole("alert").waitFor();
+  assert.match(await page.getByRole("alert").innerText(), /Login failed/);
+  await shot("login");
+  await page.getByLabel("Password").fill(password);
+  await page.getByTestId("login-submit").click();
+  await page.getByTestId("current-user").waitFor();
+  assert.equal(await page.getByTestId("current-user").innerText(), "admin");
+});
+
+test("the clusters page shows the local cluster ready", async () => {
+  await page.getByTestId("nav-clusters").click();
+  const phase = page.getByTestId("cluster-phase-local");
+  await phase.filter({ hasText: "Ready" }).waitFor({ timeout: 60_000 });
+  await shot("clusters");
+});
+
+test("an application is created from the form; a missing image is refused at its field", async () => {
+  await page.goto(`${url}/projects/${project}/applications/new?env=test`);
+  await page.getByTestId("app-name-input").fill(app);
+  await page.getByTestId("create-submit").click();
+  const imageField = page.locator("label.field.invalid", { has: page.locator('input[name="components.0.image"]') });
+  await imageField.waitFor();
+  assert.match(await imageField.locator(".field-error").innerText(), /./, "the image field says what is wrong");
+  await page.locator('input[name="components.0.image"]').fill(image);
+  await page.locator('input[name="components.0.replicas"]').fill("2");
+  await page.locator('textarea[name="components.0.command"]').fill("/bin/sh\n-c\necho serving; exec /bin/httpd -f -v -p 8080 -h /www");
+  await page.locator('input[name="components.0.ports"]').fill("http:8080");
+  await page.locator('textarea[name="components.0.env"]').fill("GREETING=hello");
+  await page.locator('input[name="components.0.readiness"]').fill("/");
+  await shot("create-application");
+  await page.getByTestId("create-submit").click();
+  await page.getByTestId("app-name").filter({ hasText: app }).waitFor();
+});
+
+test("the application becomes ready with two instances", async () => {
+  await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor({ timeout: 90_000 });
+  await page.getByTestId("ready-web").filter({ hasText: "2" }).waitFor();
+  await shot("application");
+});
+
+test("the list finds it by search and environment", async () => {
+  await page.getByTestId("nav-applications").click();
+  await page.getByTestId("search").fill("sho");
+  await page.getByTestId(`app-row-${app}`).waitFor();
+  await page.getByTestId("search").fill("nothing-like-it");
+  await page.getByTestId(`app-row-${app}`).waitFor({ state: "detached" });
+  await page.getByTestId("search").fill("");
+  await page.getByTestId(`app-row-${app}`).waitFor();
+  await shot("applications");
+  await page.getByTestId(`app-row-${app}`).getByRole("link").click();
+});
+
+test("scaling to three makes three ready instances", async () => {
+  await page.getByTestId("replicas-web").fill("3");
+  await page.getByTestId("scale-web").click();
+  await page.getByTestId("app-revision").filter({ hasText: "2" }).waitFor();
+  await page.getByTestId("ready-web").filter({ hasText: "3" }).waitFor({ timeout: 90_000 });
+});
+
+test("the logs show the instances' lines, searchable", async () => {
+  await page.getByTestId("tab-logs").click();
+  const lines = page.getByTestId("log-lines");
+  await lines.filter({ hasText: "serving" }).waitFor({ timeout: 30_000 });
+  await page.getByTestId("log-search").fill("serving");
+  const text = await lines.innerText();
+  assert.ok(text.split("\n").every((line) => !line.trim() || line.includes("serving")), text);
+  await shot("logs");
+  await page.getByTestId("tab-overview").click();
+});
+
+test("rolling back to revision 1 goes back to two instances", async () => {
+  await page.getByTestId("rollback-1").click();
+  await page.getByTestId("confirm").click();
+  await page.getByTestId("app-revision").filter({ hasText: "3" }).waitFor();
+  await page.getByTestId("ready-web").filter({ hasText: /^2$/ }).waitFor({ timeout: 90_000 });
+  await page.getByTestId("revision-3").filter({ hasText: "rollback to revision 1" }).waitFor();
+});
+
+test("the language switches to Simplified Chinese and back", async () => {
+  await page.getByTestId("language-switcher").selectOption("zh-CN");
+  await page.getByTestId("nav-applications").filter({ hasText: "应用" }).waitFor();
+  await page.getByTestId("app-phase").filter({ hasText: "就绪" }).waitFor();
+  await shot("application-zh-CN");
+  await page.getByTestId("language-switcher").selectOption("en");
+  await page.getByTestId("nav-applications").filter({ hasText: "Applications" }).waitFor();
+});
+
+test("logging out ends the session", async () => {
+  await page.getByTestId("logout").click();
+  await page.getByTestId("login-submit").waitFor();
+  const answer = await page.evaluate(async () => (await fetch("/api/v1/auth/whoami")).status);
+  assert.equal(answer, 401);
+});

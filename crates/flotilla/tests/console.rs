@@ -1,0 +1,44 @@
+//! The web console end to end in a real browser: the server (with its embedded runtime and
+//! the console built into it) is prepared here, then `console/e2e/console.test.mjs` drives
+//! Debian's Chromium through playwright-core: log in, the clusters page, an application
+//! created from the form (a missing image refused at its field), watched until ready,
+//! found by search, scaled, its logs read and searched, rolled back, the language switched,
+//! logging out. Screenshots go to `$FLOTILLA_CONSOLE_SCREENSHOTS` (docs/console for the
+//! committed ones: `scripts/screenshots`), else under the target directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_drives_the_platform_in_chromium() {
+    let console = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../console");
+    assert!(
+        console.join("node_modules/playwright-core").exists(),
+        "console/node_modules is missing: scripts/test (or scripts/build-console) installs it"
+    );
+    assert!(flotilla_console::is_built(), "the server was built without the console: run scripts/build-console first");
+    let screenshots = std::env::var("FLOTILLA_CONSOLE_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+    with_server_dir(move |dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let status = Command::new("node")
+            .args(["--test", "--test-concurrency=1", "e2e/console.test.mjs"])
+            .current_dir(&console)
+            .env("FLOTILLA_URL", admin.base())
+            .env("FLOTILLA_PASSWORD", PASSWORD)
+            .env("FLOTILLA_PROJECT", &project)
+            .env("FLOTILLA_IMAGE", IMAGE)
+            .env("SCREENSHOT_DIR", &screenshots)
+            .status()
+            .expect("node runs");
+        terminate(&mut server);
+        assert!(status.success(), "the console's end-to-end steps failed (their output is above)");
+    })
+    .await;
+}
