@@ -123,10 +123,73 @@ test("rolling back to revision 1 goes back to two instances", async () => {
   await page.getByTestId("revision-3").filter({ hasText: "rollback to revision 1" }).waitFor();
 });
 
+test("the audit record of the rollback shows its diff", async () => {
+  await page.getByTestId("nav-audit").click();
+  await page.getByTestId("audit-kind").fill("Application");
+  await page.getByTestId("audit-name").fill(app);
+  await page.getByTestId("audit-action").fill("update");
+  await page.getByTestId("audit-search").click();
+  const newest = page.getByTestId("audit-records").locator("tbody tr").first();
+  await newest.filter({ hasText: "update" }).waitFor();
+  await newest.click();
+  const diff = page.getByTestId("audit-diff");
+  const row = diff.locator("tr", { hasText: "spec.components[0].replicas" });
+  await row.waitFor();
+  assert.deepEqual(await row.locator("td").allInnerTexts(), ["spec.components[0].replicas", "3", "2"]);
+  await diff.locator("tr", { hasText: "metadata.annotations" }).filter({ hasText: "rollback to revision 1" }).waitFor();
+  const exported = await page.evaluate(async (href) => {
+    const response = await fetch(href);
+    return { type: response.headers.get("content-type"), text: await response.text() };
+  }, await page.getByTestId("audit-export").getAttribute("href"));
+  assert.match(exported.type, /text\/csv/);
+  assert.match(exported.text, /^seq,time,user/);
+  assert.ok(exported.text.split("\n").some((line) => line.includes(",update,Application,") && line.includes(`,${app},`)), exported.text);
+  await shot("audit");
+});
+
+test("an API token is shown once, listed, and revoked", async () => {
+  await page.getByTestId("nav-access").click();
+  const tokens = page.getByTestId("tokens");
+  await page.getByPlaceholder("Name").last().fill("console-e2e");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const shown = await page.getByTestId("new-token").locator("code").innerText();
+  assert.match(shown, /^\S{20,}$/, "the token itself");
+  const row = tokens.locator("tr", { hasText: "console-e2e" });
+  await row.waitFor();
+  const asToken = (token) =>
+    page.evaluate(async (token) => (await fetch("/api/v1/auth/whoami", { credentials: "omit", headers: { Authorization: `Bearer ${token}` } })).status, token);
+  assert.equal(await asToken(shown), 200, "the token works on its own");
+  await shot("access");
+  await row.getByRole("button", { name: "Revoke" }).click();
+  await row.filter({ hasText: "revoked" }).waitFor();
+  assert.equal(await asToken(shown), 401, "a revoked token is refused");
+});
+
+test("a template is instantiated through the form its parameter schema makes", async () => {
+  await page.getByTestId("nav-templates").click();
+  await page.getByTestId("instantiate-web-template").click();
+  const form = page.getByTestId("instantiate-form");
+  await page.getByTestId("instance-name").fill("from-template");
+  await form.locator('input[name="values.image"]').fill(image);
+  await form.locator('input[name="values.replicas"]').fill("0");
+  assert.equal(await form.locator('select[name="values.greeting"]').inputValue(), "hello", "the default is chosen");
+  await form.locator('select[name="values.greeting"]').selectOption("bonjour");
+  await page.getByTestId("instantiate-submit").click();
+  const replicas = page.locator("label.field.invalid", { has: page.locator('input[name="values.replicas"]') });
+  await replicas.waitFor();
+  await shot("template");
+  await form.locator('input[name="values.replicas"]').fill("1");
+  await page.getByTestId("instantiate-submit").click();
+  await page.getByTestId("app-name").filter({ hasText: "from-template" }).waitFor();
+  await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor({ timeout: 90_000 });
+  await page.getByTestId("ready-web").filter({ hasText: /^1$/ }).waitFor();
+});
+
 test("the language switches to Simplified Chinese and back", async () => {
   await page.getByTestId("language-switcher").selectOption("zh-CN");
   await page.getByTestId("nav-applications").filter({ hasText: "应用" }).waitFor();
   await page.getByTestId("app-phase").filter({ hasText: "就绪" }).waitFor();
+  await page.getByTestId("nav-templates").filter({ hasText: "应用模板" }).waitFor();
   await shot("application-zh-CN");
   await page.getByTestId("language-switcher").selectOption("en");
   await page.getByTestId("nav-applications").filter({ hasText: "Applications" }).waitFor();

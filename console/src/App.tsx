@@ -12,6 +12,10 @@ import { Applications } from "./pages/Applications";
 import { ApplicationDetail } from "./pages/ApplicationDetail";
 import { ApplicationCreate } from "./pages/ApplicationCreate";
 import { Home } from "./pages/Home";
+import { Audit } from "./pages/Audit";
+import { Templates } from "./pages/Templates";
+import { Repositories } from "./pages/Repositories";
+import { Access } from "./pages/Access";
 
 export function App() {
   const { who } = useSession();
@@ -27,6 +31,10 @@ export function App() {
         <Route path="/projects/:project/applications" element={<Applications />} />
         <Route path="/projects/:project/applications/new" element={<ApplicationCreate />} />
         <Route path="/projects/:project/applications/:name" element={<ApplicationDetail />} />
+        <Route path="/audit" element={<Audit />} />
+        <Route path="/access" element={<Access />} />
+        <Route path="/projects/:project/templates" element={<Templates />} />
+        <Route path="/projects/:project/repositories" element={<Repositories />} />
         <Route path="*" element={<Navigate to="/" replace />} />
       </Routes>
     </Shell>

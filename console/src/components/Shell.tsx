@@ -6,7 +6,7 @@ import { Link, NavLink, useLocation, useNavigate } from "react-router";
 import { listAll, type ApiObject } from "../api";
 import { useI18n, type Language } from "../i18n";
 import { projectPath, useScope } from "../scope";
-import { useSession } from "../session";
+import { isAdmin, useSession } from "../session";
 
 export function Shell({ children }: { children: ReactNode }) {
   const { t, language, setLanguage } = useI18n();
@@ -50,9 +50,27 @@ export function Shell({ children }: { children: ReactNode }) {
               {t("nav.applications")}
             </NavLink>
           )}
+          {project && (
+            <NavLink to={projectPath(project, "repositories", environment)} data-testid="nav-repositories">
+              {t("nav.delivery")}
+            </NavLink>
+          )}
+          {project && (
+            <NavLink to={projectPath(project, "templates", environment)} data-testid="nav-templates">
+              {t("nav.templates")}
+            </NavLink>
+          )}
           <NavLink to="/clusters" data-testid="nav-clusters">
             {t("nav.clusters")}
           </NavLink>
+          <NavLink to="/access" data-testid="nav-access">
+            {t("nav.access")}
+          </NavLink>
+          {(isAdmin(who) || who?.grants.some((g) => g.role === "auditor")) && (
+            <NavLink to="/audit" data-testid="nav-audit">
+              {t("nav.audit")}
+            </NavLink>
+          )}
         </nav>
         <div className="switcher">
           <label>

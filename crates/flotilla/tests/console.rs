@@ -2,9 +2,12 @@
 //! the console built into it) is prepared here, then `console/e2e/console.test.mjs` drives
 //! Debian's Chromium through playwright-core: log in, the clusters page, an application
 //! created from the form (a missing image refused at its field), watched until ready,
-//! found by search, scaled, its logs read and searched, rolled back, the language switched,
-//! logging out. Screenshots go to `$FLOTILLA_CONSOLE_SCREENSHOTS` (docs/console for the
-//! committed ones: `scripts/screenshots`), else under the target directory.
+//! found by search, scaled, its logs read and searched, rolled back, the rollback's audit
+//! record and diff found (and exported as CSV), a template instantiated through its schema
+//! form (a value out of range refused at its parameter), an API token made, used and
+//! revoked, the language switched, logging out. Screenshots go to
+//! `$FLOTILLA_CONSOLE_SCREENSHOTS` (an absolute path; the committed ones are in docs/console,
+//! see its README), else under the target directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 mod support;
@@ -13,6 +16,21 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use support::*;
+
+/// A template of a web component: image, replicas (at least 1) and a greeting to choose.
+fn web_template(project: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "Template",
+        "metadata": {"name": "web-template", "project": project},
+        "spec": {"description": "A web server on port 8080", "versions": [{"version": "1.0",
+            "parameters": {"type": "object", "required": ["image"], "properties": {
+                "image": {"type": "string", "description": "the image to run"},
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 2},
+                "greeting": {"type": "string", "enum": ["hello", "bonjour"], "default": "hello"}}},
+            "application": {"environment": "test", "components": [{"name": "web", "image": "${image}",
+                "replicas": "${replicas}", "command": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+                "env": [{"name": "GREETING", "value": "${greeting}"}], "ports": [{"name": "http", "port": 8080}],
+                "probes": {"readiness": {"http": {"port": 8080, "path": "/"}, "periodSeconds": 1}}}]}}]}})
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_drives_the_platform_in_chromium() {
@@ -27,6 +45,7 @@ async fn the_console_drives_the_platform_in_chromium() {
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
     with_server_dir(move |dir, socket, short| async move {
         let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        admin.create("templates", Some(&project), &web_template(&project)).await.expect("the template");
         let status = Command::new("node")
             .args(["--test", "--test-concurrency=1", "e2e/console.test.mjs"])
             .current_dir(&console)
