@@ -3,7 +3,8 @@
 // Each figure comes with its floor from the same run: the bare HTTP requests the page needs,
 // made from node. Prints one JSON object (milliseconds, every run) on its last line.
 //
-// Env: FLOTILLA_URL, FLOTILLA_PASSWORD (admin), FLOTILLA_PROJECT, RUNS (default 9).
+// Env: FLOTILLA_URL, FLOTILLA_PASSWORD (admin), FLOTILLA_PROJECT, APPLICATIONS (how many,
+// named app-0000 on), RUNS (default 9).
 
 import { chromium } from "playwright-core";
 
@@ -11,6 +12,7 @@ const url = process.env.FLOTILLA_URL;
 const password = process.env.FLOTILLA_PASSWORD;
 const project = process.env.FLOTILLA_PROJECT;
 const runs = Number(process.env.RUNS ?? 9);
+const applications = Number(process.env.APPLICATIONS ?? 2000);
 if (!url || !password || !project) throw new Error("FLOTILLA_URL, FLOTILLA_PASSWORD and FLOTILLA_PROJECT are required");
 
 const browser = await chromium.launch({
@@ -75,10 +77,10 @@ for (let i = 0; i < runs; i++) {
   result.listFloor.push(await api(`/api/v1/projects/${project}/applications?limit=50`));
 }
 
-// 3. Searching the 2,000: from typing a name to its one row shown (the page waits 250 ms
+// 3. Searching the 2,000: from typing a name to its one row shown (the page waits 150 ms
 //    for the typing to pause before it asks; the floor is the search request alone).
 for (let i = 0; i < runs; i++) {
-  const name = `app-${String(1000 + i * 97).padStart(4, "0")}`;
+  const name = `app-${String((1000 + i * 97) % applications).padStart(4, "0")}`;
   const search = page.getByTestId("search");
   await search.fill("");
   await rows.nth(49).waitFor();

@@ -24,7 +24,7 @@ export function Applications() {
 
   // Search as the user types, once they pause.
   useEffect(() => {
-    const timer = setTimeout(() => setQuery(search.trim()), 250);
+    const timer = setTimeout(() => setQuery(search.trim()), 150);
     return () => clearTimeout(timer);
   }, [search]);
   const { reset } = pager;

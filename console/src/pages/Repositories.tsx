@@ -36,7 +36,7 @@ export function Repositories() {
   const [query, setQuery] = useState("");
   const [selected, setSelected] = useState<string | null>(null);
   useEffect(() => {
-    const timer = setTimeout(() => setQuery(search.trim()), 250);
+    const timer = setTimeout(() => setQuery(search.trim()), 150);
     return () => clearTimeout(timer);
   }, [search]);
   const base = `/api/v1/projects/${encodeURIComponent(project)}/repositories`;

@@ -17,13 +17,16 @@
 //!    [`registry`]);
 //! 7. with another server running the embedded runtime (root only; `--skip-runtime`):
 //!    apply → instance running against a pod made with direct CRI calls (and, informative,
-//!    `ctr run`), a 50-replica rolling update, a rollback (see [`runtime`]).
+//!    `ctr run`), a 50-replica rolling update, a rollback (see [`runtime`]);
+//! 8. the web console in Debian's Chromium (`--skip-console`): the first page and the list of
+//!    2,000 applications, against the bare requests behind them (see [`console`]).
 //!
 //! It writes `docs/benchmarks.md` (or `--out`) and prints a summary. Targets are from
 //! `TARGETS.md`; a missed one is reported as MISS, not as a failure of the program.
 
 mod api;
 mod audit;
+mod console;
 mod machine;
 mod probe;
 mod registry;
@@ -76,6 +79,9 @@ struct Args {
     /// Leave out the registry comparison (it needs Debian's docker-registry).
     #[arg(long)]
     skip_registry: bool,
+    /// Leave out the web console (it needs console/node_modules and Chromium).
+    #[arg(long)]
+    skip_console: bool,
     /// Run one group of scenarios only (a partial report: do not write it over
     /// docs/benchmarks.md).
     #[arg(long, value_enum, value_name = "GROUP", conflicts_with = "only_runtime")]
@@ -91,6 +97,8 @@ enum Only {
     Registry,
     /// The embedded runtime (as --only-runtime).
     Runtime,
+    /// The web console in Chromium.
+    Console,
 }
 
 /// Durations and counts of one run.
@@ -233,6 +241,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     all_ran = false;
                     sections.push(Section::failed(title, method, &error));
                 }
+            }
+        }
+    }
+
+    if !wanted(Only::Console) || args.skip_console {
+        progress("console scenarios skipped");
+    } else {
+        let plan = console::ConsolePlan::new(args.quick);
+        progress(&format!("the console with {} applications, in Chromium", plan.applications));
+        match console::run(&plan, &flotilla, &one_time_password()).await {
+            Ok(section) => sections.push(section),
+            Err(error) => {
+                progress(&format!("console: {error:#}"));
+                all_ran = false;
+                sections.push(Section::failed(console::title(), console::method(&plan), &error));
             }
         }
     }
