@@ -15,6 +15,8 @@ const password = process.env.FLOTILLA_PASSWORD;
 const project = process.env.FLOTILLA_PROJECT;
 const image = process.env.FLOTILLA_IMAGE;
 const shots = process.env.SCREENSHOT_DIR;
+const viewer = process.env.FLOTILLA_VIEWER;
+const viewerPassword = process.env.FLOTILLA_VIEWER_PASSWORD;
 const app = "shop";
 
 let browser;
@@ -200,4 +202,31 @@ test("logging out ends the session", async () => {
   await page.getByTestId("login-submit").waitFor();
   const answer = await page.evaluate(async () => (await fetch("/api/v1/auth/whoami")).status);
   assert.equal(answer, 401);
+});
+
+test("a viewer sees the application and is offered nothing that changes it", async () => {
+  assert.ok(viewer && viewerPassword, "FLOTILLA_VIEWER and FLOTILLA_VIEWER_PASSWORD are set");
+  await page.getByLabel("Username").fill(viewer);
+  await page.getByLabel("Password").fill(viewerPassword);
+  await page.getByTestId("login-submit").click();
+  await page.getByTestId("current-user").filter({ hasText: viewer }).waitFor();
+  await page.goto(`${url}/projects/${project}/applications`);
+  await page.getByTestId(`app-row-${app}`).waitFor();
+  assert.equal(await page.getByTestId("new-application").count(), 0, "no New application");
+  await page.getByTestId(`app-row-${app}`).getByRole("link").click();
+  await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor();
+  await page.getByTestId("revisions").locator("tbody tr").first().waitFor();
+  await page.locator('[data-testid="actions"][data-ready="true"]').waitFor();
+  for (const action of ["scale-web", "restart", "delete", "rollback-1"]) {
+    assert.equal(await page.getByTestId(action).count(), 0, `no ${action}`);
+  }
+  // The API refuses it anyway.
+  const status = await page.evaluate(async (path) => {
+    const who = await (await fetch("/api/v1/auth/whoami")).json();
+    const response = await fetch(path, { method: "DELETE", headers: { "X-CSRF-Token": who.csrfToken } });
+    return response.status;
+  }, `/api/v1/projects/${project}/applications/${app}`);
+  assert.equal(status, 403);
+  await page.getByTestId("logout").click();
+  await page.getByTestId("login-submit").waitFor();
 });

@@ -57,11 +57,17 @@ interface Access {
   reason?: string;
 }
 
-/// Whether the caller may `verb` a `kind` there, as the server decides it (unknown: false).
+/// Whether the caller may `verb` a `kind` there, as the server decides it (false until it
+/// answered; `useAccess` tells whether it has).
 export function useCan(verb: string, kind: string, project?: string, environment?: string): boolean {
+  return useAccess(verb, kind, project, environment) ?? false;
+}
+
+/// [`useCan`], `undefined` until the server answered.
+export function useAccess(verb: string, kind: string, project?: string, environment?: string): boolean | undefined {
   const query = new URLSearchParams({ verb, kind });
   if (project) query.set("project", project);
   if (environment) query.set("environment", environment);
   const { data } = useGet<Access>(`/api/v1/auth/can?${query}`);
-  return data?.allowed ?? false;
+  return data?.allowed;
 }

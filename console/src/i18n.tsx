@@ -166,6 +166,16 @@ const en = {
   "tokens.revoke": "Revoke",
   "tokens.days": "Valid for days",
   "tokens.create": "Create token",
+  "apps.state.running": "Running",
+  "apps.state.notReady": "Running, not ready",
+  "apps.state.pending": "Pending",
+  "apps.state.terminating": "Terminating",
+  "apps.state.crashLoop": "Crash loop",
+  "apps.state.imagePullError": "Image pull failed",
+  "apps.state.oomKilled": "Out of memory",
+  "apps.state.exited": "Exited",
+  "apps.event.normal": "normal",
+  "apps.event.warning": "warning",
   "perm.denied": "You may not do this here.",
 } as const;
 
@@ -334,6 +344,16 @@ const zhCN: Record<MessageKey, string> = {
   "tokens.revoke": "吊销",
   "tokens.days": "有效天数",
   "tokens.create": "创建令牌",
+  "apps.state.running": "运行中",
+  "apps.state.notReady": "运行中（未就绪）",
+  "apps.state.pending": "等待中",
+  "apps.state.terminating": "停止中",
+  "apps.state.crashLoop": "反复崩溃",
+  "apps.state.imagePullError": "镜像拉取失败",
+  "apps.state.oomKilled": "内存溢出",
+  "apps.state.exited": "已退出",
+  "apps.event.normal": "正常",
+  "apps.event.warning": "警告",
   "perm.denied": "您无权在此执行该操作。",
 };
 

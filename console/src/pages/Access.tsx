@@ -19,6 +19,11 @@ export function Access() {
   const users = useGet<Page<User>>(collection("users", undefined, { limit: 500 }));
   const bindings = useGet<Page<Binding>>(collection("rolebindings", undefined, { limit: 500 }));
   const canCreateUser = useCan("create", "User");
+  // Granting is decided per role granted (the server's can_grant): offered to admins and to
+  // those who may grant some role (owners, maintainers, workspace admins); the server decides.
+  const { who } = useSession();
+  const canGrant =
+    useCan("create", "RoleBinding") || !!who?.grants.some((g) => ["owner", "maintainer", "workspace-admin"].includes(g.role));
   const [user, setUser] = useState({ name: "", displayName: "", password: "" });
   const [binding, setBinding] = useState({ user: "", role: "developer", project: "", environments: "" });
   const [error, setError] = useState<unknown>(null);
@@ -110,6 +115,7 @@ export function Access() {
                 {b.spec.environments ? ` (${b.spec.environments.join(", ")})` : ""}
               </td>
               <td>
+                {canGrant && (
                 <button
                   type="button"
                   className="danger"
@@ -121,11 +127,13 @@ export function Access() {
                 >
                   {t("common.delete")}
                 </button>
+                )}
               </td>
             </tr>
           ))}
         </tbody>
       </table>
+      {canGrant && (
       <form className="inline-form" onSubmit={addBinding}>
         <input placeholder={t("access.user")} value={binding.user} onChange={(e) => setBinding({ ...binding, user: e.target.value })} />
         <select value={binding.role} onChange={(e) => setBinding({ ...binding, role: e.target.value })}>
@@ -139,6 +147,7 @@ export function Access() {
         <input placeholder={t("access.environments")} value={binding.environments} onChange={(e) => setBinding({ ...binding, environments: e.target.value })} />
         <button type="submit">{t("access.grant")}</button>
       </form>
+      )}
       <Tokens />
     </section>
   );

@@ -9,18 +9,30 @@ import { Badge, Confirm, ErrorNote } from "../components/Common";
 import { LogView } from "../components/LogView";
 import { MetricsView } from "../components/MetricsView";
 import { age, time } from "../format";
-import { useCan, useGet } from "../hooks";
-import { useI18n } from "../i18n";
+import { useAccess, useGet } from "../hooks";
+import { useI18n, type Translate } from "../i18n";
 import { CHANGE_CAUSE, phaseOf, phaseTone, type Application, type ApplicationSpec } from "../model";
 import { projectPath, useScope } from "../scope";
 
 type Revision = ApiObject<{ application: string; revision: number; template: ApplicationSpec; cause?: string }>;
 
-function instanceState(state: string, ready?: boolean): { tone: "ok" | "warn" | "bad" | "idle"; text: string } {
-  if (state === "running") return ready ? { tone: "ok", text: "Running" } : { tone: "warn", text: "Running (not ready)" };
-  if (state === "pending") return { tone: "idle", text: "Pending" };
-  if (state === "terminating") return { tone: "idle", text: "Terminating" };
-  return { tone: "bad", text: state };
+function instanceState(t: Translate, state: string, ready?: boolean): { tone: "ok" | "warn" | "bad" | "idle"; text: string } {
+  switch (state) {
+    case "running":
+      return ready ? { tone: "ok", text: t("apps.state.running") } : { tone: "warn", text: t("apps.state.notReady") };
+    case "pending":
+      return { tone: "idle", text: t("apps.state.pending") };
+    case "terminating":
+      return { tone: "idle", text: t("apps.state.terminating") };
+    case "crashLoop":
+      return { tone: "bad", text: t("apps.state.crashLoop") };
+    case "imagePullError":
+      return { tone: "bad", text: t("apps.state.imagePullError") };
+    case "oomKilled":
+      return { tone: "bad", text: t("apps.state.oomKilled") };
+    default:
+      return { tone: "bad", text: t("apps.state.exited") };
+  }
 }
 
 export function ApplicationDetail() {
@@ -34,8 +46,10 @@ export function ApplicationDetail() {
     10_000,
   );
   const env = app.data?.spec.environment;
-  const canUpdate = useCan("update", "Application", project, env);
-  const canDelete = useCan("delete", "Application", project, env);
+  const updateAccess = useAccess("update", "Application", project, env);
+  const deleteAccess = useAccess("delete", "Application", project, env);
+  const canUpdate = updateAccess ?? false;
+  const canDelete = deleteAccess ?? false;
   const [confirm, setConfirm] = useState<null | { message: string; typeToConfirm?: string; run: () => Promise<void> }>(null);
   const [actionError, setActionError] = useState<unknown>(null);
   // Replica counts being edited, for the generation they were started at.
@@ -76,7 +90,7 @@ export function ApplicationDetail() {
         <Badge tone={phaseTone(phase)} testId="app-phase">
           {t(`apps.phase.${phase}`)}
         </Badge>
-        <div className="actions">
+        <div className="actions" data-testid="actions" data-ready={updateAccess !== undefined && deleteAccess !== undefined}>
           {canUpdate && (
             <button
               type="button"
@@ -215,7 +229,7 @@ export function ApplicationDetail() {
             </thead>
             <tbody>
               {(status.instances ?? []).map((instance) => {
-                const state = instanceState(instance.state, instance.ready);
+                const state = instanceState(t, instance.state, instance.ready);
                 return (
                   <tr key={instance.name}>
                     <td className="mono">{instance.name}</td>
@@ -297,7 +311,7 @@ export function ApplicationDetail() {
                 <tr key={`${event.timeMicros}-${index}`}>
                   <td>{time(event.timeMicros)}</td>
                   <td>
-                    <Badge tone={event.type === "warning" ? "bad" : "idle"}>{event.type}</Badge>
+                    <Badge tone={event.type === "warning" ? "bad" : "idle"}>{event.type === "warning" ? t("apps.event.warning") : t("apps.event.normal")}</Badge>
                   </td>
                   <td>{event.reason}</td>
                   <td>{event.component ?? ""}</td>

@@ -5,7 +5,8 @@
 //! found by search, scaled, its logs read and searched, rolled back, the rollback's audit
 //! record and diff found (and exported as CSV), a template instantiated through its schema
 //! form (a value out of range refused at its parameter), an API token made, used and
-//! revoked, the language switched, logging out. Screenshots go to
+//! revoked, the language switched, logging out, and a viewer of the project offered no
+//! action that would change anything (the API refusing them anyway). Screenshots go to
 //! `$FLOTILLA_CONSOLE_SCREENSHOTS` (an absolute path; the committed ones are in docs/console,
 //! see its README), else under the target directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use support::*;
+
+const VIEWER_PASSWORD: &str = "viewer test password";
 
 /// A template of a web component: image, replicas (at least 1) and a greeting to choose.
 fn web_template(project: &str) -> serde_json::Value {
@@ -46,11 +49,20 @@ async fn the_console_drives_the_platform_in_chromium() {
     with_server_dir(move |dir, socket, short| async move {
         let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
         admin.create("templates", Some(&project), &web_template(&project)).await.expect("the template");
+        // A viewer of the project: sees, is offered nothing to change.
+        let user = serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "User", "metadata": {"name": "vera"}, "spec": {}});
+        admin.create("users", None, &user).await.expect("the viewer");
+        admin.set_password("vera", None, VIEWER_PASSWORD).await.expect("the viewer's password");
+        let binding = serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "vera-viewer"}, "spec": {"user": "vera", "role": "viewer", "project": project}});
+        admin.create("rolebindings", None, &binding).await.expect("the viewer's binding");
         let status = Command::new("node")
             .args(["--test", "--test-concurrency=1", "e2e/console.test.mjs"])
             .current_dir(&console)
             .env("FLOTILLA_URL", admin.base())
             .env("FLOTILLA_PASSWORD", PASSWORD)
+            .env("FLOTILLA_VIEWER", "vera")
+            .env("FLOTILLA_VIEWER_PASSWORD", VIEWER_PASSWORD)
             .env("FLOTILLA_PROJECT", &project)
             .env("FLOTILLA_IMAGE", IMAGE)
             .env("SCREENSHOT_DIR", &screenshots)
