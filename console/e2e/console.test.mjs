@@ -216,7 +216,7 @@ test("a viewer sees the application and is offered nothing that changes it", asy
   await page.getByTestId(`app-row-${app}`).getByRole("link").click();
   await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor();
   await page.getByTestId("revisions").locator("tbody tr").first().waitFor();
-  await page.locator('[data-testid="actions"][data-ready="true"]').waitFor();
+  await page.locator('[data-testid="actions"][data-ready="true"]').waitFor({ state: "attached" });
   for (const action of ["scale-web", "restart", "delete", "rollback-1"]) {
     assert.equal(await page.getByTestId(action).count(), 0, `no ${action}`);
   }
