@@ -187,7 +187,27 @@ test("a template is instantiated through the form its parameter schema makes", a
   await page.getByTestId("ready-web").filter({ hasText: /^1$/ }).waitFor();
 });
 
+test("YAML refused by the server shows each error at its line", async () => {
+  await page.goto(`${url}/projects/${project}/applications/new?env=test`);
+  await page.getByTestId("app-name-input").fill("yaml-app");
+  await page.getByTestId("mode-yaml").click();
+  const yaml = page.getByTestId("yaml");
+  const text = await yaml.inputValue();
+  const withField = text.replace(/^(\s*)image: .*$/m, "$1image: \"\"\n$1colour: blue");
+  await yaml.fill(withField);
+  await page.getByTestId("create-submit").click();
+  const errors = page.getByTestId("field-errors");
+  await errors.waitFor();
+  const lines = withField.split("\n");
+  const colourLine = lines.findIndex((line) => line.trim().startsWith("colour:")) + 1;
+  const listed = await errors.innerText();
+  assert.match(listed, /spec\.components\[0\]\.colour/, listed);
+  assert.ok(listed.includes(`line ${colourLine}`), `the unknown field at line ${colourLine}: ${listed}`);
+  await shot("create-yaml");
+});
+
 test("the language switches to Simplified Chinese and back", async () => {
+  await page.goto(`${url}/projects/${project}/applications/${app}`);
   await page.getByTestId("language-switcher").selectOption("zh-CN");
   await page.getByTestId("nav-applications").filter({ hasText: "应用" }).waitFor();
   await page.getByTestId("app-phase").filter({ hasText: "就绪" }).waitFor();

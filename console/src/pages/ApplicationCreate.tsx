@@ -8,6 +8,8 @@ import { ErrorNote, fieldErrors } from "../components/Common";
 import { useI18n } from "../i18n";
 import type { ComponentSpec } from "../model";
 import { projectPath, useScope } from "../scope";
+import { lineOf } from "../yamlLines";
+import { stringify } from "yaml";
 
 interface ComponentForm {
   name: string;
@@ -117,8 +119,7 @@ export function ApplicationCreate() {
   });
 
   const toYaml = () => {
-    // A plain rendering for editing: JSON is valid YAML.
-    setYaml(JSON.stringify(document(), null, 2));
+    setYaml(stringify(document()));
     setMode("yaml");
   };
 
@@ -218,11 +219,15 @@ export function ApplicationCreate() {
         )}
         {unplaced.length > 0 && (
           <ul className="error" role="alert" data-testid="field-errors">
-            {unplaced.map(([path, message]) => (
-              <li key={path}>
-                <code>{path || "document"}</code>: {message}
-              </li>
-            ))}
+            {unplaced.map(([path, message]) => {
+              const line = mode === "yaml" && path ? lineOf(yaml, path) : undefined;
+              return (
+                <li key={path}>
+                  {line !== undefined && <span className="line">{t("create.line", { line })} · </span>}
+                  <code>{path || "document"}</code>: {message}
+                </li>
+              );
+            })}
           </ul>
         )}
         {error !== null && Object.keys(errors).length === 0 && <ErrorNote error={error} />}

@@ -5,7 +5,7 @@
 //! found by search, scaled, its logs read and searched, rolled back, the rollback's audit
 //! record and diff found (and exported as CSV), a template instantiated through its schema
 //! form (a value out of range refused at its parameter), an API token made, used and
-//! revoked, the language switched, logging out, and a viewer of the project offered no
+//! revoked, YAML refused with each error at its line, the language switched, logging out, and a viewer of the project offered no
 //! action that would change anything (the API refusing them anyway). Screenshots go to
 //! `$FLOTILLA_CONSOLE_SCREENSHOTS` (an absolute path; the committed ones are in docs/console,
 //! see its README), else under the target directory.
