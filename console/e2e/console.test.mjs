@@ -114,6 +114,11 @@ test("the logs show the instances' lines, searchable", async () => {
   const text = await lines.innerText();
   assert.ok(text.split("\n").every((line) => !line.trim() || line.includes("serving")), text);
   await shot("logs");
+  await page.getByTestId("tab-metrics").click();
+  const memory = page.locator('[data-testid^="memory-"]').first();
+  await memory.filter({ hasText: /\d+(\.\d+)? (KiB|MiB)/ }).waitFor({ timeout: 20_000 });
+  await page.locator('[data-testid^="cpu-"]').first().filter({ hasText: /\d\.\d{3}/ }).waitFor({ timeout: 20_000 });
+  await shot("metrics");
   await page.getByTestId("tab-overview").click();
 });
 
@@ -147,6 +152,31 @@ test("the audit record of the rollback shows its diff", async () => {
   assert.match(exported.text, /^seq,time,user/);
   assert.ok(exported.text.split("\n").some((line) => line.includes(",update,Application,") && line.includes(`,${app},`)), exported.text);
   await shot("audit");
+});
+
+test("a restart replaces every instance, rolling, and ends ready", async () => {
+  await page.goto(`${url}/projects/${project}/applications/${app}`);
+  const before = await page.getByTestId("instances").locator("tbody tr td:first-child").allInnerTexts();
+  await page.getByTestId("restart").click();
+  await page.getByTestId("confirm").click();
+  await page.getByTestId("app-revision").filter({ hasText: "4" }).waitFor();
+  await page.waitForFunction(
+    (old) => {
+      const names = [...document.querySelectorAll('[data-testid="instances"] tbody tr td:first-child')].map((td) => td.textContent);
+      const phase = document.querySelector('[data-testid="app-phase"]')?.textContent;
+      return names.length === old.length && names.every((name) => !old.includes(name)) && phase === "Ready";
+    },
+    before,
+    { timeout: 90_000 },
+  );
+});
+
+test("the delivery center lists the repository and its versions", async () => {
+  await page.getByTestId("nav-repositories").click();
+  await page.getByTestId(`repository-${project}/sql/release`).click();
+  const versions = page.getByTestId("versions");
+  await versions.locator("tr", { hasText: "1.0.0" }).filter({ hasText: "admin" }).waitFor();
+  await shot("repositories");
 });
 
 test("an API token is shown once, listed, and revoked", async () => {
@@ -185,6 +215,16 @@ test("a template is instantiated through the form its parameter schema makes", a
   await page.getByTestId("app-name").filter({ hasText: "from-template" }).waitFor();
   await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor({ timeout: 90_000 });
   await page.getByTestId("ready-web").filter({ hasText: /^1$/ }).waitFor();
+});
+
+test("deleting asks for the name, then the application is gone", async () => {
+  await page.getByTestId("delete").click();
+  const confirm = page.getByTestId("confirm");
+  assert.equal(await confirm.isDisabled(), true, "not before the name is typed");
+  await page.getByTestId("confirm-text").fill("from-template");
+  await confirm.click();
+  await page.getByTestId(`app-row-${app}`).waitFor();
+  await page.getByTestId("app-row-from-template").waitFor({ state: "detached", timeout: 30_000 });
 });
 
 test("YAML refused by the server shows each error at its line", async () => {

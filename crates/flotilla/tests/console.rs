@@ -2,10 +2,12 @@
 //! the console built into it) is prepared here, then `console/e2e/console.test.mjs` drives
 //! Debian's Chromium through playwright-core: log in, the clusters page, an application
 //! created from the form (a missing image refused at its field), watched until ready,
-//! found by search, scaled, its logs read and searched, rolled back, the rollback's audit
+//! found by search, scaled, its logs read and searched, its metrics charted, rolled back,
+//! restarted, the rollback's audit
 //! record and diff found (and exported as CSV), a template instantiated through its schema
 //! form (a value out of range refused at its parameter), an API token made, used and
-//! revoked, YAML refused with each error at its line, the language switched, logging out, and a viewer of the project offered no
+//! revoked, a repository and its version in the delivery center, an application deleted
+//! after its name is typed, YAML refused with each error at its line, the language switched, logging out, and a viewer of the project offered no
 //! action that would change anything (the API refusing them anyway). Screenshots go to
 //! `$FLOTILLA_CONSOLE_SCREENSHOTS` (an absolute path; the committed ones are in docs/console,
 //! see its README), else under the target directory.
@@ -49,6 +51,10 @@ async fn the_console_drives_the_platform_in_chromium() {
     with_server_dir(move |dir, socket, short| async move {
         let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
         admin.create("templates", Some(&project), &web_template(&project)).await.expect("the template");
+        // An artifact in the registry: a repository with a version for the delivery center.
+        let bundle = dir.join("release.sql");
+        std::fs::write(&bundle, "create table orders (id bigint primary key);\n").unwrap();
+        admin.upload_artifact(&project, "sql/release", "1.0.0", &bundle, None).await.expect("the artifact");
         // A viewer of the project: sees, is offered nothing to change.
         let user = serde_json::json!({"apiVersion": "flotilla.io/v1", "kind": "User", "metadata": {"name": "vera"}, "spec": {}});
         admin.create("users", None, &user).await.expect("the viewer");
