@@ -5,7 +5,7 @@
 //   local cluster), FLOTILLA_IMAGE (busybox with httpd and /www), SCREENSHOT_DIR.
 // The steps share one page and run in order: each starts where the previous one left off.
 
-import { test, before, after } from "node:test";
+import { test as nodeTest, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -21,6 +21,18 @@ const app = "shop";
 
 let browser;
 let page;
+
+// A step that fails leaves a screenshot of where it stood (failed-<step>.png).
+function test(name, body) {
+  nodeTest(name, async () => {
+    try {
+      await body();
+    } catch (error) {
+      await shot(`failed-${name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60)}`).catch(() => undefined);
+      throw error;
+    }
+  });
+}
 
 async function shot(name) {
   if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
@@ -156,7 +168,10 @@ test("the audit record of the rollback shows its diff", async () => {
 
 test("a restart replaces every instance, rolling, and ends ready", async () => {
   await page.goto(`${url}/projects/${project}/applications/${app}`);
+  await page.getByTestId("app-phase").filter({ hasText: "Ready" }).waitFor();
+  await page.getByTestId("instances").locator("tbody tr").nth(1).waitFor();
   const before = await page.getByTestId("instances").locator("tbody tr td:first-child").allInnerTexts();
+  assert.equal(before.length, 2, `two instances before: ${before}`);
   await page.getByTestId("restart").click();
   await page.getByTestId("confirm").click();
   await page.getByTestId("app-revision").filter({ hasText: "4" }).waitFor();
@@ -182,8 +197,9 @@ test("the delivery center lists the repository and its versions", async () => {
 test("an API token is shown once, listed, and revoked", async () => {
   await page.getByTestId("nav-access").click();
   const tokens = page.getByTestId("tokens");
-  await page.getByPlaceholder("Name").last().fill("console-e2e");
-  await page.getByRole("button", { name: "Create token" }).click();
+  await page.getByTestId("tokens").locator("tbody tr").first().waitFor();
+  await page.getByTestId("token-name").fill("console-e2e");
+  await page.getByTestId("token-create").click();
   const shown = await page.getByTestId("new-token").locator("code").innerText();
   assert.match(shown, /^\S{20,}$/, "the token itself");
   const row = tokens.locator("tr", { hasText: "console-e2e" });
@@ -262,6 +278,19 @@ test("logging out ends the session", async () => {
   await page.getByTestId("login-submit").waitFor();
   const answer = await page.evaluate(async () => (await fetch("/api/v1/auth/whoami")).status);
   assert.equal(answer, 401);
+});
+
+test("a session that ends on the server brings back the login page, saying so", async () => {
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password").fill(password);
+  await page.getByTestId("login-submit").click();
+  await page.getByTestId("current-user").waitFor();
+  await page.goto(`${url}/projects/${project}/applications/${app}`);
+  await page.getByTestId("app-phase").waitFor();
+  // The session cookie is gone (expired, or revoked): the page's next poll answers 401.
+  await page.context().clearCookies();
+  await page.getByText("Your session expired. Please log in again.").waitFor({ timeout: 10_000 });
+  await page.getByTestId("login-submit").waitFor();
 });
 
 test("a viewer sees the application and is offered nothing that changes it", async () => {

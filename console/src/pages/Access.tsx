@@ -219,9 +219,11 @@ function Tokens() {
         </tbody>
       </table>
       <form className="inline-form" onSubmit={create}>
-        <input placeholder={t("common.name")} value={name} onChange={(e) => setName(e.target.value)} />
+        <input placeholder={t("common.name")} value={name} onChange={(e) => setName(e.target.value)} data-testid="token-name" />
         <input type="number" min={1} value={days} onChange={(e) => setDays(e.target.value)} aria-label={t("tokens.days")} />
-        <button type="submit">{t("tokens.create")}</button>
+        <button type="submit" data-testid="token-create">
+          {t("tokens.create")}
+        </button>
       </form>
     </>
   );

@@ -7,7 +7,8 @@
 //! record and diff found (and exported as CSV), a template instantiated through its schema
 //! form (a value out of range refused at its parameter), an API token made, used and
 //! revoked, a repository and its version in the delivery center, an application deleted
-//! after its name is typed, YAML refused with each error at its line, the language switched, logging out, and a viewer of the project offered no
+//! after its name is typed, a session ended on the server bringing back the login page,
+//! YAML refused with each error at its line, the language switched, logging out, and a viewer of the project offered no
 //! action that would change anything (the API refusing them anyway). Screenshots go to
 //! `$FLOTILLA_CONSOLE_SCREENSHOTS` (an absolute path; the committed ones are in docs/console,
 //! see its README), else under the target directory.
