@@ -100,6 +100,8 @@ pub(super) struct ContainerRun {
     /// How the previous attempt ended.
     last_state: Option<Value>,
     restart_at: Option<Instant>,
+    /// Exited for good (its pod's restart policy says so).
+    done: bool,
     backoff: Option<Duration>,
     started_ok: bool,
     ready: bool,
@@ -210,6 +212,7 @@ impl PodRun {
                 waiting: Some(("ContainerCreating".into(), String::new())),
                 last_state: None,
                 restart_at: None,
+                done: false,
                 backoff: None,
                 started_ok: spec["startupProbe"].is_null(),
                 ready: false,
@@ -429,7 +432,8 @@ async fn sync_container(
     let pod_name = run.name.clone();
     // Start (or start again, once its back-off is over).
     if run.containers[index].id.is_none() {
-        if run.containers[index].restart_at.is_some_and(|at| Instant::now() < at) {
+        let container = &run.containers[index];
+        if container.done || container.restart_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
         let config = {
@@ -510,7 +514,7 @@ async fn sync_container(
         };
         if !restart {
             container.waiting = Some(("Terminated".into(), format!("exited with {}", status.exit_code)));
-            container.restart_at = Some(Instant::now() + BACKOFF_MAX * 1000);
+            container.done = true;
             return;
         }
         if ran >= BACKOFF_RESET {
