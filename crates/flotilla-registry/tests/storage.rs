@@ -1,6 +1,6 @@
 //! The filesystem blob store: the conformance suite, and what only a store on disk can show
-//! (an upload resumed by a restarted server, no partial blob after a crash, upload ids that
-//! cannot name a path).
+//! (an upload resumed by a restarted server or after its client went away, no partial blob
+//! after a crash, upload ids that cannot name a path).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -71,6 +71,60 @@ async fn what_a_crash_leaves_in_uploads_is_never_a_blob() {
     let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(&hex);
     assert_eq!(std::fs::read(path).unwrap(), b"finished");
     assert_eq!(store.list().await.unwrap(), vec![finished]);
+}
+
+/// A large upload whose client goes away in its middle: the chunks that arrived are written
+/// whole and in order before the next append to the upload starts, so the resumed upload
+/// ends with exactly the content sent (the writes go on in a thread of their own, and the
+/// file is synced in the background as it grows past tens of MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_cut_off_by_its_client_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsBlobStore::open(dir.path()).unwrap());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let content: Vec<u8> = (0..48 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let digest = digest::of(&content);
+    let upload = store.start_upload().await.unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, StorageError>>(4);
+    let cut_off = {
+        let (store, upload) = (store.clone(), upload.clone());
+        let body = futures::StreamExt::boxed(tokio_stream_of(receiver));
+        tokio::spawn(async move { store.append(&upload, 0, body).await })
+    };
+    for chunk in content[..40 * 1024 * 1024].chunks(64 * 1024) {
+        sender.send(Ok(bytes::Bytes::copy_from_slice(chunk))).await.unwrap();
+    }
+    // The client is gone, its body never ended: the request's future is dropped.
+    cut_off.abort();
+    assert!(cut_off.await.unwrap_err().is_cancelled());
+    drop(sender);
+    // As a client does: ask where the upload is, send the rest from there.
+    let size = loop {
+        let at = store.upload_size(&upload).await.unwrap();
+        assert!(at <= 40 * 1024 * 1024, "never more than was sent: {at}");
+        let rest = usize::try_from(at).unwrap();
+        match store.append(&upload, at, body(&[&content[rest..]])).await {
+            Ok(size) => break size,
+            // The chunks still queued were written meanwhile: ask again.
+            Err(StorageError::OffsetMismatch { .. }) => continue,
+            Err(other) => panic!("resuming failed: {other:?}"),
+        }
+    };
+    assert_eq!(size, content.len() as u64);
+    store.finish_upload(&upload, &digest).await.unwrap();
+    assert!(read_all(store.as_ref(), &digest, 0).await == content, "the blob is what was sent, in order");
+}
+
+/// A tokio channel's receiver as a stream (what `tokio-stream`'s wrapper does).
+fn tokio_stream_of<T: Send + 'static>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })
 }
 
 #[test]

@@ -5,6 +5,11 @@
 //! the file, renames it into place and syncs the directory, so a blob file only ever exists
 //! whole and durable. The digest is computed as the chunks are written; after a restart it
 //! is computed again from the upload's file when the upload next grows or finishes.
+//!
+//! An append is a pipeline of three threads, so that a large push goes at the speed of its
+//! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
+//! the body hands each chunk, without copying it, to a thread that hashes and to one that
+//! writes (batched vectored writes, with the file synced in the background as it grows).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -22,14 +27,12 @@ use crate::digest::{self, Digest, Hasher};
 const READ_CHUNK: usize = 256 * 1024;
 /// Bytes read at once when sending a blob.
 const SEND_CHUNK: usize = 1024 * 1024;
-/// Bytes of an upload written with one call.
-const WRITE_BATCH: usize = 1024 * 1024;
-
-/// An upload's file handle went missing between batches: cannot happen (one is always either
-/// idle or being written), reported as an I/O error rather than a panic.
-fn unreachable_file(path: &Path) -> Result<std::fs::File, StorageError> {
-    Err(StorageError::io(format!("lost the handle of {}", path.display()))(std::io::Error::other("no file")))
-}
+/// Bytes of an upload written with one call, at most (what has arrived is written at once).
+const WRITE_BATCH: usize = 4 * 1024 * 1024;
+/// Chunks of an upload received but not yet hashed, or not yet written, at most.
+const PIPELINE_CHUNKS: usize = 64;
+/// Bytes of an upload written between two syncs started in the background.
+const SYNC_AHEAD: u64 = 32 * 1024 * 1024;
 
 /// Blob storage in a directory.
 pub struct FsBlobStore {
@@ -163,6 +166,75 @@ fn read_ahead(file: std::fs::File, context: String) -> BlobStream {
     .boxed()
 }
 
+/// Adds every chunk it is sent to `hasher`, until the sender is dropped.
+fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Hasher {
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+    }
+    hasher
+}
+
+/// Appends every chunk it is sent to `file` until the sender is dropped, and returns how many
+/// bytes it wrote. The chunks waiting are written together, with one vectored write of up to
+/// [`WRITE_BATCH`] bytes. Every [`SYNC_AHEAD`] bytes, a thread of its own syncs the file while
+/// the writing goes on, so that the disk works during the upload and the sync that makes the
+/// blob durable at the end finds little left to write (at most one sync runs at a time).
+fn write_chunks(
+    mut file: std::fs::File,
+    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> std::io::Result<u64> {
+    let syncing = file.try_clone()?;
+    std::thread::scope(|scope| {
+        let mut written = 0u64;
+        let mut sync_requested_at = 0u64;
+        let mut sync: Option<std::thread::ScopedJoinHandle<'_, std::io::Result<()>>> = None;
+        let mut batch = Vec::new();
+        let joined = |sync: std::thread::ScopedJoinHandle<'_, std::io::Result<()>>| {
+            sync.join().unwrap_or_else(|_| Err(std::io::Error::other("the syncing thread panicked")))
+        };
+        while let Some(first) = chunks.blocking_recv() {
+            let mut size = first.len();
+            batch.push(first);
+            while size < WRITE_BATCH {
+                let Ok(chunk) = chunks.try_recv() else { break };
+                size += chunk.len();
+                batch.push(chunk);
+            }
+            write_all_vectored(&mut file, &batch)?;
+            batch.clear();
+            written += size as u64;
+            if written - sync_requested_at >= SYNC_AHEAD && sync.as_ref().is_none_or(|running| running.is_finished()) {
+                if let Some(finished) = sync.take() {
+                    joined(finished)?;
+                }
+                let syncing = &syncing;
+                sync = Some(scope.spawn(move || syncing.sync_data()));
+                sync_requested_at = written;
+            }
+        }
+        if let Some(running) = sync.take() {
+            joined(running)?;
+        }
+        Ok(written)
+    })
+}
+
+/// Writes all of `chunks`, in order, with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|chunk| IoSlice::new(chunk)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(wrote) => IoSlice::advance_slices(&mut slices, wrote),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 /// Syncs a directory, so that a rename or a new file in it survives a crash.
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let handle =
@@ -230,80 +302,62 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn append(&self, upload: &UploadId, offset: u64, mut data: BlobStream) -> Result<u64, StorageError> {
-        let progress = self.progress(upload);
-        let mut progress = progress.lock().await;
-        let mut size = self.upload_len(upload).await.inspect_err(|_| self.forget(upload))?;
-        if offset != size {
-            return Err(StorageError::OffsetMismatch { expected: size, given: offset });
+        // The lock is owned so that the writing thread can hold it: if this future is dropped
+        // (the client went away), the next append to the upload waits for the writes queued.
+        let mut progress = self.progress(upload).lock_owned().await;
+        let start = self.upload_len(upload).await.inspect_err(|_| self.forget(upload))?;
+        if offset != start {
+            return Err(StorageError::OffsetMismatch { expected: start, given: offset });
         }
-        let mut hasher = self.hashed(upload, &mut progress, size).await?;
-        let path = self.upload_path(upload);
+        let hasher = self.hashed(upload, &mut progress, start).await?;
         let file = std::fs::OpenOptions::new()
             .append(true)
-            .open(&path)
+            .open(self.upload_path(upload))
             .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
-        // Pipelined: while one batch is written on the blocking pool, the next is received
-        // and hashed here. A batch is written with one call, not one per network chunk.
-        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>> = None;
-        let mut idle = Some(file);
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Three stages on as many threads: this task receives, a blocking thread hashes and
+        // another writes (and has the file synced as it grows). SHA-256 is the one stage that
+        // cannot be split, so nothing else runs on its thread.
+        let (to_hasher, for_hasher) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_CHUNKS);
+        let (to_writer, for_writer) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_CHUNKS);
+        let hashing = tokio::task::spawn_blocking(move || hash_chunks(hasher, for_hasher));
+        let writing = tokio::task::spawn_blocking(move || {
+            let written = write_chunks(file, for_writer);
+            (progress, written)
+        });
         let mut outcome = Ok(());
-        let mut write_failed = None;
-        loop {
-            let next = data.next().await;
-            let done = match &next {
-                None | Some(Err(_)) => true,
-                Some(Ok(chunk)) => {
-                    hasher.update(chunk);
-                    batch.extend_from_slice(chunk);
-                    false
+        while let Some(next) = data.next().await {
+            match next {
+                Ok(chunk) => {
+                    // A send fails only when the writer stopped on an error, reported below.
+                    if to_hasher.send(chunk.clone()).await.is_err() || to_writer.send(chunk).await.is_err() {
+                        break;
+                    }
                 }
-            };
-            if let Some(Err(error)) = next {
-                outcome = Err(error);
-            }
-            if batch.len() >= WRITE_BATCH || (done && !batch.is_empty()) {
-                let file = match (idle.take(), writing.take()) {
-                    (Some(file), _) => file,
-                    (None, Some(previous)) => match previous.await {
-                        Ok(Ok(file)) => file,
-                        Ok(Err(error)) => {
-                            write_failed = Some(error);
-                            break;
-                        }
-                        Err(error) => {
-                            write_failed = Some(std::io::Error::other(error.to_string()));
-                            break;
-                        }
-                    },
-                    (None, None) => unreachable_file(&path)?,
-                };
-                size += batch.len() as u64;
-                let buffer = std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
-                writing = Some(tokio::task::spawn_blocking(move || {
-                    use std::io::Write;
-                    let mut file = file;
-                    file.write_all(&buffer).map(|()| file)
-                }));
-            }
-            if done {
-                break;
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
             }
         }
-        if let Some(previous) = writing.take() {
-            match previous.await {
-                Ok(Ok(_file)) => {}
-                Ok(Err(error)) => write_failed = Some(error),
-                Err(error) => write_failed = Some(std::io::Error::other(error.to_string())),
+        drop((to_hasher, to_writer));
+        let lost = |error: tokio::task::JoinError| {
+            StorageError::io(format!("cannot write upload {upload}"))(std::io::Error::other(error.to_string()))
+        };
+        let hasher = hashing.await.map_err(lost)?;
+        let (mut progress, written) = writing.await.map_err(lost)?;
+        match written {
+            Ok(written) => {
+                // Every chunk written was hashed: the hasher is sent each chunk first.
+                let size = start + written;
+                progress.hashed = Some((size, hasher));
+                outcome.map(|()| size)
+            }
+            Err(error) => {
+                // What was written is unknown: the next append hashes the file again.
+                progress.hashed = None;
+                Err(StorageError::io(format!("cannot write upload {upload}"))(error))
             }
         }
-        if let Some(error) = write_failed {
-            // What was written is unknown: the next append hashes the file again.
-            progress.hashed = None;
-            return Err(StorageError::io(format!("cannot write upload {upload}"))(error));
-        }
-        progress.hashed = Some((size, hasher));
-        outcome.map(|()| size)
     }
 
     async fn finish_upload(&self, upload: &UploadId, digest: &Digest) -> Result<u64, StorageError> {
@@ -325,7 +379,7 @@ impl BlobStore for FsBlobStore {
         }
         let file =
             tokio::fs::File::open(&source).await.map_err(StorageError::io(format!("cannot open upload {upload}")))?;
-        file.sync_all().await.map_err(StorageError::io(format!("cannot sync upload {upload}")))?;
+        file.sync_data().await.map_err(StorageError::io(format!("cannot sync upload {upload}")))?;
         drop(file);
         let dir = target.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
         tokio::fs::create_dir_all(&dir).await.map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
