@@ -75,8 +75,7 @@ async fn what_a_crash_leaves_in_uploads_is_never_a_blob() {
 
 /// A large upload whose client goes away in its middle: the chunks that arrived are written
 /// whole and in order before the next append to the upload starts, so the resumed upload
-/// ends with exactly the content sent (the writes go on in a thread of their own, and the
-/// file is synced in the background as it grows past tens of MiB).
+/// ends with exactly the content sent (the writes go on in a thread of their own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_cut_off_by_its_client_resumes_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
