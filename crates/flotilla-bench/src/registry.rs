@@ -455,12 +455,25 @@ async fn make_blobs(plan: &RegistryPlan) -> anyhow::Result<Blobs> {
     .await?
 }
 
-/// The disk's floors, in `dir`: p50 of a new 1 MiB file written and `fdatasync`ed, and the
-/// rate of one 256 MiB file written and `fdatasync`ed.
-async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result<(Summary, f64)> {
+/// The disk's floors, measured in the server's data directory.
+struct DiskFloors {
+    /// A new 1 MiB file written and `fdatasync`ed.
+    small: Summary,
+    /// MiB/s of one large file written through the page cache and `fdatasync`ed.
+    large_cached: f64,
+    /// MiB/s of one large file written past the page cache (`O_DIRECT`, 4 MiB writes) and
+    /// `fdatasync`ed: what Flotilla does with all but the first 4 MiB of a large upload.
+    large_direct: f64,
+    /// MiB/s of reading that file back once, through the page cache it is not in: what the
+    /// first pull of a large blob Flotilla wrote directly reads.
+    large_cold_read: f64,
+}
+
+async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result<DiskFloors> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(Summary, f64)> {
-        use std::io::Write;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<DiskFloors> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
         let block = vec![0x5au8; MIB];
         let mut latencies = Samples::with_capacity(samples);
         for i in 0..samples {
@@ -480,10 +493,40 @@ async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result
             file.write_all(&block)?;
         }
         file.sync_data()?;
-        let rate = mib_per_second(large, started.elapsed());
+        let large_cached = mib_per_second(large, started.elapsed());
         drop(file);
         std::fs::remove_file(&path)?;
-        Ok((latencies.summary(), rate))
+
+        const ALIGN: usize = 4096;
+        const DIRECT_WRITE: usize = 4 * MIB;
+        let mut aligned = vec![0x5au8; DIRECT_WRITE + ALIGN];
+        let start = aligned.as_ptr().align_offset(ALIGN);
+        let aligned = &mut aligned[start..start + DIRECT_WRITE];
+        let path = dir.join("disk-floor-direct.tmp");
+        let started = Instant::now();
+        let mut file =
+            std::fs::File::options().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(&path)?;
+        for _ in 0..large / DIRECT_WRITE {
+            file.write_all(aligned)?;
+        }
+        file.sync_data()?;
+        let large_direct = mib_per_second(large, started.elapsed());
+        drop(file);
+        let started = Instant::now();
+        let mut file = std::fs::File::open(&path)?;
+        let mut buffer = vec![0u8; MIB];
+        let mut read = 0;
+        loop {
+            match file.read(&mut buffer)? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        anyhow::ensure!(read == large, "the cold-read floor read {read} bytes of {large}");
+        let large_cold_read = mib_per_second(large, started.elapsed());
+        drop(file);
+        std::fs::remove_file(&path)?;
+        Ok(DiskFloors { small: latencies.summary(), large_cached, large_direct, large_cold_read })
     })
     .await?
 }
@@ -611,10 +654,10 @@ async fn measure(
         usage.push(probe.usage(&format!("registry: manifest GET by tag, wrk ({name})"), &before, &middle));
         usage.push(probe.usage(&format!("registry: manifest HEAD by tag, reqwest ({name})"), &middle, &after));
     }
-    progress("disk floors (write + fdatasync)");
-    let (disk_small, disk_large) = disk_floors(&flotilla.data_dir, 50, plan.large_size).await?;
+    progress("disk floors (writes + fdatasync, a cold read)");
+    let disk = disk_floors(&flotilla.data_dir, 50, plan.large_size).await?;
     let sha = median(blobs.large_hashed_in.iter().map(|d| mib_per_second(plan.large_size, *d)).collect());
-    Ok(section(plan, &figures, sha, disk_small, disk_large, usage))
+    Ok(section(plan, &figures, sha, &disk, usage))
 }
 
 pub fn method(plan: &RegistryPlan) -> String {
@@ -631,7 +674,9 @@ pub fn method(plan: &RegistryPlan) -> String {
          is pseudo-random and pushed once, so no push finds its content already stored. Throughput: {n} blobs \
          of 1 MiB pushed {c} at a time, then pulled {c} at a time (`GET …/blobs/<digest>`, every byte read, not \
          hashed; from the page cache, as they were just written); one blob of {large} MiB pushed then pulled \
-         alone, {runs} times (the median). Latency: {lat} fresh 1 MiB blobs pushed one after the other, timed \
+         alone, {runs} times (the median; each pull is the blob's first read after its push: distribution \
+         wrote it through the page cache, Flotilla wrote all but its first 4 MiB past it and reads a blob of 4 MiB \
+         or more past it, so Flotilla's pull reads from the disk). Latency: {lat} fresh 1 MiB blobs pushed one after the other, timed \
          from the `POST` to the answer of the `PUT`. Manifests: an OCI image manifest (a config blob and one \
          1 MiB layer) pushed under tag `{TAG}`, then `wrk {flags}` on `GET …/manifests/{TAG}` with `Accept: \
          {OCI_MANIFEST}` (and the bearer token for Flotilla). Flotilla audits every manifest pull (a durable \
@@ -640,9 +685,10 @@ pub fn method(plan: &RegistryPlan) -> String {
          many connections by this benchmark's client in a closed loop (wrk cannot time a `HEAD`: it waits for \
          the body the answer's `Content-Length` announces), so they cost the client more than wrk's `GET`s. Floors of the \
          same run: SHA-256 of the {large} MiB blobs with the `sha2` crate on one core (the median; a registry \
-         must hash every byte it is pushed), and, for context, the disk: a new 1 MiB file written and \
-         `fdatasync`ed (p50 of 50) and one {large} MiB file written and `fdatasync`ed, in the server's data \
-         directory.",
+         must hash every byte it is pushed), and, for context, the disk, in the server's data directory: a new \
+         1 MiB file written and `fdatasync`ed (p50 of 50), one {large} MiB file written and `fdatasync`ed, one \
+         written past the page cache (`O_DIRECT`, 4 MiB writes) and `fdatasync`ed, and that file read once \
+         through the page cache (1 MiB reads; Flotilla reads a large blob past it, 4 MiB reads, 4 at once).",
         n = plan.small_count,
         c = plan.concurrency,
         large = plan.large_size / MIB,
@@ -669,14 +715,7 @@ fn wrk_verdict(result: &wrk::WrkResult, target: f64) -> Verdict {
     }
 }
 
-fn section(
-    plan: &RegistryPlan,
-    figures: &[Figures; 2],
-    sha: f64,
-    disk_small: Summary,
-    disk_large: f64,
-    usage: &[Usage],
-) -> Section {
+fn section(plan: &RegistryPlan, figures: &[Figures; 2], sha: f64, disk: &DiskFloors, usage: &[Usage]) -> Section {
     let [ours, peer] = figures;
     let mut section = Section::new(title(), method(plan));
     let peer_target = format!("≥ {PEER_FACTOR}x distribution");
@@ -761,11 +800,16 @@ fn section(
     );
     section.rows.push(Row::new(
         "floor: disk, new 1 MiB file written + fdatasync, p50 / p99 of 50",
-        format!("{} / {}", ms(disk_small.p50), ms(disk_small.p99)),
+        format!("{} / {}", ms(disk.small.p50), ms(disk.small.p99)),
     ));
-    section
-        .rows
-        .push(Row::new(format!("floor: disk, {} MiB written + fdatasync", plan.large_size / MIB), fmt_mib(disk_large)));
+    let large = plan.large_size / MIB;
+    for (floor, rate) in [
+        (format!("floor: disk, {large} MiB written + fdatasync"), disk.large_cached),
+        (format!("floor: disk, {large} MiB written past the page cache (O_DIRECT) + fdatasync"), disk.large_direct),
+        ("floor: disk, that file read once through the page cache (it is not in it)".to_string(), disk.large_cold_read),
+    ] {
+        section.rows.push(Row::new(floor, fmt_mib(rate)));
+    }
     for (which, result) in [("Flotilla GET", &ours.get), ("distribution GET", &peer.get)] {
         if let Some(errors) = &result.socket_errors {
             section.notes.push(format!("wrk ({which}): {errors}"));

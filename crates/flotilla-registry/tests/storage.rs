@@ -115,6 +115,41 @@ async fn an_append_cut_off_by_its_client_resumes_where_it_stopped() {
     assert!(read_all(store.as_ref(), &digest, 0).await == content, "the blob is what was sent, in order");
 }
 
+/// Appends of every shape land in place: the store writes the first 4 MiB of an append
+/// through the page cache, then whole aligned 4 MiB batches past it (in a thread of their
+/// own), then the rest through it again, so these appends start at unaligned offsets, cross
+/// batch boundaries in chunks of odd sizes, and end short of a block, of a batch, or exactly
+/// on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_any_size_at_any_offset_land_in_place() {
+    const MIB: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlobStore::open(dir.path()).unwrap();
+    let sizes = [3, 2 * 4 * MIB + 5, 4093, 4 * MIB - 1, 4 * MIB, 1, MIB + 17, 12 * MIB, 21 * MIB + 7];
+    let content: Vec<u8> = (0..sizes.iter().sum::<usize>() as u32).map(|i| ((i % 251) ^ (i >> 16)) as u8).collect();
+    let upload = store.start_upload().await.unwrap();
+    let mut at = 0;
+    for (number, size) in sizes.into_iter().enumerate() {
+        let part = &content[at..at + size];
+        let chunks: Vec<&[u8]> = part.chunks(65_537 + number * 4_099).collect();
+        let grown = store.append(&upload, at as u64, body(&chunks)).await.unwrap();
+        at += size;
+        assert_eq!(grown, at as u64, "append {number} ({size} bytes) grew the upload by its size");
+    }
+    let digest = digest::of(&content);
+    assert_eq!(store.finish_upload(&upload, &digest).await.unwrap(), content.len() as u64);
+    let stored = read_all(&store, &digest, 0).await;
+    assert_eq!(stored.len(), content.len());
+    let first_difference = stored.iter().zip(&content).position(|(stored, sent)| stored != sent);
+    assert_eq!(first_difference, None, "the blob is what was sent, byte for byte");
+    // A large blob is read past the page cache in aligned 4 MiB reads: reads resumed at any
+    // offset start at the right byte.
+    for offset in [1, 4095, 4096, 4 * MIB + 3, 8 * MIB, content.len() - 1, content.len()] {
+        let rest = read_all(&store, &digest, offset as u64).await;
+        assert!(rest == content[offset..], "the read from offset {offset} is the blob's rest");
+    }
+}
+
 /// A tokio channel's receiver as a stream (what `tokio-stream`'s wrapper does).
 fn tokio_stream_of<T: Send + 'static>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })

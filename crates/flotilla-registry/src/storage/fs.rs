@@ -7,9 +7,10 @@
 //! is computed again from the upload's file when the upload next grows or finishes.
 //!
 //! An append is a pipeline of three threads, so that a large push goes at the speed of its
-//! slowest stage (one core's SHA-256), then the final sync, rather than of all of them in
-//! turn: the task receiving the body hands each chunk, without copying it, to a thread that
-//! hashes and to one that writes (batched vectored writes).
+//! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
+//! the body hands each chunk, without copying it, to a thread that hashes and to one that
+//! writes ([`writer`]: whole aligned batches past the page cache, the rest through it). A
+//! large blob is read past the page cache too ([`reader`]).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -23,12 +24,17 @@ use tokio::io::AsyncReadExt;
 use super::{BlobStore, BlobStream, StorageError, UploadId};
 use crate::digest::{self, Digest, Hasher};
 
+mod aligned;
+mod reader;
+mod writer;
+
+use aligned::BufferPool;
+use writer::UploadWriter;
+
 /// Bytes read at once when streaming a blob or hashing an upload again.
 const READ_CHUNK: usize = 256 * 1024;
 /// Bytes read at once when sending a blob.
 const SEND_CHUNK: usize = 1024 * 1024;
-/// Bytes of an upload written with one call, at most (what has arrived is written at once).
-const WRITE_BATCH: usize = 4 * 1024 * 1024;
 /// Chunks of an upload received but not yet hashed, or not yet written, at most.
 const PIPELINE_CHUNKS: usize = 64;
 
@@ -37,6 +43,8 @@ pub struct FsBlobStore {
     root: PathBuf,
     /// Uploads being written by this process: one writer at a time, and the hash so far.
     uploads: std::sync::Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Progress>>>>,
+    /// Aligned buffers for direct writes (uploads) and reads (large blobs).
+    buffers: Arc<BufferPool>,
 }
 
 /// What is known of an upload's content: the hash of its first `bytes` bytes.
@@ -52,7 +60,7 @@ impl FsBlobStore {
         for dir in [root.join("blobs").join("sha256"), root.join("uploads")] {
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
         }
-        Ok(Self { root, uploads: std::sync::Mutex::default() })
+        Ok(Self { root, uploads: std::sync::Mutex::default(), buffers: Arc::default() })
     }
 
     fn blob_path(&self, digest: &Digest) -> Result<PathBuf, StorageError> {
@@ -172,51 +180,23 @@ fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes
     hasher
 }
 
-/// Appends every chunk it is sent to `file` until the sender is dropped, and returns how many
-/// bytes it wrote. The chunks waiting are written together, with one vectored write of up to
-/// [`WRITE_BATCH`] bytes.
+/// Writes every chunk it is sent, until the sender is dropped, and returns how many bytes it
+/// wrote.
 ///
 /// Nothing is synced here: the one sync at the end of the upload makes the blob durable. On
-/// this project's machines, having the disk start writing as the file grew (a `fdatasync` in
-/// a thread beside the writes, or `posix_fadvise(POSIX_FADV_DONTNEED)` every 32 MiB) made a
-/// 256 MiB upload 1.5 to 3 times slower as often as it made it faster: every `fdatasync`
-/// commits the journal, which the appends then wait for, and the virtual disk throttles
-/// many smaller writebacks where it takes one large one at full speed.
+/// this project's machines, syncing as the file grew (a `fdatasync` in a thread beside the
+/// writes, or `posix_fadvise(POSIX_FADV_DONTNEED)` every 32 MiB) made a 256 MiB upload 1.5
+/// to 3 times slower as often as it made it faster: every `fdatasync` commits the journal,
+/// which the appends then wait for. Direct writes ([`writer`]) start the disk early without
+/// either.
 fn write_chunks(
-    mut file: std::fs::File,
+    mut writer: UploadWriter,
     mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
 ) -> std::io::Result<u64> {
-    let mut written = 0u64;
-    let mut batch = Vec::new();
-    while let Some(first) = chunks.blocking_recv() {
-        let mut size = first.len();
-        batch.push(first);
-        while size < WRITE_BATCH {
-            let Ok(chunk) = chunks.try_recv() else { break };
-            size += chunk.len();
-            batch.push(chunk);
-        }
-        write_all_vectored(&mut file, &batch)?;
-        batch.clear();
-        written += size as u64;
+    while let Some(chunk) = chunks.blocking_recv() {
+        writer.write(&chunk)?;
     }
-    Ok(written)
-}
-
-/// Writes all of `chunks`, in order, with as few `writev` calls as the kernel allows.
-fn write_all_vectored(file: &mut std::fs::File, chunks: &[bytes::Bytes]) -> std::io::Result<()> {
-    use std::io::{IoSlice, Write};
-    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|chunk| IoSlice::new(chunk)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(wrote) => IoSlice::advance_slices(&mut slices, wrote),
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
+    writer.finish()
 }
 
 /// Syncs a directory, so that a rename or a new file in it survives a crash.
@@ -237,25 +217,36 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError> {
+        enum Opened {
+            Cached(std::fs::File),
+            Direct((std::fs::File, std::fs::File), u64),
+        }
         let path = self.blob_path(digest)?;
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
             use std::io::Seek;
-            let mut file = std::fs::File::open(path)?;
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            if let Some(direct) = reader::open_direct(&path, size) {
+                return Ok(Opened::Direct((direct, file), size));
+            }
             if offset > 0 {
                 file.seek(SeekFrom::Start(offset))?;
             }
-            Ok(file)
+            Ok(Opened::Cached(file))
         })
         .await
         .map_err(|e| StorageError::io(format!("cannot open blob {digest}"))(std::io::Error::other(e.to_string())))?;
-        let file = match opened {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::BlobNotFound(digest.clone()));
+        let context = format!("cannot read blob {digest}");
+        match opened {
+            Ok(Opened::Cached(file)) => Ok(read_ahead(file, context)),
+            Ok(Opened::Direct(files, size)) => {
+                Ok(reader::direct_chunks(files, size, offset, self.buffers.clone(), context))
             }
-            Err(error) => return Err(StorageError::io(format!("cannot open blob {digest}"))(error)),
-        };
-        Ok(read_ahead(file, format!("cannot read blob {digest}")))
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::BlobNotFound(digest.clone()))
+            }
+            Err(error) => Err(StorageError::io(format!("cannot open blob {digest}"))(error)),
+        }
     }
 
     async fn read_small(&self, digest: &Digest) -> Result<bytes::Bytes, StorageError> {
@@ -294,9 +285,7 @@ impl BlobStore for FsBlobStore {
             return Err(StorageError::OffsetMismatch { expected: start, given: offset });
         }
         let hasher = self.hashed(upload, &mut progress, start).await?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.upload_path(upload))
+        let writer = UploadWriter::open(&self.upload_path(upload), start, self.buffers.clone())
             .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
         // Three stages on as many threads: this task receives, a blocking thread hashes and
         // another writes. SHA-256 is the one stage that cannot be split, so nothing else runs
@@ -305,7 +294,7 @@ impl BlobStore for FsBlobStore {
         let (to_writer, for_writer) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_CHUNKS);
         let hashing = tokio::task::spawn_blocking(move || hash_chunks(hasher, for_hasher));
         let writing = tokio::task::spawn_blocking(move || {
-            let written = write_chunks(file, for_writer);
+            let written = write_chunks(writer, for_writer);
             (progress, written)
         });
         let mut outcome = Ok(());

@@ -1,0 +1,271 @@
+//! [`UploadWriter`]: how an upload's bytes reach its file.
+//!
+//! The first [`BATCH`] bytes of an append go through the page cache as they arrive, so an
+//! append smaller than that (small layers, configs, every manifest) is written as any file is. Past
+//! them, the bytes are gathered in buffers of [`BATCH`] bytes aligned to [`ALIGN`], and each
+//! full buffer is written past the page cache (`O_DIRECT`) by a thread of its own, in order,
+//! while the next fills. What is left at the end (less than a batch) goes through the page
+//! cache again. The one sync at the end of the upload makes all of it durable, as before.
+//!
+//! Why: through the page cache, a large upload waits at its end for one sync that writes all
+//! of it, and on a virtual machine whose host takes back freed memory it first pays for
+//! every fresh page it fills. On this project's machines: SHA-256 runs at ~1.5 GB/s on one
+//! core; 256 MiB written through the page cache and synced, 290-420 MB/s (fresh pages alone
+//! fill at 240-340 MB/s; 2.5-2.9 GB/s right after other pages were freed); written directly,
+//! 1.0-1.4 GB/s. Written directly, the disk works while the upload arrives, from buffers
+//! kept in a [`BufferPool`] (already mapped), and the final sync has little left to do.
+//!
+//! The cost: a large blob is not in the page cache after its push, so the first pull reads
+//! it from the disk (and fills fresh pages then).
+//!
+//! A file system that refuses `O_DIRECT` (when the file is opened, or on a write) gets every
+//! byte through the page cache.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::aligned::{self, AlignedBuffer, BufferPool};
+
+/// Bytes of one direct write.
+const BATCH: usize = aligned::BUFFER;
+const ALIGN: usize = aligned::ALIGN;
+
+/// Writes the bytes of one append to an upload's file, from a given offset on.
+///
+/// Bytes land in the file in order: those through the page cache before any batch, each
+/// batch after the one before it (one flushing thread), the rest only once every batch is
+/// written. So whatever
+/// stops an append (an error, its client going away, the process dying) leaves the upload's
+/// file a prefix of what was sent, from which it can resume.
+pub(super) struct UploadWriter {
+    /// The file, through the page cache.
+    file: File,
+    /// The same file opened with `O_DIRECT`; `None` when the file system refuses it. It
+    /// moves to the flushing thread when that starts.
+    direct: Option<File>,
+    pool: Arc<BufferPool>,
+    /// Bytes gathered and not yet written: `filled` of them, at `position` in the file.
+    buffer: Option<AlignedBuffer>,
+    filled: usize,
+    position: u64,
+    /// Bytes known written: those through the page cache, and the batches the flusher has
+    /// returned.
+    written: u64,
+    /// The thread writing full batches, started by the first one.
+    flusher: Option<Flusher>,
+}
+
+impl UploadWriter {
+    /// Opens the upload at `path` to write from `offset` on (its current length).
+    pub(super) fn open(path: &Path, offset: u64, pool: Arc<BufferPool>) -> io::Result<Self> {
+        let file = File::options().write(true).open(path)?;
+        let direct = File::options().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
+        Ok(Self { file, direct, pool, buffer: None, filled: 0, position: offset, written: 0, flusher: None })
+    }
+
+    /// Writes `chunk` after those written before (possibly only at [`finish`](Self::finish)).
+    pub(super) fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.buffer.is_some() || self.flusher.is_some() || self.written >= BATCH as u64 {
+            return self.gather(chunk);
+        }
+        // The first batch's worth goes through the page cache as it arrives: all of an append
+        // smaller than a batch (no copy, no wait at the end), the start of a larger one.
+        self.file.write_all_at(chunk, self.position)?;
+        self.position += chunk.len() as u64;
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Writes what is left and returns how many bytes were written in all.
+    pub(super) fn finish(mut self) -> io::Result<u64> {
+        self.stop_flusher()?;
+        if let Some(buffer) = self.buffer.take() {
+            let result = self.file.write_all_at(&buffer.as_slice()[..self.filled], self.position);
+            self.pool.give_back(buffer);
+            result?;
+            self.written += self.filled as u64;
+        }
+        Ok(self.written)
+    }
+
+    /// Copies `bytes` into the buffer, handing it to the flusher each time it is full; the
+    /// bytes before the first multiple of [`ALIGN`] are written at once.
+    fn gather(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let misaligned = (self.position % ALIGN as u64) as usize;
+        if self.buffer.is_none() && misaligned != 0 {
+            let head = bytes.len().min(ALIGN - misaligned);
+            self.file.write_all_at(&bytes[..head], self.position)?;
+            self.position += head as u64;
+            self.written += head as u64;
+            bytes = &bytes[head..];
+        }
+        while !bytes.is_empty() {
+            let mut buffer = match self.buffer.take() {
+                Some(buffer) => buffer,
+                None => self.empty_buffer()?,
+            };
+            let taken = bytes.len().min(BATCH - self.filled);
+            buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&bytes[..taken]);
+            self.filled += taken;
+            bytes = &bytes[taken..];
+            if self.filled == BATCH {
+                self.submit(buffer)?;
+            } else {
+                self.buffer = Some(buffer);
+            }
+        }
+        Ok(())
+    }
+
+    /// A buffer to fill: one the flusher is done with, or, while fewer than
+    /// [`Flusher::IN_FLIGHT`] are queued, one from the pool.
+    fn empty_buffer(&mut self) -> io::Result<AlignedBuffer> {
+        if let Some(flusher) = &mut self.flusher
+            && let Some(buffer) = flusher.returned(flusher.in_flight >= Flusher::IN_FLIGHT)?
+        {
+            self.written += BATCH as u64;
+            return Ok(buffer);
+        }
+        Ok(self.pool.take())
+    }
+
+    /// Hands a full buffer to the flusher, starting it with the first.
+    fn submit(&mut self, buffer: AlignedBuffer) -> io::Result<()> {
+        let flusher = match &mut self.flusher {
+            Some(flusher) => flusher,
+            None => {
+                let cached = self.file.try_clone()?;
+                self.flusher.insert(Flusher::start(cached, self.direct.take())?)
+            }
+        };
+        flusher.send(buffer, self.position)?;
+        self.position += BATCH as u64;
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Waits for the flusher to write what it was given, then lets it end; the first error it
+    /// met, if any.
+    fn stop_flusher(&mut self) -> io::Result<()> {
+        let Some(flusher) = self.flusher.take() else { return Ok(()) };
+        let (buffers, outcome) = flusher.stop();
+        self.written += (buffers.len() * BATCH) as u64;
+        for buffer in buffers {
+            self.pool.give_back(buffer);
+        }
+        outcome
+    }
+}
+
+impl Drop for UploadWriter {
+    fn drop(&mut self) {
+        // Whatever was queued is written before the upload's next writer can start.
+        let _ = self.stop_flusher();
+        if let Some(buffer) = self.buffer.take() {
+            self.pool.give_back(buffer);
+        }
+    }
+}
+
+/// The thread that writes full buffers, one after the other, while the next ones fill.
+struct Flusher {
+    queue: Option<std::sync::mpsc::SyncSender<(AlignedBuffer, u64)>>,
+    done: std::sync::mpsc::Receiver<io::Result<AlignedBuffer>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Flusher {
+    /// Buffers given to the flusher and not yet returned, at most (one being written, two
+    /// waiting), so that neither the disk nor the bytes arriving wait for the other when its
+    /// pace varies (a virtual disk's does, by tens of percent from one second to the next).
+    const IN_FLIGHT: usize = 3;
+
+    fn start(cached: File, direct: Option<File>) -> io::Result<Self> {
+        let (queue, batches) = std::sync::mpsc::sync_channel::<(AlignedBuffer, u64)>(Self::IN_FLIGHT);
+        let (written, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
+            let mut direct = direct;
+            for (buffer, position) in batches {
+                let outcome = write_batch(&cached, &mut direct, buffer.as_slice(), position);
+                let failed = outcome.is_err();
+                if written.send(outcome.map(|()| buffer)).is_err() || failed {
+                    break;
+                }
+            }
+        })?;
+        Ok(Self { queue: Some(queue), done, thread: Some(thread), in_flight: 0 })
+    }
+
+    fn send(&mut self, buffer: AlignedBuffer, position: u64) -> io::Result<()> {
+        let queued = self.queue.as_ref().map(|queue| queue.send((buffer, position)));
+        if let Some(Ok(())) = queued {
+            self.in_flight += 1;
+            return Ok(());
+        }
+        // The thread stopped on an error: that error.
+        Err(self.first_error())
+    }
+
+    /// A buffer the thread has written, waiting for one when `wait`; the thread's error if
+    /// it met one.
+    fn returned(&mut self, wait: bool) -> io::Result<Option<AlignedBuffer>> {
+        let next = if wait { self.done.recv().ok() } else { self.done.try_recv().ok() };
+        match next {
+            Some(Ok(buffer)) => {
+                self.in_flight -= 1;
+                Ok(Some(buffer))
+            }
+            Some(Err(error)) => Err(error),
+            None if wait => Err(self.first_error()),
+            None => Ok(None),
+        }
+    }
+
+    fn first_error(&mut self) -> io::Error {
+        self.done
+            .try_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| io::Error::other("the thread writing the upload stopped"))
+    }
+
+    /// Lets the thread write what it was given and end: the buffers it returned, and its
+    /// error if it met one.
+    fn stop(mut self) -> (Vec<AlignedBuffer>, io::Result<()>) {
+        self.queue = None;
+        let mut buffers = Vec::new();
+        let mut outcome = Ok(());
+        for returned in self.done.iter() {
+            match returned {
+                Ok(buffer) => buffers.push(buffer),
+                Err(error) => outcome = Err(error),
+            }
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+            && outcome.is_ok()
+        {
+            outcome = Err(io::Error::other("the thread writing the upload panicked"));
+        }
+        (buffers, outcome)
+    }
+}
+
+/// Writes one full batch at `position`: directly while the file system allows it, through
+/// the page cache once it refused (`EINVAL`: this file system, or this device's alignment).
+fn write_batch(cached: &File, direct: &mut Option<File>, bytes: &[u8], position: u64) -> io::Result<()> {
+    if let Some(file) = direct {
+        match file.write_all_at(bytes, position) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(%error, "direct write refused; writing through the page cache");
+                *direct = None;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    cached.write_all_at(bytes, position)
+}
