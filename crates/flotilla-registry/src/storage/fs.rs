@@ -45,6 +45,9 @@ pub struct FsBlobStore {
     uploads: std::sync::Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Progress>>>>,
     /// Aligned buffers for direct writes (uploads) and reads (large blobs).
     buffers: Arc<BufferPool>,
+    /// Reads of large blobs that may go past the page cache at once (each holds a few
+    /// buffers); more read through the page cache meanwhile.
+    direct_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// What is known of an upload's content: the hash of its first `bytes` bytes.
@@ -60,7 +63,12 @@ impl FsBlobStore {
         for dir in [root.join("blobs").join("sha256"), root.join("uploads")] {
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
         }
-        Ok(Self { root, uploads: std::sync::Mutex::default(), buffers: Arc::default() })
+        Ok(Self {
+            root,
+            uploads: std::sync::Mutex::default(),
+            buffers: Arc::default(),
+            direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
+        })
     }
 
     fn blob_path(&self, digest: &Digest) -> Result<PathBuf, StorageError> {
@@ -219,15 +227,19 @@ impl BlobStore for FsBlobStore {
     async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError> {
         enum Opened {
             Cached(std::fs::File),
-            Direct((std::fs::File, std::fs::File), u64),
+            Direct(reader::DirectRead),
         }
         let path = self.blob_path(digest)?;
+        let direct_reads = self.direct_reads.clone();
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
             use std::io::Seek;
             let mut file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
-            if let Some(direct) = reader::open_direct(&path, size) {
-                return Ok(Opened::Direct((direct, file), size));
+            if size >= reader::DIRECT_FROM
+                && let Ok(permit) = direct_reads.try_acquire_owned()
+                && let Some(direct) = reader::open_direct(&path)
+            {
+                return Ok(Opened::Direct(reader::DirectRead { files: (direct, file), size, permit }));
             }
             if offset > 0 {
                 file.seek(SeekFrom::Start(offset))?;
@@ -239,9 +251,7 @@ impl BlobStore for FsBlobStore {
         let context = format!("cannot read blob {digest}");
         match opened {
             Ok(Opened::Cached(file)) => Ok(read_ahead(file, context)),
-            Ok(Opened::Direct(files, size)) => {
-                Ok(reader::direct_chunks(files, size, offset, self.buffers.clone(), context))
-            }
+            Ok(Opened::Direct(reading)) => Ok(reader::direct_chunks(reading, offset, self.buffers.clone(), context)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Err(StorageError::BlobNotFound(digest.clone()))
             }

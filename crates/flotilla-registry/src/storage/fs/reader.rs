@@ -26,31 +26,35 @@ use crate::storage::{BlobStream, StorageError};
 
 /// Blobs of at least this many bytes are read past the page cache.
 pub(super) const DIRECT_FROM: u64 = BUFFER as u64;
+/// Blobs read past the page cache at once, at most; others read through the page cache
+/// meanwhile. Each holds up to [`READS_IN_FLIGHT`] + 1 buffers of [`BUFFER`] bytes, so this
+/// bounds the memory large pulls take (a deployment's nodes pulling the same layer at once).
+pub(super) const DIRECT_READS: usize = 8;
 /// Direct reads of one blob running at once, so that the disk always has several requests
 /// queued (on this project's virtual disk, 256 MiB read at 0.9-1.3 GB/s with two at once,
 /// 1.6-1.9 GB/s with four).
 const READS_IN_FLIGHT: usize = 4;
 
-/// Opens the blob at `path` (`size` bytes) for a direct read when it is large enough and its
-/// file system allows `O_DIRECT`; `None` to read it through the page cache.
-pub(super) fn open_direct(path: &Path, size: u64) -> Option<File> {
-    if size < DIRECT_FROM {
-        return None;
-    }
+/// Opens the blob at `path` for a direct read; `None` when its file system refuses
+/// `O_DIRECT` (read it through the page cache then).
+pub(super) fn open_direct(path: &Path) -> Option<File> {
     File::options().read(true).custom_flags(libc::O_DIRECT).open(path).ok()
 }
 
-/// The blob (`size` bytes) from `offset` on, as chunks of up to [`BUFFER`] bytes, read from
-/// `direct` (opened by [`open_direct`]), or from `cached` (the same file, opened as usual)
-/// should a direct read be refused (`EINVAL`: a device whose blocks are larger than
-/// [`ALIGN`]).
-pub(super) fn direct_chunks(
-    files: (File, File),
-    size: u64,
-    offset: u64,
-    pool: Arc<BufferPool>,
-    context: String,
-) -> BlobStream {
+/// A blob opened for a direct read.
+pub(super) struct DirectRead {
+    /// The file opened by [`open_direct`], and the same file opened as usual, read should a
+    /// direct read be refused (`EINVAL`: a device whose blocks are larger than [`ALIGN`]).
+    pub(super) files: (File, File),
+    /// The blob's size.
+    pub(super) size: u64,
+    /// One of the [`DIRECT_READS`], held until the stream is dropped.
+    pub(super) permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The blob from `offset` on, as chunks of up to [`BUFFER`] bytes.
+pub(super) fn direct_chunks(read: DirectRead, offset: u64, pool: Arc<BufferPool>, context: String) -> BlobStream {
+    let DirectRead { files, size, permit } = read;
     let files = Arc::new(files);
     // Direct reads start at multiples of ALIGN: the first chunk drops what precedes `offset`.
     let first = if offset >= size { size } else { offset - offset % ALIGN as u64 };
@@ -68,6 +72,7 @@ pub(super) fn direct_chunks(
         })
         .buffered(READS_IN_FLIGHT)
         .map(move |joined| {
+            let _reading = &permit;
             let lost = |error: io::Error| StorageError::io(context.clone())(error);
             let (at, chunk) = joined.map_err(|error| lost(io::Error::other(error.to_string())))?.map_err(lost)?;
             let chunk = bytes::Bytes::from_owner(chunk);
