@@ -157,6 +157,56 @@ async fn appends_of_any_size_at_any_offset_land_in_place() {
     }
 }
 
+/// More large appends at once than may write past the page cache (each holds buffers): the
+/// others write through the page cache, and every upload ends as exactly what was sent. All
+/// appends have written 8 MiB (past the 4 MiB from which direct writes start) before any
+/// of them ends, so they all want to write directly at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_large_appends_at_once_than_write_directly_all_land_whole() {
+    const UPLOADS: u32 = 12;
+    const MIB: usize = 1024 * 1024;
+    const SIZE: usize = 13 * MIB + 3;
+    const FIRST: usize = 12 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(FsBlobStore::open(dir.path()).unwrap());
+    let contents: Vec<Vec<u8>> = (0..UPLOADS)
+        .map(|upload| (0..SIZE as u32).map(|i| ((i % 251) ^ (i >> 16) ^ (upload * 7)) as u8).collect())
+        .collect();
+    let (mut senders, mut appends, mut uploads) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..UPLOADS {
+        let upload = store.start_upload().await.unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, StorageError>>(256);
+        let (store, appending) = (store.clone(), upload.clone());
+        let body = futures::StreamExt::boxed(tokio_stream_of(receiver));
+        appends.push(tokio::spawn(async move { store.append(&appending, 0, body).await }));
+        senders.push(sender);
+        uploads.push(upload);
+    }
+    for (sender, content) in senders.iter().zip(&contents) {
+        for chunk in content[..FIRST].chunks(100_003) {
+            sender.send(Ok(bytes::Bytes::copy_from_slice(chunk))).await.unwrap();
+        }
+    }
+    for upload in &uploads {
+        while store.upload_size(upload).await.unwrap() < 8 * MIB as u64 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    for (sender, content) in senders.into_iter().zip(&contents) {
+        for chunk in content[FIRST..].chunks(100_003) {
+            sender.send(Ok(bytes::Bytes::copy_from_slice(chunk))).await.unwrap();
+        }
+    }
+    for (number, append) in appends.into_iter().enumerate() {
+        assert_eq!(append.await.unwrap().unwrap(), SIZE as u64, "upload {number} grew by its size");
+    }
+    for (upload, content) in uploads.iter().zip(&contents) {
+        let digest = digest::of(content);
+        store.finish_upload(upload, &digest).await.unwrap();
+        assert!(read_all(store.as_ref(), &digest, 0).await == *content, "each blob is what was sent");
+    }
+}
+
 /// A tokio channel's receiver as a stream (what `tokio-stream`'s wrapper does).
 fn tokio_stream_of<T: Send + 'static>(receiver: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) })

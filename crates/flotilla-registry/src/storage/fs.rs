@@ -45,9 +45,10 @@ pub struct FsBlobStore {
     uploads: std::sync::Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Progress>>>>,
     /// Aligned buffers for direct writes (uploads) and reads (large blobs).
     buffers: Arc<BufferPool>,
-    /// Reads of large blobs that may go past the page cache at once (each holds a few
-    /// buffers); more read through the page cache meanwhile.
+    /// Reads of large blobs, and appends, that may go past the page cache at once (each
+    /// holds a few buffers); more go through the page cache meanwhile.
     direct_reads: Arc<tokio::sync::Semaphore>,
+    direct_writes: Arc<tokio::sync::Semaphore>,
 }
 
 /// What is known of an upload's content: the hash of its first `bytes` bytes.
@@ -68,6 +69,7 @@ impl FsBlobStore {
             uploads: std::sync::Mutex::default(),
             buffers: Arc::default(),
             direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
+            direct_writes: Arc::new(tokio::sync::Semaphore::new(writer::DIRECT_WRITES)),
         })
     }
 
@@ -295,7 +297,8 @@ impl BlobStore for FsBlobStore {
             return Err(StorageError::OffsetMismatch { expected: start, given: offset });
         }
         let hasher = self.hashed(upload, &mut progress, start).await?;
-        let writer = UploadWriter::open(&self.upload_path(upload), start, self.buffers.clone())
+        let path = self.upload_path(upload);
+        let writer = UploadWriter::open(&path, start, self.buffers.clone(), self.direct_writes.clone())
             .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
         // Three stages on as many threads: this task receives, a blocking thread hashes and
         // another writes. SHA-256 is the one stage that cannot be split, so nothing else runs

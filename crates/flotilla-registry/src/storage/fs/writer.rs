@@ -32,14 +32,19 @@ use super::aligned::{self, AlignedBuffer, BufferPool};
 /// Bytes of one direct write.
 const BATCH: usize = aligned::BUFFER;
 const ALIGN: usize = aligned::ALIGN;
+/// Appends that may write directly at once, at most.
+pub(super) const DIRECT_WRITES: usize = 8;
 
 /// Writes the bytes of one append to an upload's file, from a given offset on.
 ///
 /// Bytes land in the file in order: those through the page cache before any batch, each
 /// batch after the one before it (one flushing thread), the rest only once every batch is
-/// written. So whatever
-/// stops an append (an error, its client going away, the process dying) leaves the upload's
-/// file a prefix of what was sent, from which it can resume.
+/// written. So whatever stops an append (an error, its client going away, the process dying)
+/// leaves the upload's file a prefix of what was sent, from which it can resume.
+///
+/// An append gathers bytes for direct writes only while it holds one of the store's
+/// [`DIRECT_WRITES`] permits (each such append holds up to five buffers); without one, or
+/// when the file system refuses `O_DIRECT`, all of it goes through the page cache.
 pub(super) struct UploadWriter {
     /// The file, through the page cache.
     file: File,
@@ -56,20 +61,51 @@ pub(super) struct UploadWriter {
     written: u64,
     /// The thread writing full batches, started by the first one.
     flusher: Option<Flusher>,
+    /// The store's permits for appends that write directly; this append's, once it has one.
+    direct_writes: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Everything goes through the page cache: no permit was left, or no `O_DIRECT`.
+    all_cached: bool,
 }
 
 impl UploadWriter {
     /// Opens the upload at `path` to write from `offset` on (its current length).
-    pub(super) fn open(path: &Path, offset: u64, pool: Arc<BufferPool>) -> io::Result<Self> {
+    pub(super) fn open(
+        path: &Path,
+        offset: u64,
+        pool: Arc<BufferPool>,
+        direct_writes: Arc<tokio::sync::Semaphore>,
+    ) -> io::Result<Self> {
         let file = File::options().write(true).open(path)?;
         let direct = File::options().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
-        Ok(Self { file, direct, pool, buffer: None, filled: 0, position: offset, written: 0, flusher: None })
+        Ok(Self {
+            file,
+            all_cached: direct.is_none(),
+            direct,
+            pool,
+            buffer: None,
+            filled: 0,
+            position: offset,
+            written: 0,
+            flusher: None,
+            direct_writes,
+            permit: None,
+        })
     }
 
     /// Writes `chunk` after those written before (possibly only at [`finish`](Self::finish)).
     pub(super) fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if self.buffer.is_some() || self.flusher.is_some() || self.written >= BATCH as u64 {
+        if self.permit.is_some() {
             return self.gather(chunk);
+        }
+        if self.written >= BATCH as u64 && !self.all_cached {
+            match self.direct_writes.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return self.gather(chunk);
+                }
+                Err(_) => self.all_cached = true,
+            }
         }
         // The first batch's worth goes through the page cache as it arrives: all of an append
         // smaller than a batch (no copy, no wait at the end), the start of a larger one.
