@@ -89,8 +89,9 @@ fn read_chunk(file: &File, at: u64, size: u64, pool: &Arc<BufferPool>) -> io::Re
     let mut filled = 0;
     // Every read but the one reaching the end of the file returns whole blocks, so each one
     // starts aligned; the buffer asked for is always whole blocks (the last block read whole).
+    let end = want.div_ceil(ALIGN) * ALIGN;
     while filled < want {
-        match file.read_at(&mut buffer.as_mut_slice()[filled..], at + filled as u64) {
+        match file.read_at(&mut buffer.as_mut_slice()[filled..end], at + filled as u64) {
             Ok(0) => break,
             Ok(read) => filled += read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
