@@ -107,8 +107,8 @@ impl UploadWriter {
                 Err(_) => self.all_cached = true,
             }
         }
-        // The first batch's worth goes through the page cache as it arrives: all of an append
-        // smaller than a batch (no copy, no wait at the end), the start of a larger one.
+        // Through the page cache as it arrives: the first batch's worth of every append (all
+        // of a small one: no copy, no wait at the end), and all of one without a permit.
         self.file.write_all_at(chunk, self.position)?;
         self.position += chunk.len() as u64;
         self.written += chunk.len() as u64;
