@@ -9,6 +9,7 @@
 mod audit;
 mod exec;
 mod identity;
+mod log_sync;
 mod objects;
 mod postgres;
 mod registry;

@@ -13,10 +13,11 @@
 //! holding its commit is synced. The writer's own connection does not sync at each commit
 //! (`synchronous = NORMAL`, still crash-safe: a transaction is in the log whole or not at
 //! all); a syncer thread calls `fdatasync` on the log for every batch, then answers its
-//! callers, while the writer goes on with the next batch. The price: another connection may
-//! read a commit a few hundred microseconds before it is durable (a power loss then takes back
-//! what it read, never what a caller was told was written). Without a log file to sync (it
-//! cannot be opened), every commit syncs itself (`synchronous = FULL`).
+//! callers, while the writer goes on with the next batch, timed to the syncer's pace
+//! ([`log_sync`](super::log_sync)). The price: another connection may read a commit a few
+//! hundred microseconds before it is durable (a power loss then takes back what it read,
+//! never what a caller was told was written). Without a log file to sync (it cannot be
+//! opened), every commit syncs itself (`synchronous = FULL`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -27,6 +28,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc;
 
 use super::exec::{Bind, Executor, SqlRow};
+use super::log_sync::Syncer;
 use super::{MIGRATIONS, Shared, writer};
 use crate::StoreError;
 
@@ -193,12 +195,15 @@ pub(crate) fn start(
             let mut last_checkpoint = Instant::now();
             while let Some(first) = queue.blocking_recv() {
                 batch.fill(first, &mut queue, max_batch);
+                if let Some(syncer) = &syncer {
+                    syncer.pace.wait_for_commit_time();
+                    batch.top_up(&mut queue, max_batch);
+                }
+                let started = Instant::now();
                 let mut exec = SqliteExec { connection: &mut connection };
                 let outcome = futures::executor::block_on(writer::commit_batch(&shared, &mut exec, &batch.mutations));
                 match &syncer {
-                    Some(syncer) => {
-                        let _ = syncer.send(batch.settle(outcome));
-                    }
+                    Some(syncer) => syncer.hand_over(batch.settle(outcome), started.elapsed()),
                     None => batch.finish(outcome),
                 }
                 let since = last_checkpoint.elapsed();
@@ -219,12 +224,9 @@ pub(crate) fn start(
 }
 
 /// Starts the thread that makes the writer's commits durable and answers their callers (see
-/// the module's documentation); `None`, with the writer syncing each commit itself, when the
-/// log file cannot be opened.
-fn start_syncer(
-    location: &Location,
-    writer: &Connection,
-) -> Result<Option<std::sync::mpsc::Sender<writer::Settled>>, StoreError> {
+/// [`super::log_sync`]); `None`, with the writer syncing each commit itself, when the log file
+/// cannot be opened.
+fn start_syncer(location: &Location, writer: &Connection) -> Result<Option<Syncer>, StoreError> {
     let mut path = location.path().as_os_str().to_owned();
     path.push("-wal");
     let log = match std::fs::File::open(&path) {
@@ -235,31 +237,7 @@ fn start_syncer(
         }
     };
     writer.execute_batch("PRAGMA synchronous = NORMAL;")?;
-    let (sender, settled) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("sqlite-sync".into())
-        .spawn(move || sync_and_answer(settled, move || log.sync_data()))
-        .map_err(|e| StoreError::Backend(format!("cannot start the SQLite sync thread: {e}")))?;
-    Ok(Some(sender))
-}
-
-/// Answers each batch once a `sync` begun after its commit succeeded: one sync for every
-/// batch committed meanwhile. After a failed sync nothing is acknowledged any more (the
-/// kernel may have dropped the pages it could not write; a later sync proves nothing).
-fn sync_and_answer(settled: std::sync::mpsc::Receiver<writer::Settled>, sync: impl Fn() -> std::io::Result<()>) {
-    let mut failed: Option<String> = None;
-    while let Ok(first) = settled.recv() {
-        let waiting: Vec<writer::Settled> = std::iter::once(first).chain(settled.try_iter()).collect();
-        if failed.is_none()
-            && let Err(error) = sync()
-        {
-            tracing::error!(%error, "cannot sync the write-ahead log: no write is acknowledged any more; restart");
-            failed = Some(error.to_string());
-        }
-        for batch in waiting {
-            batch.answer(failed.as_deref().map_or(Ok(()), Err));
-        }
-    }
+    Syncer::start(move || log.sync_data()).map(Some)
 }
 
 /// How often the writer, when it has nothing queued, completes the background checkpoint.
@@ -404,53 +382,6 @@ impl Executor for SqliteExec<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Committed;
-    use flotilla_core::audit::Outcome;
-    use tokio::sync::oneshot;
-
-    /// A batch of one applied and one refused mutation, and its callers' receivers.
-    fn settled() -> (writer::Settled, Vec<oneshot::Receiver<Result<Committed, StoreError>>>) {
-        let (replies, receivers): (Vec<_>, Vec<_>) = (0..2).map(|_| oneshot::channel()).unzip();
-        let applied = Ok(Committed { seq: 7, outcome: Outcome::Success, object: None });
-        let refused = Err(StoreError::Backend("refused".into()));
-        (writer::Settled::new(replies, vec![applied, refused]), receivers)
-    }
-
-    fn answers(receivers: Vec<oneshot::Receiver<Result<Committed, StoreError>>>) -> Vec<Result<u64, String>> {
-        receivers
-            .into_iter()
-            .map(|mut r| r.try_recv().expect("answered").map(|c| c.seq).map_err(|e| e.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn callers_are_answered_after_the_sync_and_not_acknowledged_when_it_fails() {
-        let syncs = std::sync::atomic::AtomicUsize::new(0);
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let (first, first_answers) = settled();
-        let (second, second_answers) = settled();
-        sender.send(first).unwrap();
-        sender.send(second).unwrap();
-        drop(sender);
-        sync_and_answer(receiver, || {
-            syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        });
-        assert_eq!(syncs.into_inner(), 1, "one sync for the batches committed meanwhile");
-        for answers in [answers(first_answers), answers(second_answers)] {
-            assert_eq!(answers, vec![Ok(7), Err("store unavailable: refused".to_string())]);
-        }
-
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let (failing, failing_answers) = settled();
-        sender.send(failing).unwrap();
-        drop(sender);
-        sync_and_answer(receiver, || Err(std::io::Error::other("EIO")));
-        let answers = answers(failing_answers);
-        assert!(answers[0].as_ref().is_err_and(|e| e.contains("could not be made durable: EIO")), "{answers:?}");
-        assert_eq!(answers[1], Err("store unavailable: refused".to_string()), "a refusal stays a refusal");
-    }
-
     #[test]
     fn urls_name_a_file_and_an_open_mode() {
         let location = Location::parse("sqlite:///var/lib/flotilla/flotilla.db?mode=rwc").unwrap();

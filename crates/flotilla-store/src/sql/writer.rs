@@ -54,6 +54,11 @@ impl Batch {
     /// Takes `first` and whatever else is already queued, up to `max_batch`.
     pub(crate) fn fill(&mut self, first: WriteRequest, queue: &mut mpsc::Receiver<WriteRequest>, max_batch: usize) {
         self.push(first);
+        self.top_up(queue, max_batch);
+    }
+
+    /// Adds whatever is queued now, up to `max_batch` in all.
+    pub(crate) fn top_up(&mut self, queue: &mut mpsc::Receiver<WriteRequest>, max_batch: usize) {
         while self.mutations.len() < max_batch {
             match queue.try_recv() {
                 Ok(request) => self.push(request),
