@@ -24,6 +24,7 @@ use flotilla_store::registry::{NewManifest, RegistryChange, RegistryReads, Regis
 use flotilla_store::{Change, Mutation, Store, StoreError};
 
 use crate::digest::{self, Digest};
+use crate::manifest_cache::ManifestCache;
 use crate::names;
 use crate::storage::{BlobStore, BlobStream, StorageError, UploadId};
 
@@ -46,11 +47,13 @@ pub struct Registry {
     /// Held shared from the moment a blob is stored until the index links it, and exclusively
     /// while garbage collection deletes blobs: a blob is never deleted between the two.
     pub(crate) sweep: tokio::sync::RwLock<()>,
+    /// Manifests' bytes by digest, for pulls.
+    manifests: ManifestCache,
 }
 
 impl Registry {
     pub fn new(blobs: Arc<dyn BlobStore>, store: Arc<dyn Store>) -> Self {
-        Self { blobs, store, sweep: tokio::sync::RwLock::new(()) }
+        Self { blobs, store, sweep: tokio::sync::RwLock::new(()), manifests: ManifestCache::default() }
     }
 
     fn index(&self) -> &dyn RegistryReads {
@@ -653,34 +656,33 @@ async fn put_manifest(
     Ok(audited(respond(StatusCode::CREATED, response_headers, Body::empty())))
 }
 
-/// The digest a manifest reference (tag or digest) stands for in `name`.
-async fn resolve(registry: &Registry, name: &str, reference: &str) -> Result<Option<Digest>, ApiError> {
-    if reference.contains(':') {
-        return Ok(Some(digest::parse(reference)?));
-    }
-    names::tag(reference)?;
-    match registry.index().tag(name, reference).await? {
-        Some(tag) => Ok(Some(digest::parse(&tag.digest)?)),
-        None => Ok(None),
-    }
-}
-
 async fn get_manifest(registry: &Registry, name: &str, reference: &str, head: bool) -> ApiResult {
     let unknown = || {
         ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", format!("{name}:{reference} is not in the registry"))
     };
-    let digest = resolve(registry, name, reference).await?.ok_or_else(unknown)?;
-    let manifest = registry.index().manifest(name, digest.as_ref()).await?.ok_or_else(unknown)?;
+    let manifest = if reference.contains(':') {
+        let digest = digest::parse(reference)?;
+        registry.index().manifest(name, digest.as_ref()).await?
+    } else {
+        names::tag(reference)?;
+        registry.index().tagged_manifest(name, reference).await?
+    };
+    let manifest = manifest.ok_or_else(unknown)?;
+    let content = if head {
+        None
+    } else if let Some(content) = registry.manifests.get(&manifest.digest) {
+        Some(content)
+    } else {
+        let content = registry.blobs.read_small(&digest::parse(&manifest.digest)?).await?;
+        registry.manifests.insert(&manifest.digest, content.clone());
+        Some(content)
+    };
     let response_headers = vec![
-        ("Content-Type", manifest.media_type.clone()),
-        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Type", manifest.media_type),
+        ("Docker-Content-Digest", manifest.digest),
         ("Content-Length", manifest.size.to_string()),
     ];
-    if head {
-        return Ok(respond(StatusCode::OK, response_headers, Body::empty()));
-    }
-    let content = registry.blobs.read_small(&digest).await?;
-    Ok(respond(StatusCode::OK, response_headers, Body::from(content)))
+    Ok(respond(StatusCode::OK, response_headers, content.map_or_else(Body::empty, Body::from)))
 }
 
 async fn delete_manifest(registry: &Registry, actor: &Actor, name: &str, reference: &str) -> ApiResult {

@@ -27,6 +27,7 @@ pub mod conformance;
 pub mod digest;
 pub mod gc;
 pub mod http;
+pub mod manifest_cache;
 pub mod names;
 pub mod remote;
 pub mod replicate;

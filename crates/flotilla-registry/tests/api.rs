@@ -230,8 +230,16 @@ async fn manifests_indexes_tags_referrers_and_deletion() {
     assert_eq!(deleted.status(), 202);
     assert_eq!(client.get(format!("{base}/v2/shop/app/manifests/latest")).send().await.unwrap().status(), 404);
     assert_eq!(client.head(format!("{base}/v2/shop/app/manifests/{index_digest}")).send().await.unwrap().status(), 200);
+    // Served (and so held in the registry's cache) by digest, twice, before it is deleted.
+    for _ in 0..2 {
+        let served = client.get(format!("{base}/v2/shop/app/manifests/{index_digest}")).send().await.unwrap();
+        assert_eq!(served.status(), 200);
+        assert_eq!(served.json::<Value>().await.unwrap(), index);
+    }
     let deleted = client.delete(format!("{base}/v2/shop/app/manifests/{index_digest}")).send().await.unwrap();
     assert_eq!(deleted.status(), 202);
+    let by_digest = client.get(format!("{base}/v2/shop/app/manifests/{index_digest}")).send().await.unwrap();
+    assert_eq!(by_digest.status(), 404, "a deleted manifest is not served from memory");
     let tags: Value = client.get(format!("{base}/v2/shop/app/tags/list")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!([]));
     let gone = client.get(format!("{base}/v2/shop/app/manifests/1.0")).send().await.unwrap();

@@ -1505,6 +1505,9 @@ pub async fn registry_pushes_tags_and_deletions(store: &dyn Store) {
     assert_eq!(stored.pushed_by, admin.user);
     let tag = index.tag(&repository, "1.0").await.expect("read").expect("the tag is indexed");
     assert_eq!((tag.digest.as_str(), tag.pushed_by.as_str()), (manifest.as_str(), admin.user.as_str()));
+    let tagged = index.tagged_manifest(&repository, "1.0").await.expect("read").expect("the tag's manifest");
+    assert_eq!((tagged.digest.as_str(), tagged.total_size), (manifest.as_str(), 5500));
+    assert!(index.tagged_manifest(&repository, "2.0").await.expect("read").is_none(), "no such tag");
     let record = last_record(store, &admin.user, "registry.push").await;
     assert_eq!(record.kind.as_deref(), Some("Repository"));
     assert_eq!(record.project.as_deref(), Some(project.as_str()));
@@ -1524,6 +1527,8 @@ pub async fn registry_pushes_tags_and_deletions(store: &dyn Store) {
     assert_eq!(record.name, Some(format!("{repository}:stable")));
     let moved = index.tag(&repository, "1.0").await.expect("read").expect("tag");
     assert_eq!(moved.digest, second);
+    let tagged = index.tagged_manifest(&repository, "1.0").await.expect("read").expect("the tag's manifest");
+    assert_eq!((tagged.digest.as_str(), tagged.size), (second.as_str(), 300), "the tag's new manifest");
     let tags: Vec<String> = index.tags(&repository, None, 10).await.expect("tags").into_iter().map(|t| t.tag).collect();
     assert_eq!(tags, ["1.0", "stable"]);
     let after_first: Vec<String> =

@@ -139,6 +139,8 @@ pub trait RegistryReads: Send + Sync {
     async fn blob(&self, digest: &str) -> Result<Option<BlobRecord>, StoreError>;
     async fn manifest(&self, repository: &str, digest: &str) -> Result<Option<ManifestRecord>, StoreError>;
     async fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, StoreError>;
+    /// The manifest `tag` points at, in one read (what every pull by tag asks first).
+    async fn tagged_manifest(&self, repository: &str, tag: &str) -> Result<Option<ManifestRecord>, StoreError>;
     /// Tags in lexical order after `after`, at most `limit`.
     async fn tags(&self, repository: &str, after: Option<&str>, limit: u32) -> Result<Vec<TagRecord>, StoreError>;
     /// The tags pointing at one manifest.

@@ -389,6 +389,10 @@ impl RegistryReads for SqlStore {
         read!(self, |exec| registry::tag(exec, repository, tag))
     }
 
+    async fn tagged_manifest(&self, repository: &str, tag: &str) -> Result<Option<ManifestRecord>, StoreError> {
+        read!(self, |exec| registry::tagged_manifest(exec, repository, tag))
+    }
+
     async fn tags(&self, repository: &str, after: Option<&str>, limit: u32) -> Result<Vec<TagRecord>, StoreError> {
         read!(self, |exec| registry::tags(exec, repository, after, limit))
     }

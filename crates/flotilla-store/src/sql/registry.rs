@@ -101,6 +101,18 @@ pub(crate) async fn tag<E: Executor>(
     .await
 }
 
+pub(crate) async fn tagged_manifest<E: Executor>(
+    exec: &mut E,
+    repository: &str,
+    tag: &str,
+) -> Result<Option<ManifestRecord>, StoreError> {
+    // MANIFEST_COLUMNS, of `m`.
+    const SQL: &str = "SELECT m.repository, m.digest, m.media_type, m.size, m.total_size, m.subject, \
+         m.artifact_type, m.pushed_by, m.pushed_micros FROM registry_tags t JOIN registry_manifests m \
+         ON m.repository = t.repository AND m.digest = t.digest WHERE t.repository = $1 AND t.tag = $2";
+    exec.fetch_optional(SQL, &[text(repository), text(tag)], manifest_from_row).await
+}
+
 pub(crate) async fn tags<E: Executor>(
     exec: &mut E,
     repository: &str,
