@@ -11,7 +11,9 @@
 //! 4. manifest `GET`s by tag with `wrk` (Flotilla audits each one: a durable write), and
 //!    `HEAD`s (not audited);
 //! 5. floors of this machine in the same run: one core's SHA-256 (the `sha2` crate, over the
-//!    256 MiB blobs a registry must hash), and the disk's write + `fdatasync`.
+//!    256 MiB blobs a registry must hash), those blobs over loopback TCP into SHA-256 on
+//!    another thread (a push without HTTP and disk) and into nothing (the fastest pull), and
+//!    the disk's write + `fdatasync`.
 //!
 //! The two registries' processes and directories are removed at the end, or when the
 //! benchmark fails half-way (`kill_on_drop`, temporary directories).
@@ -455,6 +457,67 @@ async fn make_blobs(plan: &RegistryPlan) -> anyhow::Result<Blobs> {
     .await?
 }
 
+/// MiB/s of `blob` sent over loopback TCP by a tokio task to a receiver reading it 256 KiB at
+/// a time. With `hash`, the receiver hands each read to a thread hashing it, as a registry
+/// must: a push without HTTP and without the disk. Without, it drops what it read: a pull as
+/// fast as the machine can carry one, whatever serves it. Sender, kernel copies and receiver
+/// share this machine's cores, as client and server do in the push and pull phases.
+async fn loopback_floor(blob: &Blob, hash: bool) -> anyhow::Result<f64> {
+    /// What the receiver made of the bytes.
+    enum Received {
+        Hashed(String),
+        Dropped(usize),
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHUNK: usize = 256 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let receiver = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        if !hash {
+            let (mut buffer, mut received) = (vec![0u8; CHUNK], 0);
+            loop {
+                match socket.read(&mut buffer).await? {
+                    0 => return anyhow::Ok(Received::Dropped(received)),
+                    n => received += n,
+                }
+            }
+        }
+        let (chunks, mut for_hasher) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+        let hashing = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = for_hasher.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            format!("sha256:{}", hex::encode(hasher.finalize()))
+        });
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            if socket.read_buf(&mut chunk).await? == 0 {
+                break;
+            }
+            chunks.send(chunk).await.context("the hashing thread stopped")?;
+        }
+        drop(chunks);
+        Ok(Received::Hashed(hashing.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))?))
+    });
+    let started = Instant::now();
+    let mut sender = tokio::net::TcpStream::connect(address).await?;
+    sender.write_all(&blob.data).await?;
+    sender.shutdown().await?;
+    let received = receiver.await??;
+    let elapsed = started.elapsed();
+    match received {
+        Received::Hashed(digest) => {
+            anyhow::ensure!(digest == blob.digest, "the loopback floor hashed {digest}, not {}", blob.digest)
+        }
+        Received::Dropped(bytes) => {
+            anyhow::ensure!(bytes == blob.len(), "the loopback floor received {bytes} of {} bytes", blob.len())
+        }
+    }
+    Ok(mib_per_second(blob.len(), elapsed))
+}
+
 /// The disk's floors, measured in the server's data directory.
 struct DiskFloors {
     /// A new 1 MiB file written and `fdatasync`ed.
@@ -657,7 +720,14 @@ async fn measure(
     progress("disk floors (writes + fdatasync, a cold read)");
     let disk = disk_floors(&flotilla.data_dir, 50, plan.large_size).await?;
     let sha = median(blobs.large_hashed_in.iter().map(|d| mib_per_second(plan.large_size, *d)).collect());
-    Ok(section(plan, &figures, sha, &disk, usage))
+    progress("loopback floors (TCP into SHA-256 on another thread; TCP alone)");
+    let (mut hashed, mut carried) = (Vec::new(), Vec::new());
+    for blob in &blobs.large {
+        hashed.push(loopback_floor(blob, true).await.context("the loopback floor, hashed")?);
+        carried.push(loopback_floor(blob, false).await.context("the loopback floor")?);
+    }
+    let floors = Floors { sha, loopback_hashed: median(hashed), loopback: median(carried), disk };
+    Ok(section(plan, &figures, &floors, usage))
 }
 
 pub fn method(plan: &RegistryPlan) -> String {
@@ -685,7 +755,12 @@ pub fn method(plan: &RegistryPlan) -> String {
          many connections by this benchmark's client in a closed loop (wrk cannot time a `HEAD`: it waits for \
          the body the answer's `Content-Length` announces), so they cost the client more than wrk's `GET`s. Floors of the \
          same run: SHA-256 of the {large} MiB blobs with the `sha2` crate on one core (the median; a registry \
-         must hash every byte it is pushed), and, for context, the disk, in the server's data directory: a new \
+         must hash every byte it is pushed); each {large} MiB blob sent over loopback TCP by a tokio task to a \
+         task that reads it 256 KiB at a time and hands each read to a thread hashing it (the median; a push as \
+         the machine allows one without HTTP and without the disk, client and server on the same cores), and \
+         to one that reads and drops it (the median; the fastest pull this machine can carry, whatever serves \
+         it); and, \
+         for context, the disk, in the server's data directory: a new \
          1 MiB file written and `fdatasync`ed (p50 of 50), one {large} MiB file written and `fdatasync`ed, one \
          written past the page cache (`O_DIRECT`, 4 MiB writes) and `fdatasync`ed, and that file read once \
          through the page cache (1 MiB reads; Flotilla reads a large blob past it, 4 MiB reads, 4 at once).",
@@ -715,8 +790,19 @@ fn wrk_verdict(result: &wrk::WrkResult, target: f64) -> Verdict {
     }
 }
 
-fn section(plan: &RegistryPlan, figures: &[Figures; 2], sha: f64, disk: &DiskFloors, usage: &[Usage]) -> Section {
+/// What this machine does without a registry, measured in the same run.
+struct Floors {
+    /// MiB/s of SHA-256 on one core (the median over the large blobs).
+    sha: f64,
+    /// MiB/s of [`loopback_floor`] with and without hashing (medians over the large blobs).
+    loopback_hashed: f64,
+    loopback: f64,
+    disk: DiskFloors,
+}
+
+fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: &[Usage]) -> Section {
     let [ours, peer] = figures;
+    let (sha, disk) = (floors.sha, &floors.disk);
     let mut section = Section::new(title(), method(plan));
     let peer_target = format!("≥ {PEER_FACTOR}x distribution");
     let mib = |rate: f64| format!("{} (distribution)", fmt_mib(rate));
@@ -797,6 +883,29 @@ fn section(plan: &RegistryPlan, figures: &[Figures; 2], sha: f64, disk: &DiskFlo
             format!("{}{} (distribution)", fmt_rate(peer.head.0), non_2xx(peer.head.1)),
             ratio(ours.head.0, peer.head.0),
         ),
+    );
+    section.rows.push(
+        Row::new(
+            format!(
+                "floor: {} MiB over loopback TCP, hashed (SHA-256) on another thread as received; no HTTP, \
+                 no disk; median of {}",
+                plan.large_size / MIB,
+                plan.large_runs
+            ),
+            format!("{} ({:.0} % of SHA-256)", fmt_mib(floors.loopback_hashed), 100.0 * floors.loopback_hashed / sha),
+        )
+        .floor(format!("Flotilla's push {}", fmt_mib(ours.large_push)), ratio(ours.large_push, floors.loopback_hashed)),
+    );
+    section.rows.push(
+        Row::new(
+            format!(
+                "floor: {} MiB over loopback TCP, read and dropped (no HTTP, no disk, no hash); median of {}",
+                plan.large_size / MIB,
+                plan.large_runs
+            ),
+            format!("{} ({:.2}x distribution's pull)", fmt_mib(floors.loopback), floors.loopback / peer.large_pull),
+        )
+        .floor(format!("Flotilla's pull {}", fmt_mib(ours.large_pull)), ratio(ours.large_pull, floors.loopback)),
     );
     section.rows.push(Row::new(
         "floor: disk, new 1 MiB file written + fdatasync, p50 / p99 of 50",
