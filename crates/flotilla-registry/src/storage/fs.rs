@@ -195,10 +195,10 @@ fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes
 ///
 /// Nothing is synced here: the one sync at the end of the upload makes the blob durable. On
 /// this project's machines, syncing as the file grew (a `fdatasync` in a thread beside the
-/// writes, or `posix_fadvise(POSIX_FADV_DONTNEED)` every 32 MiB) made a 256 MiB upload 1.5
-/// to 3 times slower as often as it made it faster: every `fdatasync` commits the journal,
-/// which the appends then wait for. Direct writes ([`writer`]) start the disk early without
-/// either.
+/// writes, or `posix_fadvise(POSIX_FADV_DONTNEED)` every 32 MiB of writes through the page
+/// cache) made a 256 MiB upload 1.5 to 3 times slower as often as it made it faster: every
+/// `fdatasync` commits the journal, which the appends then wait for. Direct writes
+/// ([`writer`]) start the disk early without either (and advise once, for the first batch).
 fn write_chunks(
     mut writer: UploadWriter,
     mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
