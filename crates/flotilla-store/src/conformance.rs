@@ -1663,6 +1663,23 @@ pub async fn registry_garbage_is_what_nothing_references(store: &dyn Store) {
     assert!(!found.contains(&kept) && !found.contains(&manifest), "referenced blobs and manifests are not");
     let late = fake_digest();
     link(store, &admin, &repository, &late, 10).await.expect("link");
+    // The project's usage counts each blob once, and drops a blob's size when its last link
+    // in the project goes.
+    let used = index.usage(&project).await.expect("usage");
+    let api = format!("{project}/api");
+    link(store, &admin, &api, &late, 10).await.expect("link in a second repository");
+    assert_eq!(index.usage(&project).await.expect("usage"), used, "a blob the project holds counts once");
+    registry_change(store, &admin, RegistryChange::UnlinkBlob { repository: api.clone(), digest: late.clone() })
+        .await
+        .expect("unlink");
+    assert_eq!(index.usage(&project).await.expect("usage"), used, "web still links it");
+    let spare = fake_digest();
+    link(store, &admin, &api, &spare, 7).await.expect("link");
+    assert_eq!(index.usage(&project).await.expect("usage"), used + 7);
+    registry_change(store, &admin, RegistryChange::UnlinkBlob { repository: api.clone(), digest: spare.clone() })
+        .await
+        .expect("unlink");
+    assert_eq!(index.usage(&project).await.expect("usage"), used, "its last link gone, the blob no longer counts");
     let forget = RegistryChange::ForgetBlobs {
         digests: vec![garbage.clone(), kept.clone(), late.clone()],
         linked_before_micros: now_micros() - 60_000_000,
@@ -1673,6 +1690,7 @@ pub async fn registry_garbage_is_what_nothing_references(store: &dyn Store) {
         RegistryChange::ForgetBlobs { digests: vec![garbage.clone(), kept.clone()], linked_before_micros: cutoff };
     registry_change(store, &admin, forget).await.expect("forget");
     assert!(index.blob(&garbage).await.expect("read").is_none(), "the garbage is forgotten");
+    assert_eq!(index.usage(&project).await.expect("usage"), used - 10, "forgotten garbage no longer counts");
     assert_eq!(index.linked_blob(&repository, &garbage).await.expect("read"), None);
     assert!(index.blob(&kept).await.expect("read").is_some(), "a referenced blob is kept even when named");
     let record = last_record(store, &admin.user, "registry.gc").await;

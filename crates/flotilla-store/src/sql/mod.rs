@@ -299,6 +299,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_object_images.sql"),
         include_str!("../../migrations/postgres/0004_object_images.sql"),
     ),
+    (
+        5,
+        "registry usage per project",
+        include_str!("../../migrations/sqlite/0005_registry_usage.sql"),
+        include_str!("../../migrations/postgres/0005_registry_usage.sql"),
+    ),
 ];
 
 #[async_trait]

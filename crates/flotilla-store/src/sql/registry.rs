@@ -223,16 +223,52 @@ pub(crate) async fn referenced_by_index<E: Executor>(
     Ok(found.is_some())
 }
 
+/// Bytes `project` stores: kept in `registry_project_usage` by [`link`] and [`unlinked`].
 pub(crate) async fn usage<E: Executor>(exec: &mut E, project: &str) -> Result<u64, StoreError> {
     let used = exec
+        .fetch_optional("SELECT bytes FROM registry_project_usage WHERE project = $1", &[text(project)], |row| {
+            row.int(0)
+        })
+        .await?;
+    Ok(used.unwrap_or(0).max(0) as u64)
+}
+
+/// Adds `bytes` (negative: takes them) to what `project` stores.
+async fn add_usage<E: Executor>(exec: &mut E, project: &str, bytes: i64) -> Result<(), StoreError> {
+    exec.execute(
+        "INSERT INTO registry_project_usage (project, bytes) VALUES ($1, $2) \
+         ON CONFLICT (project) DO UPDATE SET bytes = registry_project_usage.bytes + excluded.bytes",
+        &[text(project), Bind::Int(bytes)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether a repository of `project` links `digest`.
+async fn project_holds<E: Executor>(exec: &mut E, project: &str, digest: &str) -> Result<bool, StoreError> {
+    let found = exec
         .fetch_optional(
-            "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM registry_blobs b \
-             WHERE b.digest IN (SELECT digest FROM registry_links WHERE project = $1)",
-            &[text(project)],
+            "SELECT 1 FROM registry_links WHERE project = $1 AND digest = $2 LIMIT 1",
+            &[text(project), text(digest)],
             |row| row.int(0),
         )
         .await?;
-    Ok(used.unwrap_or(0) as u64)
+    Ok(found.is_some())
+}
+
+/// After links of `digest` in `projects` were removed: each project no longer linking it
+/// stores its size less.
+async fn unlinked<E: Executor>(exec: &mut E, projects: &[String], digest: &str) -> Result<(), StoreError> {
+    let size = exec
+        .fetch_optional("SELECT size FROM registry_blobs WHERE digest = $1", &[text(digest)], |row| row.int(0))
+        .await?
+        .unwrap_or(0);
+    for project in projects {
+        if !project_holds(exec, project, digest).await? {
+            add_usage(exec, project, -size).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn unreferenced_blobs<E: Executor>(
@@ -396,6 +432,8 @@ pub(crate) async fn apply<E: Executor>(
             if removed == 0 {
                 return Err(unknown(repository, digest));
             }
+            let (project, _) = split_repository(repository);
+            unlinked(exec, &[project.to_string()], digest).await?;
             Ok(true)
         }
         RegistryChange::ForgetBlobs { digests, linked_before_micros } => {
@@ -412,7 +450,15 @@ pub(crate) async fn apply<E: Executor>(
                     .await?
                     .is_some();
                 if still_garbage {
+                    let projects = exec
+                        .fetch_all(
+                            "SELECT DISTINCT project FROM registry_links WHERE digest = $1",
+                            &[text(digest)],
+                            |row| row.text(0),
+                        )
+                        .await?;
                     exec.execute("DELETE FROM registry_links WHERE digest = $1", &[text(digest)]).await?;
+                    unlinked(exec, &projects, digest).await?;
                     exec.execute("DELETE FROM registry_blobs WHERE digest = $1", &[text(digest)]).await?;
                     forgotten.push(digest.as_str());
                 }
@@ -449,22 +495,15 @@ async fn link<E: Executor>(
     now_micros: i64,
 ) -> Result<(), StoreError> {
     let (project, _) = split_repository(repository);
-    if let Some(quota) = settings.quota_bytes() {
-        let in_project = exec
-            .fetch_optional(
-                "SELECT 1 FROM registry_links WHERE project = $1 AND digest = $2",
-                &[text(project), text(digest)],
-                |row| row.int(0),
-            )
-            .await?
-            .is_some();
-        if !in_project {
-            let used = usage(exec, project).await?;
-            if used + size > quota {
-                return Err(
-                    RegistryRefusal::QuotaExceeded { project: project.to_string(), quota, used, adding: size }.into()
-                );
-            }
+    let new_to_project = !project_holds(exec, project, digest).await?;
+    if let Some(quota) = settings.quota_bytes()
+        && new_to_project
+    {
+        let used = usage(exec, project).await?;
+        if used + size > quota {
+            return Err(
+                RegistryRefusal::QuotaExceeded { project: project.to_string(), quota, used, adding: size }.into()
+            );
         }
     }
     exec.execute(
@@ -478,6 +517,9 @@ async fn link<E: Executor>(
         &[text(repository), text(digest), text(project)],
     )
     .await?;
+    if new_to_project {
+        add_usage(exec, project, size as i64).await?;
+    }
     exec.execute(
         "INSERT INTO registry_repositories (name, project, created_micros, updated_micros) VALUES ($1, $2, $3, $3) \
          ON CONFLICT (name) DO UPDATE SET updated_micros = excluded.updated_micros",

@@ -398,6 +398,30 @@ mod tests {
     }
 
     #[test]
+    fn registry_usage_is_counted_from_the_links_already_there() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut connection = Connection::open(dir.path().join("old.db")).unwrap();
+        for (version, _, sqlite, _) in &MIGRATIONS[..4] {
+            connection.execute_batch(sqlite).unwrap();
+            connection.pragma_update(None, "user_version", version).unwrap();
+        }
+        connection
+            .execute_batch(
+                "INSERT INTO registry_blobs VALUES ('sha256:a', 100, 0), ('sha256:b', 20, 0), ('sha256:c', 3, 0); \
+                 INSERT INTO registry_links VALUES ('shop/web', 'sha256:a', 'shop'), ('shop/api', 'sha256:a', 'shop'), \
+                 ('shop/api', 'sha256:b', 'shop'), ('lab/x', 'sha256:a', 'lab'), ('lab/x', 'sha256:c', 'lab');",
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        let usage = |project: &str| -> i64 {
+            connection
+                .query_row("SELECT bytes FROM registry_project_usage WHERE project = ?1", [project], |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!((usage("shop"), usage("lab")), (120, 103), "each blob once per project");
+    }
+
+    #[test]
     fn a_database_migrated_by_sqlx_is_adopted_not_migrated_again() {
         let dir = tempfile::TempDir::new().unwrap();
         let mut connection = Connection::open(dir.path().join("old.db")).unwrap();
