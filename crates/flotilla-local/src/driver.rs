@@ -945,6 +945,8 @@ impl Inner {
         instance.started.get_or_insert_with(Instant::now);
         // Act on the probe results that came back since the last pass.
         let mut failure: Option<(String, String)> = None;
+        // Why a ready instance stopped being ready, for an event.
+        let mut unready: Option<String> = None;
         if !instance.started_up {
             match &component.startup {
                 None => instance.started_up = true,
@@ -968,7 +970,15 @@ impl Inner {
                 None => instance.ready = true,
                 Some(probe) => match instance.readiness.take() {
                     Some(Ok(())) if instance.readiness.successes >= probe.success_threshold => instance.ready = true,
-                    Some(Err(_)) if instance.readiness.failures >= probe.failure_threshold => instance.ready = false,
+                    Some(Err(why)) if instance.readiness.failures >= probe.failure_threshold => {
+                        if instance.ready {
+                            unready = Some(format!(
+                                "readiness probe failed {} times in a row: {why}; taken out of service",
+                                instance.readiness.failures
+                            ));
+                        }
+                        instance.ready = false;
+                    }
                     _ => {}
                 },
             }
@@ -979,6 +989,14 @@ impl Inner {
             Ok(true) => cri.reopen_container_log(&container_id).await?,
             Ok(false) => {}
             Err(error) => tracing::warn!(instance = name, %error, "cannot rotate the log"),
+        }
+        // (A container killed below for a failed probe says so in its own event.)
+        if failure.is_none()
+            && let Some(why) = unready
+        {
+            let (component_name, instance_name) = (instance.component.clone(), instance.name.clone());
+            state.event(max_events, EventType::Warning, "Unhealthy", why, Some(&component_name), Some(&instance_name));
+            return Ok(());
         }
         if let Some((which, why)) = failure {
             instance.ready = false;

@@ -50,6 +50,9 @@ pub enum LocalError {
     /// An image could not be built, imported or pulled.
     #[error("image: {0}")]
     Image(String),
+    /// No environment network can be allocated.
+    #[error("network: {0}")]
+    Network(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }

@@ -1,9 +1,14 @@
 //! The network of each environment: a bridge and a /24 subnet, allocated on first use and
 //! kept in the directory `flotilla-net` reads (one file per pod namespace), so that it
 //! survives restarts and every pod of the environment lands on it; released when the
-//! environment's last application is deleted.
+//! environment's last application is deleted. A subnet the host already routes (a LAN, a
+//! VPN, another runtime's bridge) is never allocated: a second route to it would send the
+//! pods' traffic to whichever interface the kernel picks.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
 
 use sha2::{Digest, Sha256};
 
@@ -19,11 +24,48 @@ pub struct NetworkAllocator {
     /// What [`Self::all`] read last; dropped when this allocator adds a network (it is the
     /// directory's only writer; the plugin only reads it).
     cached: std::sync::Mutex<Option<Vec<EnvironmentNetwork>>>,
+    /// What the host routes now (read at each allocation).
+    routes: fn() -> Vec<HostRoute>,
+}
+
+/// One IPv4 route of the host's main routing table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    pub interface: String,
+    pub network: Ipv4Net,
+}
+
+/// The host's IPv4 routes but the default one, from `/proc/net/route` (none when unreadable).
+pub fn host_routes() -> Vec<HostRoute> {
+    std::fs::read_to_string("/proc/net/route").map(|text| parse_routes(&text)).unwrap_or_default()
+}
+
+/// Parses the text of `/proc/net/route`: a header line, then per route the interface,
+/// destination, gateway, flags, refcount, use, metric and mask, addresses as the kernel's
+/// native-endian hex of the network-order word. The default route (mask 0) is left out.
+fn parse_routes(text: &str) -> Vec<HostRoute> {
+    let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|w| Ipv4Addr::from(w.to_ne_bytes()));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (interface, destination, mask) = (fields.first()?, word(fields.get(1)?)?, word(fields.get(7)?)?);
+            let prefix = u32::from(mask).count_ones() as u8;
+            let network = Ipv4Net::new(destination, prefix).ok()?.trunc();
+            (prefix > 0).then(|| HostRoute { interface: interface.to_string(), network })
+        })
+        .collect()
 }
 
 impl NetworkAllocator {
     pub fn new(dir: impl Into<PathBuf>, second_octet: u8) -> Self {
-        Self { dir: dir.into(), second_octet, lock: std::sync::Mutex::new(()), cached: std::sync::Mutex::new(None) }
+        Self {
+            dir: dir.into(),
+            second_octet,
+            lock: std::sync::Mutex::new(()),
+            cached: std::sync::Mutex::new(None),
+            routes: host_routes,
+        }
     }
 
     /// The pod namespace of an environment (its network is chosen by it).
@@ -50,10 +92,34 @@ impl NetworkAllocator {
                 }
             }
         }
-        let subnet = (0..=255u16)
-            .map(|n| format!("10.{}.{n}.0/24", self.second_octet))
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| LocalError::Containerd("all 256 environment networks are allocated".into()))?;
+        let routes = (self.routes)();
+        let routed =
+            |subnet: &Ipv4Net| routes.iter().find(|r| r.network.contains(subnet) || subnet.contains(&r.network));
+        let mut clash = None;
+        let subnet = (0..=255u8)
+            .map(|n| Ipv4Net::new(Ipv4Addr::new(10, self.second_octet, n, 0), 24).expect("a /24"))
+            .filter(|subnet| !used.contains(&subnet.to_string()))
+            .find(|subnet| match routed(subnet) {
+                Some(route) => {
+                    clash.get_or_insert_with(|| route.clone());
+                    false
+                }
+                None => true,
+            })
+            .ok_or_else(|| {
+                LocalError::Network(match &clash {
+                    Some(route) => format!(
+                        "no free environment network in 10.{}.0.0/16: {} allocated, the others overlap routes of \
+                     this host (such as {} on {}); set runtime.network_octet to a free 10.N.0.0/16",
+                        self.second_octet,
+                        used.len(),
+                        route.network,
+                        route.interface
+                    ),
+                    None => format!("all 256 environment networks in 10.{}.0.0/16 are allocated", self.second_octet),
+                })
+            })?
+            .to_string();
         let hash = hex::encode(Sha256::digest(namespace.as_bytes()));
         let network = EnvironmentNetwork { bridge: format!("{BRIDGE_PREFIX}{}", &hash[..10]), subnet };
         network.install(&self.dir, namespace).map_err(LocalError::io(format!("cannot write {}", path.display())))?;
@@ -93,17 +159,52 @@ impl NetworkAllocator {
 mod tests {
     use super::*;
 
+    fn routed_by(dir: &std::path::Path, octet: u8, routes: fn() -> Vec<HostRoute>) -> NetworkAllocator {
+        NetworkAllocator { routes, ..NetworkAllocator::new(dir, octet) }
+    }
+
+    fn route(interface: &str, network: &str) -> HostRoute {
+        HostRoute { interface: interface.into(), network: network.parse().unwrap() }
+    }
+
+    #[test]
+    fn routes_are_read_as_the_kernel_prints_them() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    wg0\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                    broken\tzz\n";
+        assert_eq!(parse_routes(text), vec![route("eth0", "192.0.2.0/24"), route("wg0", "10.89.0.0/16")]);
+        // This host's own table parses (whatever it holds, no route is the default one).
+        assert!(host_routes().iter().all(|r| r.network.prefix_len() > 0));
+    }
+
+    #[test]
+    fn a_subnet_the_host_routes_is_never_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let allocator =
+            routed_by(dir.path(), 89, || vec![route("eth1", "10.89.0.0/24"), route("tun0", "10.89.2.0/23")]);
+        assert_eq!(allocator.ensure("shop--prod").unwrap().subnet, "10.89.1.0/24");
+        assert_eq!(allocator.ensure("shop--test").unwrap().subnet, "10.89.4.0/24");
+
+        let dir = tempfile::tempdir().unwrap();
+        let error = routed_by(dir.path(), 89, || vec![route("wg0", "10.0.0.0/8")]).ensure("shop--prod").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("10.0.0.0/8 on wg0") && message.contains("runtime.network_octet"), "{message}");
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing allocated");
+    }
+
     #[test]
     fn networks_are_allocated_once_and_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let allocator = NetworkAllocator::new(dir.path(), 89);
+        let allocator = routed_by(dir.path(), 89, Vec::new);
         let prod = allocator.ensure("shop--prod").unwrap();
         let test = allocator.ensure("shop--test").unwrap();
         assert_ne!(prod.subnet, test.subnet);
         assert_ne!(prod.bridge, test.bridge);
         assert!(prod.bridge.len() <= 15 && prod.bridge.starts_with("flt"));
         assert_eq!(allocator.ensure("shop--prod").unwrap(), prod, "kept");
-        let again = NetworkAllocator::new(dir.path(), 89);
+        let again = routed_by(dir.path(), 89, Vec::new);
         assert_eq!(again.ensure("shop--test").unwrap(), test, "kept across restarts");
         assert_eq!(again.release("shop--prod"), Some(prod.clone()));
         assert_eq!(again.release("shop--prod"), None, "released once");

@@ -17,6 +17,50 @@ use crate::{images, oci_archive};
 pub const BUSYBOX: &str = "/bin/busybox";
 const PAUSE: &str = "flotilla.local/pause:test";
 
+/// How many tests on one host can hold a [`Slot`] at once.
+pub const SLOTS: u8 = 32;
+
+/// A number in `0..SLOTS` that no other test on this host holds while this one runs.
+///
+/// Tests run side by side in separate processes, each with its own networks; the address
+/// ranges of a test are derived from its slot, so two tests never put a bridge on the same
+/// subnet (a second route to a subnet sends a test's probes to the other test's pods). The
+/// slot is an exclusive lock on a file in the system's temp directory, released when the
+/// `Slot` is dropped or its process dies.
+#[derive(Debug)]
+pub struct Slot {
+    number: u8,
+    _lock: std::fs::File,
+}
+
+impl Slot {
+    /// Takes the first free slot, waiting while all are held.
+    pub fn take() -> Slot {
+        let dir = std::env::temp_dir().join("flotilla-test-slots");
+        std::fs::create_dir_all(&dir).expect("slot directory");
+        loop {
+            for number in 0..SLOTS {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(format!("{number}.lock")))
+                    .expect("slot lock file");
+                match file.try_lock() {
+                    Ok(()) => return Slot { number, _lock: file },
+                    Err(std::fs::TryLockError::WouldBlock) => {}
+                    Err(std::fs::TryLockError::Error(error)) => panic!("cannot lock slot {number}: {error}"),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn number(&self) -> u8 {
+        self.number
+    }
+}
+
 /// What a test body gets.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -92,7 +136,8 @@ where
     let dir = PathBuf::from(format!("/var/tmp/flt-{short}"));
     std::fs::create_dir_all(&dir).expect("test directory");
     let mut own = OwnContainerd::new(dir.join("containerd"), PAUSE);
-    let octet = u8::from_str_radix(&id[6..8], 16).expect("hex");
+    let slot = Slot::take();
+    let octet = slot.number();
     let mut bridges = Vec::new();
     let per_environment = options.per_environment_networks || !options.environments.is_empty();
     let networks_dir = dir.join("networks");
@@ -136,7 +181,7 @@ where
         socket: own.socket(),
         subnet_prefix: format!("10.213.{octet}."),
         networks_dir: per_environment.then(|| networks_dir.clone()),
-        network_octet: 216 + octet % 32,
+        network_octet: 216 + octet,
         service_range: format!("10.212.{octet}.0/24").parse().expect("service range"),
     };
     let mut selectors = options.cleanup_labels;
@@ -175,6 +220,7 @@ where
         cni_plugin::remove_isolation(&bridges);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    drop(slot);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }

@@ -93,6 +93,9 @@ async fn services_resolve_balance_over_ready_instances_and_publish_on_the_host()
         })
         .await;
         assert!(!web_names(&status, true).contains(&drained));
+        let event = status.events.iter().find(|e| e.reason == "Unhealthy").expect("an event says why");
+        assert_eq!(event.instance.as_deref(), Some(drained.as_str()), "{event:?}");
+        assert!(event.message.contains("readiness probe failed") && event.message.contains("/tmp/ready"), "{event:?}");
         tokio::time::sleep(Duration::from_millis(700)).await; // the rules follow within a reconcile
         let seen: BTreeSet<String> = answers(&driver, &key, &service.address, 30).await.into_iter().collect();
         assert!(!seen.contains(&drained), "a not-ready instance gets no traffic: {seen:?}");

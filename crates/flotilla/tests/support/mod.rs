@@ -16,19 +16,22 @@ use flotilla_local::cri::Cri;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
+/// The file in a test's data directory naming its [`flotilla_local::testing::Slot`].
+const SLOT_FILE: &str = "test-slot";
+
 pub const PASSWORD: &str = "runtime test admin password";
 
 /// Starts the server; returns the process and its base URL.
 pub fn start_at(data_dir: &Path) -> (Child, String) {
-    // Networks and service addresses of this test's own (tests run side by side).
-    let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
-    let byte = u8::from_str_radix(&name[name.len() - 2..], 16).unwrap();
+    // Networks and service addresses of this test's own (tests run side by side): from the
+    // slot `with_server_dir` holds for it.
+    let slot: u8 = std::fs::read_to_string(data_dir.join(SLOT_FILE)).unwrap().trim().parse().unwrap();
     let mut child = Command::new(BIN)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
-        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", (150 + byte % 40).to_string())
-        .env("FLOTILLA_RUNTIME__SERVICE_RANGE", format!("10.211.{byte}.0/24"))
+        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", (150 + slot).to_string())
+        .env("FLOTILLA_RUNTIME__SERVICE_RANGE", format!("10.211.{slot}.0/24"))
         .env("FLOTILLA_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -121,10 +124,13 @@ where
     let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let dir = PathBuf::from(format!("/var/tmp/flt-e2e-{short}"));
     std::fs::create_dir_all(&dir).unwrap();
+    let slot = flotilla_local::testing::Slot::take();
+    std::fs::write(dir.join(SLOT_FILE), slot.number().to_string()).unwrap();
     let socket = dir.join("runtime/containerd/containerd.sock");
     let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
     clean_up_runtime(&dir, &socket).await;
     let _ = std::fs::remove_dir_all(&dir);
+    drop(slot);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
