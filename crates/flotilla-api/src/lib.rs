@@ -97,7 +97,11 @@ pub fn build(
     let store: Arc<dyn Store> = Arc::new(CachedStore::new(metered, ttl, caching));
     let (router, docs) = routes::routes(&kinds).into_parts();
     let openapi = Arc::new(openapi::document(&docs, &kinds));
-    let registry = match registry::RegistryService::open(&config.data_dir, store.clone()) {
+    let registry = match registry::RegistryService::open(
+        &config.data_dir,
+        flotilla_registry::storage::fs::FsOptions { direct_io: config.registry.direct_io },
+        store.clone(),
+    ) {
         Ok(service) => Some(Arc::new(service)),
         Err(error) => {
             tracing::error!(%error, "the registry cannot open its storage: /v2/ is not served");

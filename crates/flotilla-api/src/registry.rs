@@ -33,7 +33,7 @@ use flotilla_core::rbac::{Principal, RegistryAction};
 use flotilla_core::registry::{parse_robot_account, split_repository};
 use flotilla_registry::gc::{GcError, apply_retention, collect_garbage};
 use flotilla_registry::http::{Audited, Registry, Target, target};
-use flotilla_registry::storage::fs::FsBlobStore;
+use flotilla_registry::storage::fs::{FsBlobStore, FsOptions};
 use flotilla_registry::token::{self, Access, Claims, TokenKey};
 use flotilla_store::{AuditNote, Change, Mutation, Store};
 use serde_json::{Value, json};
@@ -58,11 +58,11 @@ pub struct RegistryService {
 }
 
 impl RegistryService {
-    /// Opens the registry kept under `<data dir>/registry`, with its token key (made on
+    /// Opens the registry kept under `<data dir>/registry` (its blobs stored with `options`), with its token key (made on
     /// first use, readable by the owner only).
-    pub fn open(data_dir: &Path, store: Arc<dyn Store>) -> Result<Self, String> {
+    pub fn open(data_dir: &Path, options: FsOptions, store: Arc<dyn Store>) -> Result<Self, String> {
         let dir = data_dir.join("registry");
-        let blobs = FsBlobStore::open(&dir).map_err(|e| e.to_string())?;
+        let blobs = FsBlobStore::open_with(&dir, options).map_err(|e| e.to_string())?;
         let key_path = dir.join("token.key");
         let key = match std::fs::read(&key_path) {
             Ok(key) => key,

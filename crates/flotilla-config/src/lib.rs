@@ -118,11 +118,16 @@ pub struct RegistryConfig {
     /// address and `localhost`/`127.0.0.1` at its port: an application naming its image by
     /// one of them is counted as running a version of this registry.
     pub hosts: Vec<String>,
+    /// Large uploads are written, and large blobs read, past the page cache (`O_DIRECT`)
+    /// where the file system allows it; false sends everything through the page cache (for a
+    /// file system where direct I/O is allowed but slow, such as NFS, where each direct
+    /// write waits for the server).
+    pub direct_io: bool,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { gc_interval_secs: 3600, gc_grace_secs: 3600, hosts: Vec::new() }
+        Self { gc_interval_secs: 3600, gc_grace_secs: 3600, hosts: Vec::new(), direct_io: true }
     }
 }
 
@@ -408,11 +413,14 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file("flotilla.toml", "listen = \"127.0.0.1:9000\"\n[login]\nmax_failures = 7\nwindow_secs = 60\nlockout_secs = 5\nmax_lockout_secs = 60\n")?;
             jail.set_env("FLOTILLA_LOGIN__MAX_FAILURES", "3");
+            jail.set_env("FLOTILLA_REGISTRY__DIRECT_IO", "false");
             let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
             let config = Config::load(&overrides).expect("loads");
             assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap(), "file beats defaults");
             assert_eq!(config.login.max_failures, 3, "environment beats file");
             assert_eq!(config.login.window_secs, 60);
+            assert!(!config.registry.direct_io, "a boolean from the environment");
+            assert!(Config::default().registry.direct_io, "direct I/O by default");
             assert_eq!(config.sessions.ttl_secs, 8 * 3600, "defaults fill the rest");
             let flagged = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..overrides };
             assert_eq!(Config::load(&flagged).expect("loads").listen.port(), 9100, "flags beat everything");

@@ -6,13 +6,61 @@
 
 use flotilla_registry::conformance::{self, body, read_all};
 use flotilla_registry::digest;
-use flotilla_registry::storage::fs::FsBlobStore;
+use flotilla_registry::storage::fs::{FsBlobStore, FsOptions};
 use flotilla_registry::{BlobStore, StorageError, UploadId};
+
+/// Everything through the page cache, as on a file system that refuses `O_DIRECT`.
+const CACHED: FsOptions = FsOptions { direct_io: false };
 
 #[tokio::test]
 async fn the_filesystem_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run_all(&FsBlobStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_filesystem_store_conforms_through_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::run_all(&FsBlobStore::open_with(dir.path(), CACHED).unwrap()).await;
+}
+
+/// Bytes of `path` in the page cache, as util-linux's `fincore` reports them.
+fn cached_bytes(path: &std::path::Path) -> u64 {
+    let output = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("a byte count")
+}
+
+/// `direct_io` decides where a large upload's bytes go: past the page cache (all but its
+/// first batch), or through it (all of them, still cached once the upload is durable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_goes_past_the_page_cache_unless_told_otherwise() {
+    const SIZE: usize = 40 * 1024 * 1024;
+    // On a disk: a tmpfs file never leaves memory.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    for (options, name) in [(FsOptions::default(), "direct"), (CACHED, "cached")] {
+        let root = dir.path().join(name);
+        let store = FsBlobStore::open_with(&root, options).unwrap();
+        let content: Vec<u8> =
+            (0..SIZE as u32).map(|i| ((i % 251) ^ (i >> 16) ^ options.direct_io as u32) as u8).collect();
+        let digest = digest::of(&content);
+        let upload = store.start_upload().await.unwrap();
+        let chunks: Vec<&[u8]> = content.chunks(200_000).collect();
+        store.append(&upload, 0, body(&chunks)).await.unwrap();
+        store.finish_upload(&upload, &digest).await.unwrap();
+        let hex = digest.digest();
+        let cached = cached_bytes(&root.join("blobs/sha256").join(&hex[..2]).join(hex));
+        if options.direct_io {
+            // The first batch (4 MiB), and what is left after the last whole batch.
+            assert!(cached <= 12 * 1024 * 1024, "{cached} of {SIZE} bytes in the page cache");
+        } else {
+            assert!(cached >= SIZE as u64, "{cached} of {SIZE} bytes in the page cache");
+        }
+        assert!(read_all(&store, &digest, 0).await == content, "{name}: the blob reads back");
+    }
 }
 
 #[tokio::test]
@@ -122,9 +170,19 @@ async fn an_append_cut_off_by_its_client_resumes_where_it_stopped() {
 /// on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_of_any_size_at_any_offset_land_in_place() {
+    appends_land_in_place(FsOptions::default()).await;
+}
+
+/// The same appends with everything through the page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_any_size_at_any_offset_land_in_place_through_the_page_cache() {
+    appends_land_in_place(CACHED).await;
+}
+
+async fn appends_land_in_place(options: FsOptions) {
     const MIB: usize = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let store = FsBlobStore::open(dir.path()).unwrap();
+    let store = FsBlobStore::open_with(dir.path(), options).unwrap();
     let sizes = [3, 2 * 4 * MIB + 5, 4093, 4 * MIB - 1, 4 * MIB, 1, MIB + 17, 12 * MIB, 21 * MIB + 7];
     let content: Vec<u8> = (0..sizes.iter().sum::<usize>() as u32).map(|i| ((i % 251) ^ (i >> 16)) as u8).collect();
     let upload = store.start_upload().await.unwrap();

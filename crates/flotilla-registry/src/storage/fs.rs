@@ -46,6 +46,21 @@ const BATCH_BYTES: usize = 1024 * 1024;
 /// Chunks handed over together.
 type Batch = std::sync::Arc<Vec<bytes::Bytes>>;
 
+/// How an [`FsBlobStore`] uses the file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsOptions {
+    /// Large uploads written, and large blobs read, past the page cache where the file
+    /// system allows it ([`writer`], [`reader`]); otherwise all through the page cache, as
+    /// on a file system that refuses `O_DIRECT`.
+    pub direct_io: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self { direct_io: true }
+    }
+}
+
 /// Blob storage in a directory.
 pub struct FsBlobStore {
     root: PathBuf,
@@ -57,6 +72,7 @@ pub struct FsBlobStore {
     /// holds a few buffers); more go through the page cache meanwhile.
     direct_reads: Arc<tokio::sync::Semaphore>,
     direct_writes: Arc<tokio::sync::Semaphore>,
+    options: FsOptions,
 }
 
 /// What is known of an upload's content: the hash of its first `bytes` bytes.
@@ -66,8 +82,13 @@ struct Progress {
 }
 
 impl FsBlobStore {
-    /// Opens (creating as needed) the store in `root`.
+    /// Opens (creating as needed) the store in `root`, with the default [`FsOptions`].
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        Self::open_with(root, FsOptions::default())
+    }
+
+    /// Opens (creating as needed) the store in `root`.
+    pub fn open_with(root: impl Into<PathBuf>, options: FsOptions) -> Result<Self, StorageError> {
         let root = root.into();
         for dir in [root.join("blobs").join("sha256"), root.join("uploads")] {
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
@@ -78,6 +99,7 @@ impl FsBlobStore {
             buffers: Arc::default(),
             direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
             direct_writes: Arc::new(tokio::sync::Semaphore::new(writer::DIRECT_WRITES)),
+            options,
         })
     }
 
@@ -242,11 +264,13 @@ impl BlobStore for FsBlobStore {
         }
         let path = self.blob_path(digest)?;
         let direct_reads = self.direct_reads.clone();
+        let direct_io = self.options.direct_io;
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
             use std::io::Seek;
             let mut file = std::fs::File::open(&path)?;
             let size = file.metadata()?.len();
-            if size >= reader::DIRECT_FROM
+            if direct_io
+                && size >= reader::DIRECT_FROM
                 && let Ok(permit) = direct_reads.try_acquire_owned()
                 && let Some(direct) = reader::open_direct(&path)
             {
@@ -307,8 +331,9 @@ impl BlobStore for FsBlobStore {
         }
         let hasher = self.hashed(upload, &mut progress, start).await?;
         let path = self.upload_path(upload);
-        let writer = UploadWriter::open(&path, start, self.buffers.clone(), self.direct_writes.clone())
-            .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
+        let writer =
+            UploadWriter::open(&path, start, self.options.direct_io, self.buffers.clone(), self.direct_writes.clone())
+                .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
         // Three stages on as many threads: this task receives, a blocking thread hashes and
         // another writes. SHA-256 is the one stage that cannot be split, so nothing else runs
         // on its thread.

@@ -21,8 +21,8 @@
 //! The cost: a large blob is not in the page cache after its push, so the first pull reads
 //! it from the disk (and fills fresh pages then).
 //!
-//! A file system that refuses `O_DIRECT` (when the file is opened, or on a write) gets every
-//! byte through the page cache.
+//! A file system that refuses `O_DIRECT` (when the file is opened, or on a write), or a store
+//! opened with `direct_io` off, gets every byte through the page cache.
 
 use std::fs::File;
 use std::io;
@@ -72,15 +72,18 @@ pub(super) struct UploadWriter {
 }
 
 impl UploadWriter {
-    /// Opens the upload at `path` to write from `offset` on (its current length).
+    /// Opens the upload at `path` to write from `offset` on (its current length); with
+    /// `direct_io` false, all of it goes through the page cache.
     pub(super) fn open(
         path: &Path,
         offset: u64,
+        direct_io: bool,
         pool: Arc<BufferPool>,
         direct_writes: Arc<tokio::sync::Semaphore>,
     ) -> io::Result<Self> {
         let file = File::options().write(true).open(path)?;
-        let direct = File::options().write(true).custom_flags(libc::O_DIRECT).open(path).ok();
+        let direct =
+            direct_io.then(|| File::options().write(true).custom_flags(libc::O_DIRECT).open(path).ok()).flatten();
         Ok(Self {
             file,
             all_cached: direct.is_none(),
