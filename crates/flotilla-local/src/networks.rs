@@ -1,9 +1,10 @@
 //! The network of each environment: a bridge and a /24 subnet, allocated on first use and
 //! kept in the directory `flotilla-net` reads (one file per pod namespace), so that it
 //! survives restarts and every pod of the environment lands on it; released when the
-//! environment's last application is deleted. A subnet the host already routes (a LAN, a
-//! VPN, another runtime's bridge) is never allocated: a second route to it would send the
-//! pods' traffic to whichever interface the kernel picks.
+//! environment's last application is deleted. A subnet the host already routes (a LAN,
+//! another runtime's bridge) is never allocated: a second route to it would send the pods'
+//! traffic to whichever interface the kernel picks. Only a route covering the whole range
+//! (a VPN's 10.0.0.0/8) is lived with, when no subnet is clear of it.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -92,39 +93,61 @@ impl NetworkAllocator {
                 }
             }
         }
-        let routes = (self.routes)();
-        let routed =
-            |subnet: &Ipv4Net| routes.iter().find(|r| r.network.contains(subnet) || subnet.contains(&r.network));
-        let mut clash = None;
-        let subnet = (0..=255u8)
-            .map(|n| Ipv4Net::new(Ipv4Addr::new(10, self.second_octet, n, 0), 24).expect("a /24"))
-            .filter(|subnet| !used.contains(&subnet.to_string()))
-            .find(|subnet| match routed(subnet) {
-                Some(route) => {
-                    clash.get_or_insert_with(|| route.clone());
-                    false
-                }
-                None => true,
-            })
-            .ok_or_else(|| {
-                LocalError::Network(match &clash {
-                    Some(route) => format!(
-                        "no free environment network in 10.{}.0.0/16: {} allocated, the others overlap routes of \
-                     this host (such as {} on {}); set runtime.network_octet to a free 10.N.0.0/16",
-                        self.second_octet,
-                        used.len(),
-                        route.network,
-                        route.interface
-                    ),
-                    None => format!("all 256 environment networks in 10.{}.0.0/16 are allocated", self.second_octet),
-                })
-            })?
-            .to_string();
+        let subnet = self.free_subnet(&used)?.to_string();
         let hash = hex::encode(Sha256::digest(namespace.as_bytes()));
         let network = EnvironmentNetwork { bridge: format!("{BRIDGE_PREFIX}{}", &hash[..10]), subnet };
         network.install(&self.dir, namespace).map_err(LocalError::io(format!("cannot write {}", path.display())))?;
         *self.cached.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
         Ok(network)
+    }
+
+    /// The first /24 of `10.<second_octet>.0.0/16` not in `used` that no route of the host
+    /// overlaps; failing that, the first that only routes covering the whole /16 overlap (the
+    /// bridge's route, more specific, wins for its addresses: the host no longer reaches
+    /// those behind the broad route, and a warning says so); an error naming a clash when
+    /// every one is routed more specifically.
+    fn free_subnet(&self, used: &std::collections::BTreeSet<String>) -> Result<Ipv4Net, LocalError> {
+        let routes = (self.routes)();
+        let free: Vec<Ipv4Net> = (0..=255u8)
+            .map(|n| Ipv4Net::new(Ipv4Addr::new(10, self.second_octet, n, 0), 24).expect("a /24 is a valid prefix"))
+            .filter(|subnet| !used.contains(&subnet.to_string()))
+            .collect();
+        let overlapping = |subnet: &Ipv4Net| -> Vec<&HostRoute> {
+            routes.iter().filter(|r| r.network.contains(subnet) || subnet.contains(&r.network)).collect()
+        };
+        if let Some(subnet) = free.iter().find(|subnet| overlapping(subnet).is_empty()) {
+            return Ok(*subnet);
+        }
+        // A route covering all of 10.<second_octet>.0.0/16 (a VPN's 10.0.0.0/8) cannot be
+        // avoided in it; a more specific one is a network of its own to keep away from.
+        let shadowed = free.iter().find_map(|subnet| {
+            let routes = overlapping(subnet);
+            routes.iter().all(|r| r.network.prefix_len() <= 16).then(|| (*subnet, routes[0].clone()))
+        });
+        if let Some((subnet, broader)) = shadowed {
+            tracing::warn!(
+                %subnet,
+                route = %broader.network,
+                interface = %broader.interface,
+                "every free environment network lies in a route of this host: this one's addresses are now \
+                 reached on its bridge, not through the route (set runtime.network_octet to a /16 the host \
+                 does not route)"
+            );
+            return Ok(subnet);
+        }
+        let clash =
+            free.first().and_then(|subnet| overlapping(subnet).into_iter().find(|r| r.network.prefix_len() > 16));
+        Err(LocalError::Network(match clash {
+            Some(route) => format!(
+                "no free environment network in 10.{}.0.0/16: {} allocated, the others are routed by this host \
+                 (such as {} on {}); set runtime.network_octet to a /16 the host does not route",
+                self.second_octet,
+                used.len(),
+                route.network,
+                route.interface
+            ),
+            None => format!("all 256 environment networks in 10.{}.0.0/16 are allocated", self.second_octet),
+        }))
     }
 
     /// Forgets the network of `namespace` (its subnet may be allocated again) and returns it;
@@ -180,18 +203,31 @@ mod tests {
     }
 
     #[test]
-    fn a_subnet_the_host_routes_is_never_allocated() {
+    fn a_subnet_the_host_routes_is_not_allocated_while_another_is_free() {
         let dir = tempfile::tempdir().unwrap();
-        let allocator =
-            routed_by(dir.path(), 89, || vec![route("eth1", "10.89.0.0/24"), route("tun0", "10.89.2.0/23")]);
-        assert_eq!(allocator.ensure("shop--prod").unwrap().subnet, "10.89.1.0/24");
+        let allocator = routed_by(dir.path(), 89, || {
+            vec![route("eth1", "10.89.0.0/24"), route("tun0", "10.89.2.0/23"), route("wg0", "10.0.0.0/8")]
+        });
+        assert_eq!(allocator.ensure("shop--prod").unwrap().subnet, "10.89.1.0/24", "only the broad route covers it");
         assert_eq!(allocator.ensure("shop--test").unwrap().subnet, "10.89.4.0/24");
 
+        // Every /24 inside 10.89.0.0/16 is routed as specifically: nothing is allocated.
         let dir = tempfile::tempdir().unwrap();
-        let error = routed_by(dir.path(), 89, || vec![route("wg0", "10.0.0.0/8")]).ensure("shop--prod").unwrap_err();
+        let every = || {
+            let mut routes = vec![route("wg0", "10.0.0.0/8")];
+            routes.extend((0..=255).map(|n| route("eth9", &format!("10.89.{n}.0/24"))));
+            routes
+        };
+        let error = routed_by(dir.path(), 89, every).ensure("shop--prod").unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("10.0.0.0/8 on wg0") && message.contains("runtime.network_octet"), "{message}");
+        assert!(message.contains("10.89.0.0/24 on eth9") && message.contains("runtime.network_octet"), "{message}");
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing allocated");
+
+        // The whole /16 routed elsewhere: no subnet is clear of it, so the first one only the
+        // broader route covers is taken.
+        let dir = tempfile::tempdir().unwrap();
+        let allocator = routed_by(dir.path(), 89, || vec![route("wg0", "10.89.0.0/16"), route("eth1", "10.89.0.0/24")]);
+        assert_eq!(allocator.ensure("shop--prod").unwrap().subnet, "10.89.1.0/24");
     }
 
     #[test]
