@@ -35,9 +35,11 @@ fn cached_bytes(path: &std::path::Path) -> u64 {
 }
 
 /// `direct_io` decides where a large upload's bytes go: past the page cache (all but its
-/// first batch), or through it (all of them, still cached once the upload is durable).
+/// first batch), or through it (all of them, still cached once the upload is durable). With
+/// direct I/O, the first read of the blob goes past the page cache too, and the next one
+/// through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_upload_goes_past_the_page_cache_unless_told_otherwise() {
+async fn a_large_blob_goes_past_the_page_cache_unless_told_otherwise_or_read_again() {
     const SIZE: usize = 40 * 1024 * 1024;
     // On a disk: a tmpfs file never leaves memory.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -53,13 +55,19 @@ async fn a_large_upload_goes_past_the_page_cache_unless_told_otherwise() {
         store.finish_upload(&upload, &digest).await.unwrap();
         let hex = digest.digest();
         let cached = cached_bytes(&root.join("blobs/sha256").join(&hex[..2]).join(hex));
+        let path = root.join("blobs/sha256").join(&hex[..2]).join(hex);
         if options.direct_io {
             // The first batch (4 MiB), and what is left after the last whole batch.
             assert!(cached <= 12 * 1024 * 1024, "{cached} of {SIZE} bytes in the page cache");
+            assert!(read_all(&store, &digest, 0).await == content, "{name}: the blob reads back");
+            let cached = cached_bytes(&path);
+            assert!(cached <= 12 * 1024 * 1024, "after a first read, {cached} of {SIZE} bytes in the page cache");
         } else {
             assert!(cached >= SIZE as u64, "{cached} of {SIZE} bytes in the page cache");
         }
-        assert!(read_all(&store, &digest, 0).await == content, "{name}: the blob reads back");
+        assert!(read_all(&store, &digest, 0).await == content, "{name}: the blob reads back again");
+        let cached = cached_bytes(&path);
+        assert!(cached >= SIZE as u64, "{name}: after another read, {cached} of {SIZE} bytes in the page cache");
     }
 }
 

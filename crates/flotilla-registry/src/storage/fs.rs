@@ -72,8 +72,13 @@ pub struct FsBlobStore {
     /// holds a few buffers); more go through the page cache meanwhile.
     direct_reads: Arc<tokio::sync::Semaphore>,
     direct_writes: Arc<tokio::sync::Semaphore>,
+    /// Large blobs read past the page cache lately: the next read of one goes through it.
+    read_before: quick_cache::sync::Cache<Digest, ()>,
     options: FsOptions,
 }
+
+/// Large blobs [`FsBlobStore::read_before`] remembers, at most.
+const READ_BEFORE_REMEMBERED: usize = 4096;
 
 /// What is known of an upload's content: the hash of its first `bytes` bytes.
 #[derive(Default)]
@@ -99,6 +104,7 @@ impl FsBlobStore {
             buffers: Arc::default(),
             direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
             direct_writes: Arc::new(tokio::sync::Semaphore::new(writer::DIRECT_WRITES)),
+            read_before: quick_cache::sync::Cache::new(READ_BEFORE_REMEMBERED),
             options,
         })
     }
@@ -265,6 +271,7 @@ impl BlobStore for FsBlobStore {
         let path = self.blob_path(digest)?;
         let direct_reads = self.direct_reads.clone();
         let direct_io = self.options.direct_io;
+        let read_before = self.read_before.get(digest).is_some();
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<Opened> {
             use std::io::Seek;
             let mut file = std::fs::File::open(&path)?;
@@ -272,9 +279,10 @@ impl BlobStore for FsBlobStore {
             if direct_io
                 && size >= reader::DIRECT_FROM
                 && let Ok(permit) = direct_reads.try_acquire_owned()
-                && let Some(direct) = reader::open_direct(&path)
+                // Read again: through the page cache, into the same buffers.
+                && let Some(first) = if read_before { file.try_clone().ok() } else { reader::open_direct(&path) }
             {
-                return Ok(Opened::Direct(reader::DirectRead { files: (direct, file), size, permit }));
+                return Ok(Opened::Direct(reader::DirectRead { files: (first, file), size, permit }));
             }
             if offset > 0 {
                 file.seek(SeekFrom::Start(offset))?;
@@ -286,7 +294,10 @@ impl BlobStore for FsBlobStore {
         let context = format!("cannot read blob {digest}");
         match opened {
             Ok(Opened::Cached(file)) => Ok(read_ahead(file, context)),
-            Ok(Opened::Direct(reading)) => Ok(reader::direct_chunks(reading, offset, self.buffers.clone(), context)),
+            Ok(Opened::Direct(reading)) => {
+                self.read_before.insert(digest.clone(), ());
+                Ok(reader::direct_chunks(reading, offset, self.buffers.clone(), context))
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Err(StorageError::BlobNotFound(digest.clone()))
             }

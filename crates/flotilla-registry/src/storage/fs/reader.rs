@@ -3,16 +3,19 @@
 //! A blob of at least [`DIRECT_FROM`] bytes is read with `O_DIRECT` into pooled aligned
 //! buffers, [`READS_IN_FLIGHT`] reads at once, each buffer sent as it is (no copy) and given
 //! back to the pool once sent. Smaller blobs (manifests, configs, small layers) are read
-//! through the page cache, where the ones asked for often stay.
+//! through the page cache, where the ones asked for often stay. A large blob read again
+//! (another node pulling the same layer, a re-pull) goes through the page cache into the
+//! same buffers: that read fills the cache, the ones after it are served from memory, and
+//! readers at once share the disk reads of the pages they all want.
 //!
 //! Why: the upload path writes all but the first few MiB of a large blob past the page cache
 //! ([`super::writer`]), so its first pull reads from the disk whichever way it reads. Through
 //! the page cache that read also fills fresh pages, which on this project's virtual machines
 //! cost more than the disk itself (a 256 MiB blob read once at 250-360 MiB/s through the page
 //! cache, at 1.6-1.9 GB/s directly). Large layers also no longer push the small, often-read
-//! blobs and the database out of the cache. The cost: pulling the same large blob again reads
-//! the disk again, and where filling fresh pages is cheap, a page cache holding the blob
-//! serves it faster (the benchmark at bcb97e0: 1.19 GB/s read directly, against
+//! blobs and the database out of the cache, unless they are read again. The cost: where
+//! filling fresh pages is cheap, a page cache holding the blob from its push serves the
+//! first pull faster (the benchmark at bcb97e0: 1.19 GB/s read directly, against
 //! distribution's 1.56 GB/s from the page cache it had just written the blob through).
 
 use std::fs::File;
@@ -45,8 +48,8 @@ pub(super) fn open_direct(path: &Path) -> Option<File> {
 
 /// A blob opened for a direct read.
 pub(super) struct DirectRead {
-    /// The file opened by [`open_direct`], and the same file opened as usual, read should a
-    /// direct read be refused (`EINVAL`: a device whose blocks are larger than [`ALIGN`]).
+    /// The file opened by [`open_direct`] (or as usual, for a blob read before), and the
+    /// same file opened as usual, read should a direct read be refused (`EINVAL`: a device whose blocks are larger than [`ALIGN`]).
     pub(super) files: (File, File),
     /// The blob's size.
     pub(super) size: u64,
