@@ -9,8 +9,9 @@
 //! An append is a pipeline of three threads, so that a large push goes at the speed of its
 //! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
 //! the body hands the chunks, a MiB of them at a time and without copying them, to a thread
-//! that hashes and to one that writes ([`writer`]: whole aligned batches past the page cache, the rest through it). A
-//! large blob is read past the page cache too ([`reader`]).
+//! that hashes and to one that writes ([`writer`]: whole aligned batches past the page cache,
+//! the rest through it). The first read of a large blob goes past the page cache too, the
+//! next ones through it ([`reader`]).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -50,7 +51,7 @@ type Batch = std::sync::Arc<Vec<bytes::Bytes>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsOptions {
     /// Large uploads written, and large blobs read, past the page cache where the file
-    /// system allows it ([`writer`], [`reader`]); otherwise all through the page cache, as
+    /// system allows it (modules `writer` and `reader`); otherwise all through the page cache, as
     /// on a file system that refuses `O_DIRECT`.
     pub direct_io: bool,
 }
@@ -266,7 +267,7 @@ impl BlobStore for FsBlobStore {
     async fn read(&self, digest: &Digest, offset: u64) -> Result<BlobStream, StorageError> {
         enum Opened {
             Cached(std::fs::File),
-            Direct(reader::DirectRead),
+            Pooled(reader::PooledRead),
         }
         let path = self.blob_path(digest)?;
         let direct_reads = self.direct_reads.clone();
@@ -282,7 +283,7 @@ impl BlobStore for FsBlobStore {
                 // Read again: through the page cache, into the same buffers.
                 && let Some(first) = if read_before { file.try_clone().ok() } else { reader::open_direct(&path) }
             {
-                return Ok(Opened::Direct(reader::DirectRead { files: (first, file), size, permit }));
+                return Ok(Opened::Pooled(reader::PooledRead { files: (first, file), size, permit }));
             }
             if offset > 0 {
                 file.seek(SeekFrom::Start(offset))?;
@@ -294,9 +295,9 @@ impl BlobStore for FsBlobStore {
         let context = format!("cannot read blob {digest}");
         match opened {
             Ok(Opened::Cached(file)) => Ok(read_ahead(file, context)),
-            Ok(Opened::Direct(reading)) => {
+            Ok(Opened::Pooled(reading)) => {
                 self.read_before.insert(digest.clone(), ());
-                Ok(reader::direct_chunks(reading, offset, self.buffers.clone(), context))
+                Ok(reader::pooled_chunks(reading, offset, self.buffers.clone(), context))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Err(StorageError::BlobNotFound(digest.clone()))

@@ -1,4 +1,4 @@
-//! Reading a large blob past the page cache.
+//! Reading a large blob into pooled buffers: past the page cache, the first time.
 //!
 //! A blob of at least [`DIRECT_FROM`] bytes is read with `O_DIRECT` into pooled aligned
 //! buffers, [`READS_IN_FLIGHT`] reads at once, each buffer sent as it is (no copy) and given
@@ -46,10 +46,11 @@ pub(super) fn open_direct(path: &Path) -> Option<File> {
     File::options().read(true).custom_flags(libc::O_DIRECT).open(path).ok()
 }
 
-/// A blob opened for a direct read.
-pub(super) struct DirectRead {
+/// A large blob opened for reading into pooled buffers.
+pub(super) struct PooledRead {
     /// The file opened by [`open_direct`] (or as usual, for a blob read before), and the
-    /// same file opened as usual, read should a direct read be refused (`EINVAL`: a device whose blocks are larger than [`ALIGN`]).
+    /// same file opened as usual, read should a direct read be refused (`EINVAL`: a device
+    /// whose blocks are larger than [`ALIGN`]).
     pub(super) files: (File, File),
     /// The blob's size.
     pub(super) size: u64,
@@ -58,8 +59,8 @@ pub(super) struct DirectRead {
 }
 
 /// The blob from `offset` on, as chunks of up to [`BUFFER`] bytes.
-pub(super) fn direct_chunks(read: DirectRead, offset: u64, pool: Arc<BufferPool>, context: String) -> BlobStream {
-    let DirectRead { files, size, permit } = read;
+pub(super) fn pooled_chunks(read: PooledRead, offset: u64, pool: Arc<BufferPool>, context: String) -> BlobStream {
+    let PooledRead { files, size, permit } = read;
     let files = Arc::new(files);
     // Direct reads start at multiples of ALIGN: the first chunk drops what precedes `offset`.
     let first = if offset >= size { size } else { offset - offset % ALIGN as u64 };
