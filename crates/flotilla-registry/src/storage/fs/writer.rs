@@ -323,3 +323,55 @@ fn write_batch(cached: &File, direct: &mut Option<File>, bytes: &[u8], position:
     }
     cached.write_all_at(bytes, position)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    /// A direct write the file system refuses (`EINVAL`, as for a device whose blocks are
+    /// larger than [`ALIGN`]) is written through the page cache instead, and so is every
+    /// batch after it. The refusal is provoked with a buffer one byte off alignment, which
+    /// the kernel refuses the same way.
+    #[test]
+    fn a_refused_direct_write_goes_through_the_page_cache_from_then_on() {
+        // On a disk: tmpfs refuses O_DIRECT when the file is opened, not on a write.
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("upload");
+        let cached = File::options().create_new(true).read(true).write(true).open(&path).unwrap();
+        let direct = File::options().write(true).custom_flags(libc::O_DIRECT).open(&path);
+        let mut direct = Some(direct.expect("/var/tmp accepts O_DIRECT (a disk file system)"));
+        let mut buffer = BufferPool::default().take();
+        for (i, byte) in buffer.as_mut_slice().iter_mut().enumerate() {
+            *byte = (i % 251) as u8;
+        }
+        let misaligned = &buffer.as_slice()[1..1 + 2 * ALIGN];
+
+        write_batch(&cached, &mut direct, misaligned, 0).unwrap();
+        assert!(direct.is_none(), "the refused direct write is not tried again");
+        let aligned = &buffer.as_slice()[..2 * ALIGN];
+        write_batch(&cached, &mut direct, aligned, 2 * ALIGN as u64).unwrap();
+
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written.len(), 4 * ALIGN);
+        assert!(written[..2 * ALIGN] == *misaligned, "the refused batch is in the file");
+        assert!(written[2 * ALIGN..] == *aligned, "the batch after it is in the file");
+    }
+
+    /// A direct write that fails for any other reason fails the append: it is not retried
+    /// through the page cache, which would hide a failing disk.
+    #[test]
+    fn a_direct_write_failing_otherwise_fails_the_batch() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("upload");
+        let cached = File::options().create_new(true).read(true).write(true).open(&path).unwrap();
+        // Opened read-only: the write fails with EBADF.
+        let mut direct = Some(File::options().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap());
+        let buffer = BufferPool::default().take();
+        let error = write_batch(&cached, &mut direct, &buffer.as_slice()[..ALIGN], 0).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+        assert!(direct.is_some());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "nothing written through the page cache");
+    }
+}
