@@ -122,6 +122,9 @@ where
     with_runtime_options(Options { cleanup_labels, ..Options::default() }, test).await
 }
 
+/// Where the `host-local` IPAM plugin keeps a network's addresses when not told otherwise.
+const HOST_LOCAL_DIR: &str = "/var/lib/cni/networks";
+
 /// [`with_runtime`] with [`Options`].
 pub async fn with_runtime_options<F, Fut>(options: Options, test: F)
 where
@@ -141,6 +144,8 @@ where
     let mut bridges = Vec::new();
     let per_environment = options.per_environment_networks || !options.environments.is_empty();
     let networks_dir = dir.join("networks");
+    // The bridge plugin's network when there is one (its addresses are removed at the end).
+    let host_local_dir = (!per_environment).then(|| Path::new(HOST_LOCAL_DIR).join(format!("test-{short}")));
     if !per_environment {
         let bridge = format!("tst{short}");
         let network = BridgeNetwork {
@@ -218,6 +223,9 @@ where
     }
     if per_environment {
         cni_plugin::remove_isolation(&bridges);
+    }
+    if let Some(addresses) = host_local_dir {
+        let _ = std::fs::remove_dir_all(addresses);
     }
     let _ = std::fs::remove_dir_all(&dir);
     drop(slot);

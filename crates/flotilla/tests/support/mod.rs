@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flotilla_local::containerd::Containerd;
+use flotilla_local::containerd::{Containerd, OwnContainerd};
 use flotilla_local::cri::Cri;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
@@ -142,6 +142,14 @@ pub async fn clean_up_runtime(dir: &Path, socket: &Path) {
     // A server a failed test left behind, then every pod its runtime still runs (pods outlive
     // the control plane by design), then containerd.
     let _ = Command::new("pkill").args(["-9", "-f", "--"]).arg(format!("--data-dir {}", dir.display())).status();
+    // A server stopped cleanly stopped its containerd too, and its pods kept running: start
+    // that containerd again (the same configuration) to remove them.
+    let mut restarted = None;
+    if Containerd::existing(socket).await.is_err() && dir.join("runtime/containerd/config.toml").exists() {
+        let mut own = OwnContainerd::new(dir.join("runtime/containerd"), flotilla_local::embedded::PAUSE_IMAGE);
+        own.cni_bin_dir = dir.join("runtime/cni-bin");
+        restarted = Containerd::own(&own).await.ok();
+    }
     if let Ok(mut cri) = Cri::connect(socket).await
         && let Ok(sandboxes) = cri.list_pod_sandboxes(std::collections::HashMap::new()).await
     {
@@ -152,6 +160,9 @@ pub async fn clean_up_runtime(dir: &Path, socket: &Path) {
                 flotilla_local::instance::remove_pod_cgroup(instance);
             }
         }
+    }
+    if let Some(mut containerd) = restarted {
+        containerd.stop().await;
     }
     stop_containerd(dir, socket).await;
     let mut bridges = Vec::new();
