@@ -197,8 +197,18 @@ pub fn render(chains: &Chains, services: &[Service], stale: &BTreeSet<String>) -
     out
 }
 
+/// Held while a runtime's rules change ([`apply`], [`remove`]): each is several `iptables`
+/// runs, and one interleaved with the other leaves hooks to chains that were just removed
+/// (a driver dropped while its last `apply` still runs on the blocking pool, then removed).
+static CHANGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn changing() -> std::sync::MutexGuard<'static, ()> {
+    CHANGING.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 /// Loads the rules of `services`, replacing the runtime's previous ones. Blocking.
 pub fn apply(chains: &Chains, services: &[Service], bridges: &[String]) -> Result<(), String> {
+    let _changing = changing();
     let stale: BTreeSet<String> = iptables::chains("nat", &chains.prefix).into_iter().collect();
     iptables::restore(&render(chains, services, &stale))?;
     for (table, builtin, chain) in chains.hooks() {
@@ -217,6 +227,7 @@ pub fn apply(chains: &Chains, services: &[Service], bridges: &[String]) -> Resul
 
 /// Removes every rule and chain of the runtime. Blocking.
 pub fn remove(chains: &Chains) {
+    let _changing = changing();
     for (table, builtin, chain) in chains.hooks() {
         iptables::delete_rule(table, builtin, &["-j", &chain]);
     }
