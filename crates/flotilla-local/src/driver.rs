@@ -176,11 +176,26 @@ struct Creating {
     template: String,
     /// Set when the rollout no longer wants it: not created, or removed once created.
     cancelled: Arc<AtomicBool>,
+    /// Set when the creating task has ended, however it ended (its pod, if any, exists).
+    ended: Arc<AtomicBool>,
 }
 
 impl Creating {
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+/// Sets its flag when dropped: held by a creating task for its whole life.
+struct EndsOnDrop(Arc<AtomicBool>);
+
+impl Drop for EndsOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -1204,6 +1219,7 @@ impl Inner {
         for _ in 0..count {
             let name = instance_name(&component.name, workload.revision);
             let cancelled = Arc::new(AtomicBool::new(false));
+            let ended = Arc::new(AtomicBool::new(false));
             state.creating.insert(
                 name.clone(),
                 Creating {
@@ -1211,11 +1227,13 @@ impl Inner {
                     revision: workload.revision,
                     template: template.to_string(),
                     cancelled: cancelled.clone(),
+                    ended: ended.clone(),
                 },
             );
             let (inner, key, workload, component) =
                 (Arc::clone(self), key.clone(), Arc::clone(workload), component.name.clone());
             tokio::spawn(async move {
+                let _ends = EndsOnDrop(ended);
                 let Ok(_permit) = inner.background.creations.clone().acquire_owned().await else { return };
                 let Some(component) = workload.components.iter().find(|c| c.name == component) else { return };
                 if cancelled.load(Ordering::SeqCst) {
@@ -1500,9 +1518,13 @@ impl ClusterDriver for LocalDriver {
             .unwrap_or_else(|poison| poison.into_inner())
             .retain(|service| !is_of(service, key))?;
         // Everything labelled as this workload's, including what the state may have missed;
-        // pods already being removed in the background are waited for.
+        // pods already being removed in the background are waited for, and so are pods still
+        // being created: the network must outlive them (a pod's network set-up running after
+        // the network's release would leave its rules behind).
         let deadline = Instant::now() + REMOVAL_WAIT;
         loop {
+            // Before listing: a creation ended by now has its pod in the list.
+            let creations_ended = state.iter().flat_map(|s| s.creating.values()).all(Creating::has_ended);
             let sandboxes = cri.list_pod_sandboxes(workload_selector(key)).await?;
             let (mut busy, idle): (Vec<_>, Vec<_>) = {
                 let removing = self.inner.background.removing();
@@ -1527,10 +1549,15 @@ impl ClusterDriver for LocalDriver {
                     let _ = std::fs::remove_dir_all(instance_dir(&self.inner.options.root, name));
                 }
             }
-            if busy.is_empty() {
+            if busy.is_empty() && creations_ended {
                 break;
             }
             if Instant::now() >= deadline {
+                if !creations_ended {
+                    return Err(DriverError::Failed(format!(
+                        "pods of {key} are still being created after {REMOVAL_WAIT:?}"
+                    )));
+                }
                 let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
                 return Err(DriverError::Failed(format!(
                     "{} pods of {key} are still being removed after {REMOVAL_WAIT:?}{why}",

@@ -255,11 +255,29 @@ async fn pods_still_being_created_are_not_left_behind() {
         assert!(!network_file.exists(), "the network was released");
         assert!(!std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge was deleted");
 
-        // Deleted right after an apply: nothing is left once the creations report back.
+        // Deleted right after an apply: the deletion waits for the creations under way and
+        // removes their pods, then releases the network; no pod's network set-up runs after
+        // that release to leave its bridge or rules behind.
         driver.apply(&workload(&key, 5, spec(6))).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let network = loop {
+            if let Ok(text) = std::fs::read(&network_file) {
+                break serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(&text).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // While the first pods are being set up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         driver.delete(&key, false).await.unwrap();
-        pods_settling_at(&mut cri, &key, 0).await;
+        let pods = cri.list_pod_sandboxes(workload_selector(&key)).await.unwrap();
+        assert!(pods.is_empty(), "no pod outlives the deletion: {pods:#?}");
+        assert!(!network_file.exists(), "the network was released");
+        // What pods still being set up when the deletion returned would add.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge was deleted");
+        let rules = std::process::Command::new("iptables-save").output().unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        let left: Vec<&str> = rules.lines().filter(|line| line.contains(network.bridge.as_str())).collect();
+        assert!(left.is_empty(), "rules of the released network are left: {left:#?}");
     })
     .await;
 }
