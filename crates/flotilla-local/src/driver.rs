@@ -643,12 +643,16 @@ impl Inner {
             return Ok(());
         }
         let namespace = NetworkAllocator::namespace(&key.project, &key.environment);
-        let Some(network) = self.networks.release(&namespace) else { return Ok(()) };
+        let Some(network) = self.networks.get(&namespace) else { return Ok(()) };
         if let Some(gateway) = network.gateway() {
             self.dns.stop_listening(gateway);
         }
         tracing::info!(environment = %namespace, bridge = %network.bridge, "releasing the environment's network");
         let _ = tokio::task::spawn_blocking(move || crate::cni_plugin::remove_network(&network)).await;
+        // Only now that its bridge and rules are gone: a stop before this point leaves the
+        // allocation, which names what is left to remove (and is reused by the environment's
+        // next application), rather than rules nothing names any more.
+        self.networks.release(&namespace);
         Ok(())
     }
 

@@ -150,6 +150,12 @@ impl NetworkAllocator {
         }))
     }
 
+    /// The network allocated to `namespace`, if any.
+    pub fn get(&self, namespace: &str) -> Option<EnvironmentNetwork> {
+        let path = self.dir.join(format!("{namespace}.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// Forgets the network of `namespace` (its subnet may be allocated again) and returns it;
     /// `None` when it had none.
     pub fn release(&self, namespace: &str) -> Option<EnvironmentNetwork> {

@@ -127,13 +127,25 @@ where
     let slot = flotilla_local::testing::Slot::take();
     std::fs::write(dir.join(SLOT_FILE), slot.number().to_string()).unwrap();
     let socket = dir.join("runtime/containerd/containerd.sock");
+    // The test's networks are in 10.<octet>.0.0/16 (see `start_at`), no other test's.
+    let octet = 150 + slot.number();
+    let masquerading_before = masquerading(octet);
     let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
     clean_up_runtime(&dir, &socket).await;
     let _ = std::fs::remove_dir_all(&dir);
+    let left: Vec<String> = masquerading(octet).difference(&masquerading_before).cloned().collect();
     drop(slot);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
+    assert!(left.is_empty(), "rules of networks the server released are left on the host: {left:#?}");
+}
+
+/// The host's masquerading rules for sources in 10.<octet>.0.0/16.
+fn masquerading(octet: u8) -> std::collections::BTreeSet<String> {
+    let output = Command::new("iptables").args(["-w", "5", "-t", "nat", "-S", "POSTROUTING"]).output().unwrap();
+    let prefix = format!("-s 10.{octet}.");
+    String::from_utf8_lossy(&output.stdout).lines().filter(|line| line.contains(&prefix)).map(str::to_string).collect()
 }
 
 /// Removes what the server's runtime left on the host: environment bridges, their isolation
