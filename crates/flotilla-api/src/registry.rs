@@ -58,8 +58,8 @@ pub struct RegistryService {
 }
 
 impl RegistryService {
-    /// Opens the registry kept under `<data dir>/registry` (its blobs stored with `options`), with its token key (made on
-    /// first use, readable by the owner only).
+    /// Opens the registry kept under `<data dir>/registry` (its blobs stored with `options`),
+    /// with its token key (made on first use, readable by the owner only).
     pub fn open(data_dir: &Path, options: FsOptions, store: Arc<dyn Store>) -> Result<Self, String> {
         let dir = data_dir.join("registry");
         let blobs = FsBlobStore::open_with(&dir, options).map_err(|e| e.to_string())?;

@@ -77,10 +77,7 @@ impl NetworkAllocator {
     /// The network of `namespace`, allocating it if it has none.
     pub fn ensure(&self, namespace: &str) -> Result<EnvironmentNetwork, LocalError> {
         let _guard = self.lock.lock().unwrap_or_else(|poison| poison.into_inner());
-        let path = self.dir.join(format!("{namespace}.json"));
-        if let Ok(bytes) = std::fs::read(&path)
-            && let Ok(network) = serde_json::from_slice::<EnvironmentNetwork>(&bytes)
-        {
+        if let Some(network) = self.get(namespace) {
             return Ok(network);
         }
         let mut used = std::collections::BTreeSet::new();
@@ -96,7 +93,9 @@ impl NetworkAllocator {
         let subnet = self.free_subnet(&used)?.to_string();
         let hash = hex::encode(Sha256::digest(namespace.as_bytes()));
         let network = EnvironmentNetwork { bridge: format!("{BRIDGE_PREFIX}{}", &hash[..10]), subnet };
-        network.install(&self.dir, namespace).map_err(LocalError::io(format!("cannot write {}", path.display())))?;
+        network
+            .install(&self.dir, namespace)
+            .map_err(LocalError::io(format!("cannot write {}", self.path(namespace).display())))?;
         *self.cached.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
         Ok(network)
     }
@@ -152,17 +151,20 @@ impl NetworkAllocator {
 
     /// The network allocated to `namespace`, if any.
     pub fn get(&self, namespace: &str) -> Option<EnvironmentNetwork> {
-        let path = self.dir.join(format!("{namespace}.json"));
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        serde_json::from_slice(&std::fs::read(self.path(namespace)).ok()?).ok()
+    }
+
+    /// The file of `namespace`'s network (what `flotilla-net` reads).
+    fn path(&self, namespace: &str) -> PathBuf {
+        self.dir.join(format!("{namespace}.json"))
     }
 
     /// Forgets the network of `namespace` (its subnet may be allocated again) and returns it;
     /// `None` when it had none.
     pub fn release(&self, namespace: &str) -> Option<EnvironmentNetwork> {
         let _guard = self.lock.lock().unwrap_or_else(|poison| poison.into_inner());
-        let path = self.dir.join(format!("{namespace}.json"));
-        let network = serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(&path).ok()?).ok()?;
-        std::fs::remove_file(&path).ok()?;
+        let network = self.get(namespace)?;
+        std::fs::remove_file(self.path(namespace)).ok()?;
         *self.cached.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
         Some(network)
     }

@@ -144,8 +144,8 @@ where
     let mut bridges = Vec::new();
     let per_environment = options.per_environment_networks || !options.environments.is_empty();
     let networks_dir = dir.join("networks");
-    // The bridge plugin's network when there is one (its addresses are removed at the end).
-    let host_local_dir = (!per_environment).then(|| Path::new(HOST_LOCAL_DIR).join(format!("test-{short}")));
+    // The bridge plugin's addresses, when it has a network (removed at the end).
+    let mut host_local_dir = None;
     if !per_environment {
         let bridge = format!("tst{short}");
         let network = BridgeNetwork {
@@ -154,6 +154,7 @@ where
             subnet: format!("10.213.{octet}.0/24"),
         };
         network.install(&own.cni_conf_dir()).expect("network config");
+        host_local_dir = Some(Path::new(HOST_LOCAL_DIR).join(&network.name));
         bridges.push(bridge);
     } else {
         let bin_dir = dir.join("cni-bin");

@@ -21,6 +21,12 @@ const SLOT_FILE: &str = "test-slot";
 
 pub const PASSWORD: &str = "runtime test admin password";
 
+/// The second octet of the environment networks of the test holding `slot`: its networks are
+/// in 10.<octet>.0.0/16, no other test's.
+fn network_octet(slot: u8) -> u8 {
+    150 + slot
+}
+
 /// Starts the server; returns the process and its base URL.
 pub fn start_at(data_dir: &Path) -> (Child, String) {
     // Networks and service addresses of this test's own (tests run side by side): from the
@@ -30,7 +36,7 @@ pub fn start_at(data_dir: &Path) -> (Child, String) {
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("FLOTILLA_ADMIN_PASSWORD", PASSWORD)
-        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", (150 + slot).to_string())
+        .env("FLOTILLA_RUNTIME__NETWORK_OCTET", network_octet(slot).to_string())
         .env("FLOTILLA_RUNTIME__SERVICE_RANGE", format!("10.211.{slot}.0/24"))
         .env("FLOTILLA_LOG__LEVEL", "warn")
         .stdout(Stdio::piped())
@@ -127,8 +133,7 @@ where
     let slot = flotilla_local::testing::Slot::take();
     std::fs::write(dir.join(SLOT_FILE), slot.number().to_string()).unwrap();
     let socket = dir.join("runtime/containerd/containerd.sock");
-    // The test's networks are in 10.<octet>.0.0/16 (see `start_at`), no other test's.
-    let octet = 150 + slot.number();
+    let octet = network_octet(slot.number());
     let masquerading_before = masquerading(octet);
     let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
     clean_up_runtime(&dir, &socket).await;
