@@ -582,7 +582,8 @@ impl Inner {
     }
 
     /// Removes the pods labelled as ours that no workload tracks, creates or is removing:
-    /// those a failed removal left behind (containerd or a shim did not answer in time).
+    /// those a failed removal left behind (containerd or a shim did not answer in time);
+    /// then releases the networks no environment uses any more.
     async fn sweep(self: &Arc<Self>) -> Result<(), LocalError> {
         let sandboxes = self.cri.clone().list_pod_sandboxes(HashMap::new()).await?;
         let orphans: Vec<(String, String)> = {
@@ -602,7 +603,7 @@ impl Inner {
             tracing::warn!(instance = %name, "removing a pod that no workload owns (an earlier removal failed)");
         }
         self.remove_pods_in_background(orphans);
-        Ok(())
+        self.release_unused_networks().await
     }
 
     async fn reconcile_all(self: &Arc<Self>) {
@@ -643,7 +644,38 @@ impl Inner {
             return Ok(());
         }
         let namespace = NetworkAllocator::namespace(&key.project, &key.environment);
-        let Some(network) = self.networks.get(&namespace) else { return Ok(()) };
+        if let Some(network) = self.networks.get(&namespace) {
+            self.release_network(&namespace, network).await;
+        }
+        Ok(())
+    }
+
+    /// Releases the networks of environments that have no workload and no pod: those a stop
+    /// of the control plane in the middle of a deletion left allocated (see
+    /// [`Self::release_network`]). The workloads stay locked throughout, so no apply can
+    /// start using one of them meanwhile.
+    async fn release_unused_networks(&self) -> Result<(), LocalError> {
+        let workloads = self.workloads.lock().await;
+        let allocated = self.networks.allocated();
+        if allocated.is_empty() {
+            return Ok(());
+        }
+        // By the pods' namespace, which is what the network plugin goes by.
+        let sandboxes = self.cri.clone().list_pod_sandboxes(HashMap::new()).await?;
+        let used: HashSet<String> = workloads
+            .keys()
+            .map(|key| NetworkAllocator::namespace(&key.project, &key.environment))
+            .chain(sandboxes.into_iter().filter_map(|sandbox| Some(sandbox.metadata?.namespace)))
+            .collect();
+        for (namespace, network) in allocated.into_iter().filter(|(namespace, _)| !used.contains(namespace)) {
+            tracing::warn!(environment = %namespace, "releasing a network no workload or pod uses (a deletion was interrupted)");
+            self.release_network(&namespace, network).await;
+        }
+        Ok(())
+    }
+
+    /// Removes `network`'s bridge, rules and name server listener, then forgets its allocation.
+    async fn release_network(&self, namespace: &str, network: EnvironmentNetwork) {
         if let Some(gateway) = network.gateway() {
             self.dns.stop_listening(gateway);
         }
@@ -651,9 +683,8 @@ impl Inner {
         let _ = tokio::task::spawn_blocking(move || crate::cni_plugin::remove_network(&network)).await;
         // Only now that its bridge and rules are gone: a stop before this point leaves the
         // allocation, which names what is left to remove (and is reused by the environment's
-        // next application), rather than rules nothing names any more.
-        self.networks.release(&namespace);
-        Ok(())
+        // next application, or released by the sweep), rather than rules nothing names any more.
+        self.networks.release(namespace);
     }
 
     /// Takes in what a background task finished: a created instance joins its workload

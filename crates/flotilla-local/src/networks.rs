@@ -80,16 +80,7 @@ impl NetworkAllocator {
         if let Some(network) = self.get(namespace) {
             return Ok(network);
         }
-        let mut used = std::collections::BTreeSet::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                if let Ok(bytes) = std::fs::read(entry.path())
-                    && let Ok(network) = serde_json::from_slice::<EnvironmentNetwork>(&bytes)
-                {
-                    used.insert(network.subnet);
-                }
-            }
-        }
+        let used = self.allocated().into_iter().map(|(_, network)| network.subnet).collect();
         let subnet = self.free_subnet(&used)?.to_string();
         let hash = hex::encode(Sha256::digest(namespace.as_bytes()));
         let network = EnvironmentNetwork { bridge: format!("{BRIDGE_PREFIX}{}", &hash[..10]), subnet };
@@ -175,14 +166,23 @@ impl NetworkAllocator {
         if let Some(networks) = cached.as_ref() {
             return networks.clone();
         }
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let networks: Vec<EnvironmentNetwork> = entries
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect();
+        let networks: Vec<EnvironmentNetwork> = self.allocated().into_iter().map(|(_, network)| network).collect();
         *cached = Some(networks.clone());
         networks
+    }
+
+    /// Every allocated network with the pod namespace it is allocated to, read from the
+    /// directory now (a file being written, `*.json.tmp`, is not one yet).
+    pub fn allocated(&self) -> Vec<(String, EnvironmentNetwork)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let namespace = entry.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                let network = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+                Some((namespace, network))
+            })
+            .collect()
     }
 }
 
@@ -252,7 +252,8 @@ mod tests {
         assert_eq!(again.ensure("shop--test").unwrap(), test, "kept across restarts");
         assert_eq!(again.release("shop--prod"), Some(prod.clone()));
         assert_eq!(again.release("shop--prod"), None, "released once");
-        assert_eq!(again.all(), vec![test], "forgotten");
+        assert_eq!(again.all(), vec![test.clone()], "forgotten");
+        assert_eq!(again.allocated(), vec![("shop--test".to_string(), test)]);
         assert_eq!(again.ensure("shop--stage").unwrap().subnet, prod.subnet, "its subnet is free again");
     }
 }

@@ -2,7 +2,7 @@
 //! for real: a crashed container restarts in its own pod; a new driver adopts running
 //! instances without restarting them; per-instance cgroups and disk counters; log rotation;
 //! image pulls retried with a doubling back-off, and one that hangs holding up nothing else; pods
-//! no workload owns swept away.
+//! no workload owns, and networks no environment uses, swept away.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -274,9 +274,7 @@ async fn pods_still_being_created_are_not_left_behind() {
         // What pods still being set up when the deletion returned would add.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!std::path::Path::new("/sys/class/net").join(&network.bridge).exists(), "the bridge was deleted");
-        let rules = std::process::Command::new("iptables-save").output().unwrap();
-        let rules = String::from_utf8_lossy(&rules.stdout);
-        let left: Vec<&str> = rules.lines().filter(|line| line.contains(network.bridge.as_str())).collect();
+        let left = rules_of(&network);
         assert!(left.is_empty(), "rules of the released network are left: {left:#?}");
     })
     .await;
@@ -316,6 +314,83 @@ async fn pods_no_workload_owns_are_swept() {
         assert_eq!(now.instances, status.instances, "the workload's instance was not touched");
     })
     .await;
+}
+
+/// A control plane stopped during a deletion, after the pods were removed but before the
+/// environment's network was released, leaves that network allocated with its bridge and
+/// rules; the next driver's sweep releases it. A network whose pods run on is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_no_environment_uses_are_released_by_the_sweep() {
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let kept = key(&short);
+    let left = flotilla_driver::workload::WorkloadKey { environment: "stage".into(), ..kept.clone() };
+    let harness = support::Options {
+        cleanup_labels: vec![workload_selector(&kept), workload_selector(&left)],
+        per_environment_networks: true,
+        ..Default::default()
+    };
+    support::with_runtime_options(harness, move |runtime| async move {
+        let page = LayerFile { path: "www/index.html".into(), mode: 0o644, content: b"shop\n".to_vec() };
+        runtime.import_busybox(IMAGE, &["/bin/sh"], vec![page]).await;
+        let driver = start_driver(&runtime).await;
+        let mut statuses = Vec::new();
+        for key in [&kept, &left] {
+            let spec = json!({"environment": key.environment, "components": [web(1, "x", 8080, 600)]});
+            driver.apply(&workload(key, 1, spec)).await.unwrap();
+            statuses.push(wait_for(&driver, key, 60, "1 ready", |s| complete(s, 1)).await);
+        }
+        let network_file = |key: &flotilla_driver::workload::WorkloadKey| {
+            let namespace = flotilla_local::networks::NetworkAllocator::namespace(&key.project, &key.environment);
+            runtime.networks_dir.clone().unwrap().join(format!("{namespace}.json"))
+        };
+        let network_of = |key| -> flotilla_local::cni_plugin::EnvironmentNetwork {
+            serde_json::from_slice(&std::fs::read(network_file(key)).unwrap()).unwrap()
+        };
+        let (kept_network, left_network) = (network_of(&kept), network_of(&left));
+
+        // Stopped in the middle of deleting `left`: its pods are gone, its network is not.
+        drop(driver);
+        let mut cri = Cri::connect(&runtime.socket).await.unwrap();
+        for pod in cri.list_pod_sandboxes(workload_selector(&left)).await.unwrap() {
+            cri.stop_pod_sandbox(&pod.id).await.unwrap();
+            cri.remove_pod_sandbox(&pod.id).await.unwrap();
+        }
+        assert!(bridge_exists(&left_network) && !rules_of(&left_network).is_empty(), "{left_network:?} is set up");
+
+        let mut options = options(&runtime);
+        options.sweep_interval = Duration::from_secs(1);
+        let driver = start_driver_with(&runtime, options).await;
+        let started = std::time::Instant::now();
+        while network_file(&left).exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the unused network is still allocated");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!bridge_exists(&left_network), "the unused network's bridge was deleted");
+        let rules = rules_of(&left_network);
+        assert!(rules.is_empty(), "rules of the unused network are left: {rules:#?}");
+
+        // The environment whose pod runs on keeps its network, and its instance its address.
+        assert!(network_file(&kept).exists() && bridge_exists(&kept_network), "{kept_network:?} is kept");
+        assert!(!rules_of(&kept_network).is_empty(), "{kept_network:?} keeps its rules");
+        let adopted = wait_for(&driver, &kept, 30, "adopted", |s| s.instances.len() == 1).await;
+        assert_eq!(adopted.instances[0].name, statuses[0].instances[0].name);
+        assert_eq!(adopted.instances[0].ip, statuses[0].instances[0].ip);
+    })
+    .await;
+}
+
+fn bridge_exists(network: &flotilla_local::cni_plugin::EnvironmentNetwork) -> bool {
+    std::path::Path::new("/sys/class/net").join(&network.bridge).exists()
+}
+
+/// The host's iptables rules that name `network`'s bridge or subnet.
+fn rules_of(network: &flotilla_local::cni_plugin::EnvironmentNetwork) -> Vec<String> {
+    let rules = std::process::Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|line| line.contains(network.bridge.as_str()) || line.contains(network.subnet.as_str()))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Waits (at most 30 s) until the workload has `count` pods, and returns them.
