@@ -26,6 +26,10 @@ pub const BRIDGE_PREFIX: &str = "flt";
 
 const ISOLATION_CHAIN: &str = "FLOTILLA-ISOLATION";
 
+/// The host-wide lock that set-ups and removals of networks take turns by (see
+/// [`lock_rules`]).
+const RULES_LOCK: &str = "/run/flotilla-net.lock";
+
 /// The plugin's entry in the conflist.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,28 +108,45 @@ fn cni_arg(args: &str, key: &str) -> Option<String> {
     args.split(';').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v.to_string())
 }
 
+/// Adds `network`'s isolation and masquerading rules unless they are there (what a pod's
+/// set-up does once its bridge is up).
+pub fn set_up_rules(network: &EnvironmentNetwork) -> Result<(), String> {
+    let _turn = lock_rules().map_err(|e| format!("cannot lock {RULES_LOCK}: {e}"))?;
+    isolate(&network.bridge)?;
+    masquerade(network)
+}
+
+/// Waits for the host-wide lock over the rules of environment networks, held until the file
+/// is dropped. Every set-up and removal checks what is there before changing it; pods start
+/// in plugin processes of their own and networks are removed by the control plane, so
+/// without turns two pods of one environment add a rule twice, and a removal can delete the
+/// isolation chain (and the jump to it) while another network's set-up is filling it.
+fn lock_rules() -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(RULES_LOCK)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Traffic between two environment bridges is dropped; within one bridge it is accepted.
-fn isolate(bridge: &str) -> Result<(), PluginError> {
-    let failed = |message: String| error(999, message);
+fn isolate(bridge: &str) -> Result<(), String> {
     // The last rule added: once it is there, the network is set up (one call per pod, not
     // seven: each iptables run reads the whole table).
     if iptables::run(&["-C", ISOLATION_CHAIN, "-i", bridge, "-o", bridge, "-j", "ACCEPT"]).unwrap_or(false) {
         return Ok(());
     }
     let _ = iptables::run(&["-N", ISOLATION_CHAIN]);
-    iptables::ensure_rule("filter", "FORWARD", &["-j", ISOLATION_CHAIN], true).map_err(failed)?;
+    iptables::ensure_rule("filter", "FORWARD", &["-j", ISOLATION_CHAIN], true)?;
     let all = format!("{BRIDGE_PREFIX}+");
-    iptables::ensure_rule("filter", ISOLATION_CHAIN, &["-i", &all, "-o", &all, "-j", "DROP"], false).map_err(failed)?;
+    iptables::ensure_rule("filter", ISOLATION_CHAIN, &["-i", &all, "-o", &all, "-j", "DROP"], false)?;
     iptables::ensure_rule("filter", ISOLATION_CHAIN, &["-i", bridge, "-o", bridge, "-j", "ACCEPT"], true)
-        .map_err(failed)
 }
 
 /// One masquerading rule per network for traffic leaving it (as Docker has per bridge),
 /// rather than the bridge plugin's chain per pod: the nat table stays small with thousands
 /// of instances, and a pod's start and stop run no iptables at all once it is there.
-fn masquerade(network: &EnvironmentNetwork) -> Result<(), PluginError> {
+fn masquerade(network: &EnvironmentNetwork) -> Result<(), String> {
     let rule = ["-s", network.subnet.as_str(), "!", "-o", network.bridge.as_str(), "-j", "MASQUERADE"];
-    iptables::ensure_rule("nat", "POSTROUTING", &rule, false).map_err(|message| error(999, message))
+    iptables::ensure_rule("nat", "POSTROUTING", &rule, false)
 }
 
 /// Removes a network no pod uses any more: its bridge, and its isolation and masquerading
@@ -148,6 +169,8 @@ pub fn remove_network(network: &EnvironmentNetwork) {
 /// Removes the isolation and masquerading rules of `bridges` (networks that are gone), and
 /// the isolation chain once no bridge has a rule in it.
 pub fn remove_isolation(bridges: &[String]) {
+    // Removed even without turns: rules left behind would outlive their network.
+    let _turn = lock_rules().inspect_err(|error| tracing::warn!(%error, "cannot lock {RULES_LOCK}"));
     let nat = Command::new("iptables").args(["-w", "5", "-t", "nat", "-S", "POSTROUTING"]).output();
     let nat = nat.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     for bridge in bridges {
@@ -236,8 +259,7 @@ fn run_command(command: &str, stdin: &[u8]) -> Result<Vec<u8>, PluginError> {
         return Err(error(999, format!("bridge plugin: {message}")));
     }
     if command == "ADD" {
-        isolate(&network.bridge)?;
-        masquerade(&network)?;
+        set_up_rules(&network).map_err(|message| error(999, message))?;
     }
     Ok(output.stdout)
 }

@@ -1,6 +1,7 @@
 //! Environments are isolated on the network: each gets a bridge and subnet of its own through
 //! the `flotilla-net` CNI plugin, pods of one environment reach each other, and a pod of
-//! another environment cannot reach them.
+//! another environment cannot reach them. Set-ups and removals of networks running at once
+//! leave each other's rules whole.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -127,4 +128,73 @@ async fn pods_reach_their_own_environment_and_not_another() {
     let nat = std::process::Command::new("iptables").args(["-t", "nat", "-S", "POSTROUTING"]).output().unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout).to_string();
     assert!(!nat.contains(&prod_bridge), "removed with the network: {nat}");
+}
+
+/// Pods of several environments being set up while other networks are removed, as on a busy
+/// host: every network set up has its rules exactly once (its ACCEPT and masquerading rule,
+/// the shared DROP rule and the jump to the isolation chain), and a removed one has none.
+/// The networks are rules only (no bridge; TEST-NET-1 addresses): nothing reaches them.
+#[test]
+fn rules_set_up_and_removed_at_once_stay_whole() {
+    use flotilla_local::cni_plugin::{EnvironmentNetwork, remove_isolation, set_up_rules};
+    assert!(nix::unistd::Uid::effective().is_root(), "this test changes the firewall: run it as root");
+    let short = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+    let networks: Vec<EnvironmentNetwork> = (0..6u8)
+        .map(|n| EnvironmentNetwork { bridge: format!("flt{short}t{n}"), subnet: format!("192.0.2.{}/28", n * 16) })
+        .collect();
+    let rules = || {
+        let listed = |table: &str| std::process::Command::new("iptables-save").args(["-t", table]).output().unwrap();
+        let (filter, nat) = (listed("filter"), listed("nat"));
+        format!("{}{}", String::from_utf8_lossy(&filter.stdout), String::from_utf8_lossy(&nat.stdout))
+    };
+    let count = |rules: &str, wanted: &str| rules.lines().filter(|line| *line == wanted).count();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = networks
+            .iter()
+            .map(|network| {
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    let own = [
+                        format!("-A FLOTILLA-ISOLATION -i {0} -o {0} -j ACCEPT", network.bridge),
+                        format!("-A POSTROUTING -s {} ! -o {} -j MASQUERADE", network.subnet, network.bridge),
+                    ];
+                    for round in 0..5 {
+                        // Two pods of the environment set up at once.
+                        std::thread::scope(|pods| {
+                            let both = [pods.spawn(|| set_up_rules(network)), pods.spawn(|| set_up_rules(network))];
+                            for pod in both {
+                                pod.join().unwrap().unwrap();
+                            }
+                        });
+                        let now = rules();
+                        for (rule, times) in [
+                            (own[0].as_str(), count(&now, &own[0])),
+                            (own[1].as_str(), count(&now, &own[1])),
+                            ("-A FORWARD -j FLOTILLA-ISOLATION", count(&now, "-A FORWARD -j FLOTILLA-ISOLATION")),
+                            (
+                                "-A FLOTILLA-ISOLATION -i flt+ -o flt+ -j DROP",
+                                count(&now, "-A FLOTILLA-ISOLATION -i flt+ -o flt+ -j DROP"),
+                            ),
+                        ] {
+                            if times != 1 {
+                                failures.push(format!("{} round {round}: {rule:?} {times} times", network.bridge));
+                            }
+                        }
+                        remove_isolation(std::slice::from_ref(&network.bridge));
+                        let now = rules();
+                        failures.extend(
+                            own.iter()
+                                .filter(|rule| count(&now, rule) > 0)
+                                .map(|rule| format!("{} round {round}: {rule:?} left", network.bridge)),
+                        );
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap()).collect()
+    });
+    let bridges: Vec<String> = networks.iter().map(|n| n.bridge.clone()).collect();
+    remove_isolation(&bridges);
+    assert!(failures.is_empty(), "{failures:#?}");
 }
