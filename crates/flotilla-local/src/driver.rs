@@ -583,19 +583,22 @@ impl Inner {
 
     /// Removes the pods labelled as ours that no workload tracks, creates or is removing:
     /// those a failed removal left behind (containerd or a shim did not answer in time);
-    /// then releases the networks no environment uses any more.
+    /// then releases the networks of environments that have no workload and no pod: those a
+    /// stop of the control plane in the middle of a deletion left allocated (see
+    /// [`Self::release_network`]). The workloads stay locked throughout, so no apply can
+    /// start using such a network meanwhile.
     async fn sweep(self: &Arc<Self>) -> Result<(), LocalError> {
+        let workloads = self.workloads.lock().await;
         let sandboxes = self.cri.clone().list_pod_sandboxes(HashMap::new()).await?;
         let orphans: Vec<(String, String)> = {
-            let workloads = self.workloads.lock().await;
             let mut removing = self.background.removing();
             let owned = |name: &String| {
                 workloads.values().any(|state| state.instances.contains_key(name) || state.creating.contains_key(name))
             };
             sandboxes
-                .into_iter()
+                .iter()
                 .filter(|sandbox| sandbox.labels.contains_key(labels::PROJECT))
-                .filter_map(|sandbox| Some((sandbox.labels.get(INSTANCE_LABEL)?.clone(), sandbox.id)))
+                .filter_map(|sandbox| Some((sandbox.labels.get(INSTANCE_LABEL)?.clone(), sandbox.id.clone())))
                 .filter(|(name, id)| !owned(name) && removing.insert(id.clone()))
                 .collect()
         };
@@ -603,7 +606,18 @@ impl Inner {
             tracing::warn!(instance = %name, "removing a pod that no workload owns (an earlier removal failed)");
         }
         self.remove_pods_in_background(orphans);
-        self.release_unused_networks().await
+
+        // By the pods' namespace, which is what the network plugin goes by.
+        let used: HashSet<String> = workloads
+            .keys()
+            .map(|key| NetworkAllocator::namespace(&key.project, &key.environment))
+            .chain(sandboxes.into_iter().filter_map(|sandbox| Some(sandbox.metadata?.namespace)))
+            .collect();
+        for (namespace, network) in self.networks.allocated().into_iter().filter(|(n, _)| !used.contains(n)) {
+            tracing::warn!(environment = %namespace, "releasing a network no workload or pod uses (a deletion was interrupted)");
+            self.release_network(&namespace, network).await;
+        }
+        Ok(())
     }
 
     async fn reconcile_all(self: &Arc<Self>) {
@@ -645,30 +659,6 @@ impl Inner {
         }
         let namespace = NetworkAllocator::namespace(&key.project, &key.environment);
         if let Some(network) = self.networks.get(&namespace) {
-            self.release_network(&namespace, network).await;
-        }
-        Ok(())
-    }
-
-    /// Releases the networks of environments that have no workload and no pod: those a stop
-    /// of the control plane in the middle of a deletion left allocated (see
-    /// [`Self::release_network`]). The workloads stay locked throughout, so no apply can
-    /// start using one of them meanwhile.
-    async fn release_unused_networks(&self) -> Result<(), LocalError> {
-        let workloads = self.workloads.lock().await;
-        let allocated = self.networks.allocated();
-        if allocated.is_empty() {
-            return Ok(());
-        }
-        // By the pods' namespace, which is what the network plugin goes by.
-        let sandboxes = self.cri.clone().list_pod_sandboxes(HashMap::new()).await?;
-        let used: HashSet<String> = workloads
-            .keys()
-            .map(|key| NetworkAllocator::namespace(&key.project, &key.environment))
-            .chain(sandboxes.into_iter().filter_map(|sandbox| Some(sandbox.metadata?.namespace)))
-            .collect();
-        for (namespace, network) in allocated.into_iter().filter(|(namespace, _)| !used.contains(namespace)) {
-            tracing::warn!(environment = %namespace, "releasing a network no workload or pod uses (a deletion was interrupted)");
             self.release_network(&namespace, network).await;
         }
         Ok(())
