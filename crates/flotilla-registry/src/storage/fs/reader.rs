@@ -67,14 +67,7 @@ pub(super) fn pooled_chunks(read: PooledRead, offset: u64, pool: Arc<BufferPool>
     futures::stream::iter((first..size).step_by(BUFFER))
         .map(move |at| {
             let (files, pool) = (files.clone(), pool.clone());
-            tokio::task::spawn_blocking(move || {
-                let (direct, cached) = &*files;
-                match read_chunk(direct, at, size, &pool) {
-                    Err(error) if error.raw_os_error() == Some(libc::EINVAL) => read_chunk(cached, at, size, &pool),
-                    read => read,
-                }
-                .map(|chunk| (at, chunk))
-            })
+            tokio::task::spawn_blocking(move || read_either(&files, at, size, &pool).map(|chunk| (at, chunk)))
         })
         .buffered(READS_IN_FLIGHT)
         .map(move |joined| {
@@ -86,6 +79,17 @@ pub(super) fn pooled_chunks(read: PooledRead, offset: u64, pool: Arc<BufferPool>
             Ok(chunk.slice(skip..))
         })
         .boxed()
+}
+
+/// Reads the chunk at `at` from the first of `files` (opened by [`open_direct`]), or from the
+/// second (opened as usual) should the first refuse the read (`EINVAL`). Any other error is
+/// the read's: retried through the page cache, it would hide a failing disk.
+fn read_either(files: &(File, File), at: u64, size: u64, pool: &Arc<BufferPool>) -> io::Result<PooledBytes> {
+    let (direct, cached) = files;
+    match read_chunk(direct, at, size, pool) {
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => read_chunk(cached, at, size, pool),
+        read => read,
+    }
 }
 
 /// Reads up to [`BUFFER`] bytes at `at` (a multiple of [`ALIGN`]) into a pooled buffer.
@@ -115,4 +119,54 @@ fn read_chunk(file: &File, at: u64, size: u64, pool: &Arc<BufferPool>) -> io::Re
         ));
     }
     Ok(PooledBytes::new(buffer, want, pool.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    /// A blob of one buffer and a partial one, on a disk (tmpfs refuses `O_DIRECT`).
+    fn blob() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("blob");
+        let content: Vec<u8> = (0..BUFFER as u32 + 5000).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        (dir, path, content)
+    }
+
+    /// A refused direct read (`EINVAL`) is read through the page cache instead. No device
+    /// here refuses an aligned direct read, so a file whose every read is refused with
+    /// `EINVAL` stands in for the direct one: procfs's `clear_refs`, which is write-only.
+    #[test]
+    fn a_refused_direct_read_goes_through_the_page_cache() {
+        let (_dir, path, content) = blob();
+        let refusing =
+            File::open("/proc/self/clear_refs").expect("root opens clear_refs to read (scripts/test runs as root)");
+        let mut probe = [0u8; 8];
+        let refused = refusing.read_at(&mut probe, 0).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::EINVAL), "the stand-in refuses reads as a device would");
+        let files = (refusing, File::open(&path).unwrap());
+        let pool = Arc::new(BufferPool::default());
+        let size = content.len() as u64;
+        let first = read_either(&files, 0, size, &pool).unwrap();
+        assert!(first.as_ref() == &content[..BUFFER], "the first chunk");
+        let last = read_either(&files, BUFFER as u64, size, &pool).unwrap();
+        assert!(last.as_ref() == &content[BUFFER..], "the last, partial chunk");
+        // The direct file, as the store opens it, reads the same.
+        let files = (open_direct(&path).expect("/var/tmp accepts O_DIRECT"), File::open(&path).unwrap());
+        assert!(read_either(&files, BUFFER as u64, size, &pool).unwrap().as_ref() == &content[BUFFER..]);
+    }
+
+    /// Any other error of a direct read fails the read.
+    #[test]
+    fn a_direct_read_failing_otherwise_fails() {
+        let (_dir, path, content) = blob();
+        // Opened write-only: the read fails with EBADF.
+        let failing = File::options().write(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
+        let files = (failing, File::open(&path).unwrap());
+        let read = read_either(&files, 0, content.len() as u64, &Arc::new(BufferPool::default()));
+        assert_eq!(read.err().and_then(|error| error.raw_os_error()), Some(libc::EBADF));
+    }
 }
