@@ -467,6 +467,9 @@ struct Figures {
     /// Median of the runs, MiB/s.
     large_push: f64,
     large_pull: f64,
+    /// Each run's, in order, MiB/s.
+    large_pushes: Vec<f64>,
+    large_pulls: Vec<f64>,
     latency: Summary,
     get: wrk::WrkResult,
     /// HEADs/s, from the benchmark's client (wrk cannot time HEAD), and the non-2xx answers.
@@ -739,8 +742,10 @@ async fn measure(
         let after = probe.snapshot().await;
         usage.push(probe.usage(&format!("registry: push {} × {large} ({name})", plan.large_runs), &before, &middle));
         usage.push(probe.usage(&format!("registry: pull {} × {large} ({name})", plan.large_runs), &middle, &after));
-        figures[which].large_push = median(pushes);
-        figures[which].large_pull = median(pulls);
+        figures[which].large_push = median(pushes.clone());
+        figures[which].large_pull = median(pulls.clone());
+        figures[which].large_pushes = pushes;
+        figures[which].large_pulls = pulls;
     }
     for (which, (name, probe)) in probes.iter().enumerate() {
         progress(&format!("{name}: {} sequential 1 MiB pushes", plan.latency_samples));
@@ -785,7 +790,13 @@ async fn measure(
         hashed.push(loopback_floor(blob, true).await.context("the loopback floor, hashed")?);
         carried.push(loopback_floor(blob, false).await.context("the loopback floor")?);
     }
-    let floors = Floors { sha, loopback_hashed: median(hashed), loopback: median(carried), disk };
+    let floors = Floors {
+        sha,
+        loopback_hashed: median(hashed.clone()),
+        loopback: median(carried.clone()),
+        loopback_runs: (hashed, carried),
+        disk,
+    };
     Ok(section(plan, &figures, &floors, usage))
 }
 
@@ -858,7 +869,15 @@ struct Floors {
     /// MiB/s of [`loopback_floor`] with and without hashing (medians over the large blobs).
     loopback_hashed: f64,
     loopback: f64,
+    /// Each run of both, in order.
+    loopback_runs: (Vec<f64>, Vec<f64>),
     disk: DiskFloors,
+}
+
+/// Rates of successive runs: `1050 / 1125 / 1190 MiB/s`.
+fn fmt_runs(rates: &[f64]) -> String {
+    let rates: Vec<String> = rates.iter().map(|rate| format!("{rate:.0}")).collect();
+    format!("{} MiB/s", rates.join(" / "))
 }
 
 fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: &[Usage]) -> Section {
@@ -896,6 +915,17 @@ fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: 
         Row::new(format!("blob pull ({large})"), fmt_mib(ours.large_pull))
             .target(&peer_target, against_peer(ours.large_pull, peer.large_pull))
             .floor(mib(peer.large_pull), ratio(ours.large_pull, peer.large_pull)),
+    );
+    section.rows.push(
+        Row::new(
+            format!(
+                "blob push, then pull (1 × {} MiB), each of the {} runs in order",
+                plan.large_size / MIB,
+                plan.large_runs
+            ),
+            format!("{}, then {}", fmt_runs(&ours.large_pushes), fmt_runs(&ours.large_pulls)),
+        )
+        .floor(format!("{}, then {} (distribution)", fmt_runs(&peer.large_pushes), fmt_runs(&peer.large_pulls)), ""),
     );
     section.rows.push(
         Row::new(
@@ -968,6 +998,10 @@ fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: 
         )
         .floor(format!("Flotilla's pull {}", fmt_mib(ours.large_pull)), ratio(ours.large_pull, floors.loopback)),
     );
+    section.rows.push(Row::new(
+        format!("floors over loopback TCP, hashed, then dropped: each of the {} runs in order", plan.large_runs),
+        format!("{}, then {}", fmt_runs(&floors.loopback_runs.0), fmt_runs(&floors.loopback_runs.1)),
+    ));
     section.rows.push(Row::new(
         "floor: disk, new 1 MiB file written + fdatasync, p50 / p99 of 50",
         format!("{} / {}", ms(disk.small.p50), ms(disk.small.p99)),
