@@ -418,6 +418,8 @@ struct Inner {
     chains: Chains,
     /// The services whose rules are loaded, and the bridges given `route_localnet`.
     loaded: Mutex<Option<(Vec<Service>, Vec<String>)>>,
+    /// Set when the driver is dropped: a rule load still queued then does nothing.
+    stopped: Arc<AtomicBool>,
     /// The (address version, network count) the DNS records and listeners were made for.
     dns_synced: std::sync::Mutex<Option<(u64, usize)>>,
     /// The last status of each workload, read without waiting for a reconcile in progress.
@@ -445,7 +447,9 @@ pub struct LocalDriver {
 
 impl Drop for LocalDriver {
     fn drop(&mut self) {
-        // Pods keep running: stopping the driver is not stopping the applications.
+        // Pods keep running: stopping the driver is not stopping the applications. Their
+        // rules stay as they are: nothing of this driver changes them from now on.
+        self.inner.stopped.store(true, Ordering::SeqCst);
         self.reconciler.abort();
     }
 }
@@ -494,6 +498,7 @@ impl LocalDriver {
             addresses: std::sync::Mutex::new(addresses),
             dns,
             loaded: Mutex::new(None),
+            stopped: Arc::new(AtomicBool::new(false)),
             statuses: std::sync::RwLock::default(),
             dns_synced: std::sync::Mutex::new(None),
         });
@@ -802,9 +807,10 @@ impl Inner {
             return;
         }
         let chains = self.chains.clone();
-        let (to_load, bridges_to_load) = (services.clone(), bridges.clone());
+        let (to_load, bridges_to_load, stopped) = (services.clone(), bridges.clone(), self.stopped.clone());
         let outcome =
-            tokio::task::spawn_blocking(move || crate::services::apply(&chains, &to_load, &bridges_to_load)).await;
+            tokio::task::spawn_blocking(move || crate::services::apply(&chains, &to_load, &bridges_to_load, &stopped))
+                .await;
         match outcome {
             Ok(Ok(())) => *loaded = Some((services, bridges)),
             Ok(Err(error)) => tracing::warn!(%error, "cannot load the service rules; will retry"),

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use flotilla_core::kinds::Protocol;
 use ipnet::Ipv4Net;
@@ -90,6 +91,11 @@ impl Chains {
     pub fn of(root: &Path) -> Self {
         let hash = hex::encode(Sha256::digest(root.as_os_str().as_encoded_bytes()));
         Self { prefix: format!("FLT-{}-", &hash[..6]) }
+    }
+
+    /// What the names of all the runtime's chains start with (`FLT-<id>-`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn services(&self) -> String {
@@ -199,16 +205,25 @@ pub fn render(chains: &Chains, services: &[Service], stale: &BTreeSet<String>) -
 
 /// Held while a runtime's rules change ([`apply`], [`remove`]): each is several `iptables`
 /// runs, and one interleaved with the other leaves hooks to chains that were just removed
-/// (a driver dropped while its last `apply` still runs on the blocking pool, then removed).
+/// (a driver dropped while its last `apply` still runs on the blocking pool, then removed);
+/// an `apply` that gets its turn after the removal sees its runtime stopped.
 static CHANGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn changing() -> std::sync::MutexGuard<'static, ()> {
     CHANGING.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// Loads the rules of `services`, replacing the runtime's previous ones. Blocking.
-pub fn apply(chains: &Chains, services: &[Service], bridges: &[String]) -> Result<(), String> {
+/// Loads the rules of `services`, replacing the runtime's previous ones, unless `stopped` is
+/// set once the change may start: a runtime stops (its driver is dropped) while a load it
+/// asked for may still wait for its turn on the blocking pool, and a load after the stop
+/// would bring back rules that were removed since, or overwrite a newer runtime's. The flag
+/// is read under the lock that [`remove`] takes too, so a stopped runtime's rules, once
+/// removed, stay removed. Blocking.
+pub fn apply(chains: &Chains, services: &[Service], bridges: &[String], stopped: &AtomicBool) -> Result<(), String> {
     let _changing = changing();
+    if stopped.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     let stale: BTreeSet<String> = iptables::chains("nat", &chains.prefix).into_iter().collect();
     iptables::restore(&render(chains, services, &stale))?;
     for (table, builtin, chain) in chains.hooks() {

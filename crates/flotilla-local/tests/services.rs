@@ -1,7 +1,8 @@
 //! Services on the embedded runtime, for real: a component's service name resolves inside
 //! another container to its service address; connections to the address are spread over
 //! every ready instance and never reach one that is not ready; the published port answers
-//! on the host's loopback; deleting the application removes its rules.
+//! on the host's loopback; deleting the application removes its rules; a
+//! stopped runtime loads none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -9,12 +10,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flotilla_driver::ClusterDriver;
 use flotilla_driver::status::WorkloadStatus;
 use flotilla_driver::workload::WorkloadKey;
 use flotilla_local::driver::LocalDriver;
+use flotilla_local::services::{self, Chains};
 use serde_json::json;
 use support::drivers::*;
 
@@ -124,4 +127,42 @@ async fn services_resolve_balance_over_ready_instances_and_publish_on_the_host()
         assert!(!rules.contains(&format!("--dport {host_port} ")), "{rules}");
     })
     .await;
+}
+
+/// The runtime's chains in the nat and filter tables.
+fn chains_of(chains: &Chains) -> Vec<String> {
+    ["nat", "filter"].iter().flat_map(|table| flotilla_local::iptables::chains(table, chains.prefix())).collect()
+}
+
+/// Removes a test's chains when it ends, also when it fails.
+struct RemovesChains(Chains);
+
+impl Drop for RemovesChains {
+    fn drop(&mut self) {
+        services::remove(&self.0);
+    }
+}
+
+/// A driver dropped while its last rule load waits on the blocking pool: the load must not
+/// bring back the rules removed after the drop (as a test's clean-up, or a newer driver of
+/// the same directory, removes or replaces them).
+#[test]
+fn a_stopped_runtime_loads_no_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let chains = Chains::of(&dir.path().join("runtime"));
+    let _removes = RemovesChains(chains.clone());
+    let stopped = AtomicBool::new(true);
+    services::apply(&chains, &[], &[], &stopped).unwrap();
+    assert_eq!(chains_of(&chains), Vec::<String>::new(), "a stopped runtime loaded rules");
+    stopped.store(false, Ordering::SeqCst);
+    services::apply(&chains, &[], &[], &stopped).unwrap();
+    let prefix = chains.prefix();
+    let expected = [format!("{prefix}SVC"), format!("{prefix}MASQ"), format!("{prefix}FW")];
+    let mut loaded = chains_of(&chains);
+    loaded.sort();
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(loaded, expected, "a running runtime's empty rules are its three chains");
+    services::remove(&chains);
+    assert_eq!(chains_of(&chains), Vec::<String>::new(), "removed chains are gone");
 }
