@@ -1,8 +1,8 @@
 //! Services on the embedded runtime, for real: a component's service name resolves inside
 //! another container to its service address; connections to the address are spread over
 //! every ready instance and never reach one that is not ready; the published port answers
-//! on the host's loopback; deleting the application removes its rules; a
-//! stopped runtime loads none.
+//! on the host's loopback; deleting the application removes its rules; a stopped runtime
+//! loads none.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -157,11 +157,8 @@ fn a_stopped_runtime_loads_no_rules() {
     stopped.store(false, Ordering::SeqCst);
     services::apply(&chains, &[], &[], &stopped).unwrap();
     let prefix = chains.prefix();
-    let expected = [format!("{prefix}SVC"), format!("{prefix}MASQ"), format!("{prefix}FW")];
-    let mut loaded = chains_of(&chains);
-    loaded.sort();
-    let mut expected = expected.to_vec();
-    expected.sort();
+    let loaded: BTreeSet<String> = chains_of(&chains).into_iter().collect();
+    let expected = BTreeSet::from([format!("{prefix}SVC"), format!("{prefix}MASQ"), format!("{prefix}FW")]);
     assert_eq!(loaded, expected, "a running runtime's empty rules are its three chains");
     services::remove(&chains);
     assert_eq!(chains_of(&chains), Vec::<String>::new(), "removed chains are gone");
