@@ -27,10 +27,12 @@ pub mod replication;
 pub mod repositories;
 pub mod robots;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod templates;
 
-use std::net::SocketAddr;
+pub use serve::serve;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -127,15 +129,4 @@ pub fn build(
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
         .with_state(state.clone());
     App { router, registry, store, state }
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }
