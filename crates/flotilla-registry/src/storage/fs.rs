@@ -8,9 +8,9 @@
 //!
 //! An append is a pipeline of three threads, so that a large push goes at the speed of its
 //! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
-//! the body hands the chunks, a MiB of them at a time and without copying them, to a thread
-//! that hashes and to one that writes ([`writer`]: whole aligned batches past the page cache,
-//! the rest through it). The first read of a large blob goes past the page cache too, the
+//! the body copies the chunks into pooled aligned buffers and hands each full one to a thread
+//! that hashes and to one that writes ([`writer`]: whole aligned buffers past the page cache,
+//! as they are, the rest through it). The first read of a large blob goes past the page cache too, the
 //! next ones through it ([`reader`]).
 
 use std::collections::HashMap;
@@ -29,23 +29,17 @@ mod aligned;
 mod reader;
 mod writer;
 
-use aligned::BufferPool;
+use aligned::{BufferPool, Gathering};
 use writer::UploadWriter;
 
 /// Bytes read at once when streaming a blob or hashing an upload again.
 const READ_CHUNK: usize = 256 * 1024;
 /// Bytes read at once when sending a blob.
 const SEND_CHUNK: usize = 1024 * 1024;
-/// Batches of an upload received but not yet hashed, or not yet written, at most.
-const PIPELINE_BATCHES: usize = 16;
-/// Bytes of received chunks handed to the hashing and writing threads at once (the last
-/// batch of an append may be smaller): each hand-over may wake a sleeping thread, which on a
-/// virtual machine costs an interrupt to another CPU, so it is done per MiB, not per chunk
-/// (hyper's reads are ~200 KiB).
-const BATCH_BYTES: usize = 1024 * 1024;
-
-/// Chunks handed over together.
-type Batch = std::sync::Arc<Vec<bytes::Bytes>>;
+/// Buffers of an upload (of [`aligned::BUFFER`] bytes) received but not yet hashed, or not
+/// yet written, at most. Each hand-over may wake a sleeping thread, which on a virtual machine
+/// costs an interrupt to another CPU: it is done per buffer, not per chunk received.
+const PIPELINE_BUFFERS: usize = 4;
 
 /// How an [`FsBlobStore`] uses the file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,11 +214,9 @@ fn read_ahead(file: std::fs::File, context: String) -> BlobStream {
 }
 
 /// Adds every chunk it is sent to `hasher`, until the sender is dropped.
-fn hash_chunks(mut hasher: Hasher, mut batches: tokio::sync::mpsc::Receiver<Batch>) -> Hasher {
-    while let Some(batch) = batches.blocking_recv() {
-        for chunk in batch.iter() {
-            hasher.update(chunk);
-        }
+fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Hasher {
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
     }
     hasher
 }
@@ -238,11 +230,12 @@ fn hash_chunks(mut hasher: Hasher, mut batches: tokio::sync::mpsc::Receiver<Batc
 /// cache) made a 256 MiB upload 1.5 to 3 times slower as often as it made it faster: every
 /// `fdatasync` commits the journal, which the appends then wait for. Direct writes
 /// ([`writer`]) start the disk early without either (and advise once, for the first batch).
-fn write_chunks(mut writer: UploadWriter, mut batches: tokio::sync::mpsc::Receiver<Batch>) -> std::io::Result<u64> {
-    while let Some(batch) = batches.blocking_recv() {
-        for chunk in batch.iter() {
-            writer.write(chunk)?;
-        }
+fn write_chunks(
+    mut writer: UploadWriter,
+    mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> std::io::Result<u64> {
+    while let Some(chunk) = chunks.blocking_recv() {
+        writer.write(&chunk)?;
     }
     writer.finish()
 }
@@ -348,33 +341,34 @@ impl BlobStore for FsBlobStore {
                 .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
         // Three stages on as many threads: this task receives, a blocking thread hashes and
         // another writes. SHA-256 is the one stage that cannot be split, so nothing else runs
-        // on its thread.
-        let (to_hasher, for_hasher) = tokio::sync::mpsc::channel::<Batch>(PIPELINE_BATCHES);
-        let (to_writer, for_writer) = tokio::sync::mpsc::channel::<Batch>(PIPELINE_BATCHES);
+        // on its thread. This task copies each chunk into pooled aligned buffers as it
+        // arrives (so hyper reuses its read buffer rather than allocating fresh memory for
+        // the next reads) and hands each full buffer to both threads.
+        let (to_hasher, for_hasher) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_BUFFERS);
+        let (to_writer, for_writer) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_BUFFERS);
         let hashing = tokio::task::spawn_blocking(move || hash_chunks(hasher, for_hasher));
         let writing = tokio::task::spawn_blocking(move || {
             let written = write_chunks(writer, for_writer);
             (progress, written)
         });
         let mut outcome = Ok(());
-        let (mut batch, mut batched) = (Vec::new(), 0);
-        loop {
+        let mut gathering = Gathering::new(self.buffers.clone());
+        let mut full = Vec::new();
+        'receiving: loop {
             let next = data.next().await;
             let end = !matches!(next, Some(Ok(_)));
             match next {
-                Some(Ok(chunk)) => {
-                    batched += chunk.len();
-                    batch.push(chunk);
-                }
+                Some(Ok(chunk)) => gathering.push(&chunk, &mut full),
                 Some(Err(error)) => outcome = Err(error),
                 None => {}
             }
-            if batched >= BATCH_BYTES || (end && !batch.is_empty()) {
-                let full: Batch = Arc::new(std::mem::take(&mut batch));
-                batched = 0;
+            if end {
+                full.extend(gathering.rest());
+            }
+            for buffer in full.drain(..) {
                 // A send fails only when the writer stopped on an error, reported below.
-                if to_hasher.send(full.clone()).await.is_err() || to_writer.send(full).await.is_err() {
-                    break;
+                if to_hasher.send(buffer.clone()).await.is_err() || to_writer.send(buffer).await.is_err() {
+                    break 'receiving;
                 }
             }
             if end {

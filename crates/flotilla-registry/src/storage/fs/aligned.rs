@@ -54,6 +54,12 @@ impl BufferPool {
             free.push(buffer);
         }
     }
+
+    /// The buffers waiting in the pool.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.free.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+    }
 }
 
 /// The first `len` bytes of a pooled buffer, as the owner of a [`bytes::Bytes`]: the buffer
@@ -81,5 +87,92 @@ impl Drop for PooledBytes {
         if let Some(buffer) = self.buffer.take() {
             self.pool.give_back(buffer);
         }
+    }
+}
+
+/// Copies the chunks it is given into pooled buffers, one after the other, and hands out each
+/// buffer it fills as a [`bytes::Bytes`] (its buffer goes back to the pool when the last
+/// `Bytes` of it is dropped): received bytes leave the receiver's buffers at once, and reach
+/// the disk from aligned memory already mapped.
+pub(super) struct Gathering {
+    pool: Arc<BufferPool>,
+    buffer: Option<AlignedBuffer>,
+    filled: usize,
+}
+
+impl Gathering {
+    pub(super) fn new(pool: Arc<BufferPool>) -> Self {
+        Self { pool, buffer: None, filled: 0 }
+    }
+
+    /// Copies `chunk` after the bytes given before, adding each buffer it fills to `full`.
+    pub(super) fn push(&mut self, mut chunk: &[u8], full: &mut Vec<bytes::Bytes>) {
+        while !chunk.is_empty() {
+            let mut buffer = self.buffer.take().unwrap_or_else(|| self.pool.take());
+            let taken = chunk.len().min(BUFFER - self.filled);
+            buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&chunk[..taken]);
+            self.filled += taken;
+            chunk = &chunk[taken..];
+            if self.filled == BUFFER {
+                full.push(bytes::Bytes::from_owner(PooledBytes::new(buffer, BUFFER, self.pool.clone())));
+                self.filled = 0;
+            } else {
+                self.buffer = Some(buffer);
+            }
+        }
+    }
+
+    /// The bytes given since the last full buffer, if any.
+    pub(super) fn rest(&mut self) -> Option<bytes::Bytes> {
+        let buffer = self.buffer.take()?;
+        let len = std::mem::take(&mut self.filled);
+        Some(bytes::Bytes::from_owner(PooledBytes::new(buffer, len, self.pool.clone())))
+    }
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            self.pool.give_back(buffer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
+    use super::*;
+
+    /// Chunks of odd sizes come out as whole aligned buffers, then the rest, in order; every
+    /// buffer goes back to the pool once the last `Bytes` of it is dropped.
+    #[test]
+    fn gathering_hands_out_whole_aligned_buffers_and_returns_them_to_the_pool() {
+        let content: Vec<u8> = (0..(2 * BUFFER + BUFFER / 2) as u32).map(|i| (i % 251) as u8).collect();
+        let pool = Arc::new(BufferPool::default());
+        let mut gathering = Gathering::new(pool.clone());
+        let mut full = Vec::new();
+        for chunk in content.chunks(300_007) {
+            gathering.push(chunk, &mut full);
+        }
+        assert_eq!(full.len(), 2, "two buffers filled");
+        for buffer in &full {
+            assert_eq!(buffer.len(), BUFFER);
+            assert_eq!(buffer.as_ptr().addr() % ALIGN, 0, "a full buffer starts at an aligned address");
+        }
+        let rest = gathering.rest().unwrap();
+        assert_eq!(rest.len(), BUFFER / 2);
+        assert!(gathering.rest().is_none(), "the rest is handed out once");
+        assert!([&full[0][..], &full[1][..], &rest[..]].concat() == content, "the bytes, in order");
+
+        let copy = full[0].clone();
+        drop((full, rest));
+        assert_eq!(pool.kept(), 2, "a buffer still held is not back in the pool");
+        drop(copy);
+        assert_eq!(pool.kept(), 3);
+        // Gathering again takes buffers from the pool, not new ones.
+        let mut again = Vec::new();
+        Gathering::new(pool.clone()).push(&content[..BUFFER], &mut again);
+        assert_eq!(pool.kept(), 2);
     }
 }

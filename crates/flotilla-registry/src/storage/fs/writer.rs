@@ -2,9 +2,11 @@
 //!
 //! The first [`BATCH`] bytes of an append go through the page cache as they arrive, so an
 //! append smaller than that (small layers, configs, every manifest) is written as any file is. Past
-//! them, the bytes are gathered in buffers of [`BATCH`] bytes aligned to [`ALIGN`], and each
-//! full buffer is written past the page cache (`O_DIRECT`) by a thread of its own, in order,
-//! while the next fills; the first batch, still in the page cache, is sent to the disk then
+//! them, the bytes are written past the page cache (`O_DIRECT`) in whole buffers of [`BATCH`]
+//! bytes aligned to [`ALIGN`], by a thread of its own, in order, while the next fills. The
+//! store hands over such buffers (it gathers what it receives into them: [`super::aligned::Gathering`]),
+//! which are written as they are; other bytes (an append starting off a block) are copied
+//! into buffers of the writer's own first; the first batch, still in the page cache, is sent to the disk then
 //! too (its writeback started, not waited for). What is left at the end (less than a batch)
 //! is written directly too but for its last partial block, which goes through the page cache
 //! (direct writes are whole blocks; through the page cache, a 256 MiB push's last ~4 MiB
@@ -32,7 +34,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::aligned::{self, AlignedBuffer, BufferPool};
+use bytes::Bytes;
+
+use super::aligned::{self, AlignedBuffer, BufferPool, PooledBytes};
 
 /// Bytes of one direct write.
 const BATCH: usize = aligned::BUFFER;
@@ -102,7 +106,9 @@ impl UploadWriter {
     }
 
     /// Writes `chunk` after those written before (possibly only at [`finish`](Self::finish)).
-    pub(super) fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+    /// A chunk of a whole buffer at an aligned address (the store gathers received bytes into
+    /// such buffers) is written directly as it is; other bytes are copied into buffers first.
+    pub(super) fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
         if self.permit.is_some() {
             return self.gather(chunk);
         }
@@ -153,8 +159,12 @@ impl UploadWriter {
 
     /// Copies `bytes` into the buffer, handing it to the flusher each time it is full; the
     /// bytes before the first multiple of [`ALIGN`] are written at once.
-    fn gather(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    fn gather(&mut self, chunk: &Bytes) -> io::Result<()> {
+        let mut bytes = chunk.as_ref();
         let misaligned = (self.position % ALIGN as u64) as usize;
+        if self.buffer.is_none() && misaligned == 0 && bytes.len() == BATCH && bytes.as_ptr().addr() % ALIGN == 0 {
+            return self.submit(chunk.clone());
+        }
         if self.buffer.is_none() && misaligned != 0 {
             let head = bytes.len().min(ALIGN - misaligned);
             self.file.write_all_at(&bytes[..head], self.position)?;
@@ -165,14 +175,14 @@ impl UploadWriter {
         while !bytes.is_empty() {
             let mut buffer = match self.buffer.take() {
                 Some(buffer) => buffer,
-                None => self.empty_buffer()?,
+                None => self.pool.take(),
             };
             let taken = bytes.len().min(BATCH - self.filled);
             buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&bytes[..taken]);
             self.filled += taken;
             bytes = &bytes[taken..];
             if self.filled == BATCH {
-                self.submit(buffer)?;
+                self.submit(Bytes::from_owner(PooledBytes::new(buffer, BATCH, self.pool.clone())))?;
             } else {
                 self.buffer = Some(buffer);
             }
@@ -180,20 +190,9 @@ impl UploadWriter {
         Ok(())
     }
 
-    /// A buffer to fill: one the flusher is done with, or, while fewer than
-    /// [`Flusher::IN_FLIGHT`] are queued, one from the pool.
-    fn empty_buffer(&mut self) -> io::Result<AlignedBuffer> {
-        if let Some(flusher) = &mut self.flusher
-            && let Some(buffer) = flusher.returned(flusher.in_flight >= Flusher::IN_FLIGHT)?
-        {
-            self.written += BATCH as u64;
-            return Ok(buffer);
-        }
-        Ok(self.pool.take())
-    }
-
-    /// Hands a full buffer to the flusher, starting it with the first.
-    fn submit(&mut self, buffer: AlignedBuffer) -> io::Result<()> {
+    /// Hands a full buffer to the flusher, starting it with the first, once fewer than
+    /// [`Flusher::IN_FLIGHT`] are queued.
+    fn submit(&mut self, batch: Bytes) -> io::Result<()> {
         let flusher = match &mut self.flusher {
             Some(flusher) => flusher,
             None => {
@@ -201,7 +200,8 @@ impl UploadWriter {
                 self.flusher.insert(Flusher::start(cached, self.direct.take())?)
             }
         };
-        flusher.send(buffer, self.position)?;
+        self.written += (flusher.written(Flusher::IN_FLIGHT)? * BATCH) as u64;
+        flusher.send(batch, self.position)?;
         self.position += BATCH as u64;
         self.filled = 0;
         Ok(())
@@ -211,12 +211,9 @@ impl UploadWriter {
     /// met, if any.
     fn stop_flusher(&mut self) -> io::Result<()> {
         let Some(flusher) = self.flusher.take() else { return Ok(()) };
-        let (buffers, direct, outcome) = flusher.stop();
+        let (batches, direct, outcome) = flusher.stop();
         self.direct = direct;
-        self.written += (buffers.len() * BATCH) as u64;
-        for buffer in buffers {
-            self.pool.give_back(buffer);
-        }
+        self.written += (batches * BATCH) as u64;
         outcome
     }
 }
@@ -231,10 +228,11 @@ impl Drop for UploadWriter {
     }
 }
 
-/// The thread that writes full buffers, one after the other, while the next ones fill.
+/// The thread that writes full buffers, one after the other, while the next ones fill. A
+/// buffer goes back to its pool when the thread has written it (and no one else holds it).
 struct Flusher {
-    queue: Option<std::sync::mpsc::SyncSender<(AlignedBuffer, u64)>>,
-    done: std::sync::mpsc::Receiver<io::Result<AlignedBuffer>>,
+    queue: Option<std::sync::mpsc::SyncSender<(Bytes, u64)>>,
+    done: std::sync::mpsc::Receiver<io::Result<()>>,
     /// Ends with the direct file (`None` once a direct write was refused).
     thread: Option<std::thread::JoinHandle<Option<File>>>,
     in_flight: usize,
@@ -247,14 +245,15 @@ impl Flusher {
     const IN_FLIGHT: usize = 3;
 
     fn start(cached: File, direct: Option<File>) -> io::Result<Self> {
-        let (queue, batches) = std::sync::mpsc::sync_channel::<(AlignedBuffer, u64)>(Self::IN_FLIGHT);
+        let (queue, batches) = std::sync::mpsc::sync_channel::<(Bytes, u64)>(Self::IN_FLIGHT);
         let (written, done) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("upload-flush".into()).spawn(move || {
             let mut direct = direct;
-            for (buffer, position) in batches {
-                let outcome = write_batch(&cached, &mut direct, buffer.as_slice(), position);
+            for (batch, position) in batches {
+                let outcome = write_batch(&cached, &mut direct, &batch, position);
+                drop(batch);
                 let failed = outcome.is_err();
-                if written.send(outcome.map(|()| buffer)).is_err() || failed {
+                if written.send(outcome).is_err() || failed {
                     break;
                 }
             }
@@ -263,8 +262,8 @@ impl Flusher {
         Ok(Self { queue: Some(queue), done, thread: Some(thread), in_flight: 0 })
     }
 
-    fn send(&mut self, buffer: AlignedBuffer, position: u64) -> io::Result<()> {
-        let queued = self.queue.as_ref().map(|queue| queue.send((buffer, position)));
+    fn send(&mut self, batch: Bytes, position: u64) -> io::Result<()> {
+        let queued = self.queue.as_ref().map(|queue| queue.send((batch, position)));
         if let Some(Ok(())) = queued {
             self.in_flight += 1;
             return Ok(());
@@ -273,18 +272,21 @@ impl Flusher {
         Err(self.first_error())
     }
 
-    /// A buffer the thread has written, waiting for one when `wait`; the thread's error if
-    /// it met one.
-    fn returned(&mut self, wait: bool) -> io::Result<Option<AlignedBuffer>> {
-        let next = if wait { self.done.recv().ok() } else { self.done.try_recv().ok() };
-        match next {
-            Some(Ok(buffer)) => {
-                self.in_flight -= 1;
-                Ok(Some(buffer))
+    /// How many batches the thread has written since last asked, waiting until fewer than
+    /// `most` are in flight; the thread's error if it met one.
+    fn written(&mut self, most: usize) -> io::Result<usize> {
+        let mut written = 0;
+        loop {
+            let next = if self.in_flight >= most { self.done.recv().ok() } else { self.done.try_recv().ok() };
+            match next {
+                Some(Ok(())) => {
+                    self.in_flight -= 1;
+                    written += 1;
+                }
+                Some(Err(error)) => return Err(error),
+                None if self.in_flight >= most => return Err(self.first_error()),
+                None => return Ok(written),
             }
-            Some(Err(error)) => Err(error),
-            None if wait => Err(self.first_error()),
-            None => Ok(None),
         }
     }
 
@@ -295,15 +297,15 @@ impl Flusher {
             .unwrap_or_else(|| io::Error::other("the thread writing the upload stopped"))
     }
 
-    /// Lets the thread write what it was given and end: the buffers it returned, the direct
-    /// file, and its error if it met one.
-    fn stop(mut self) -> (Vec<AlignedBuffer>, Option<File>, io::Result<()>) {
+    /// Lets the thread write what it was given and end: how many batches it wrote since last
+    /// asked, the direct file, and its error if it met one.
+    fn stop(mut self) -> (usize, Option<File>, io::Result<()>) {
         self.queue = None;
-        let mut buffers = Vec::new();
+        let mut written = 0;
         let mut outcome = Ok(());
         for returned in self.done.iter() {
             match returned {
-                Ok(buffer) => buffers.push(buffer),
+                Ok(()) => written += 1,
                 Err(error) => outcome = Err(error),
             }
         }
@@ -315,7 +317,7 @@ impl Flusher {
                 Err(_) => {}
             }
         }
-        (buffers, direct, outcome)
+        (written, direct, outcome)
     }
 }
 
@@ -368,6 +370,37 @@ mod tests {
         assert_eq!(written.len(), 4 * ALIGN);
         assert!(written[..2 * ALIGN] == *misaligned, "the refused batch is in the file");
         assert!(written[2 * ALIGN..] == *aligned, "the batch after it is in the file");
+    }
+
+    /// Whole aligned buffers of an append past its first batch are written as they are:
+    /// the writer copies nothing into buffers of its own (it would take them from the pool,
+    /// which would then keep one more), and the file is what was written.
+    #[test]
+    fn whole_aligned_buffers_are_written_without_a_copy() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("upload");
+        File::create(&path).unwrap();
+        let pool = Arc::new(BufferPool::default());
+        let batches: Vec<Bytes> = (0..4u8)
+            .map(|number| {
+                let mut buffer = pool.take();
+                buffer.as_mut_slice().fill(number + 1);
+                Bytes::from_owner(PooledBytes::new(buffer, BATCH, pool.clone()))
+            })
+            .collect();
+        let permits = Arc::new(tokio::sync::Semaphore::new(DIRECT_WRITES));
+        let mut writer = UploadWriter::open(&path, 0, true, pool.clone(), permits).unwrap();
+        for batch in &batches {
+            writer.write(batch).unwrap();
+        }
+        assert_eq!(writer.finish().unwrap(), 4 * BATCH as u64);
+        drop(batches);
+        assert_eq!(pool.kept(), 4, "the writer took a buffer of its own");
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(written.len(), 4 * BATCH);
+        for (number, batch) in written.chunks(BATCH).enumerate() {
+            assert!(batch.iter().all(|&byte| byte == number as u8 + 1), "batch {number} is in place");
+        }
     }
 
     /// A direct write that fails for any other reason fails the append: it is not retried
