@@ -39,7 +39,7 @@ const SEND_CHUNK: usize = 1024 * 1024;
 /// Buffers of an upload (of [`aligned::BUFFER`] bytes) received but not yet hashed, or not
 /// yet written, at most. Each hand-over may wake a sleeping thread, which on a virtual machine
 /// costs an interrupt to another CPU: it is done per buffer, not per chunk received.
-const PIPELINE_BUFFERS: usize = 4;
+const PIPELINE_BUFFERS: usize = 2;
 
 /// How an [`FsBlobStore`] uses the file system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +229,7 @@ fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes
 /// writes, or `posix_fadvise(POSIX_FADV_DONTNEED)` every 32 MiB of writes through the page
 /// cache) made a 256 MiB upload 1.5 to 3 times slower as often as it made it faster: every
 /// `fdatasync` commits the journal, which the appends then wait for. Direct writes
-/// ([`writer`]) start the disk early without either (and advise once, for the first batch).
+/// ([`writer`]) start the disk early without either.
 fn write_chunks(
     mut writer: UploadWriter,
     mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,

@@ -1,18 +1,17 @@
 //! [`UploadWriter`]: how an upload's bytes reach its file.
 //!
-//! The first [`BATCH`] bytes of an append go through the page cache as they arrive, so an
-//! append smaller than that (small layers, configs, every manifest) is written as any file is. Past
-//! them, the bytes are written past the page cache (`O_DIRECT`) in whole buffers of [`BATCH`]
-//! bytes aligned to [`ALIGN`], by a thread of its own, in order, while the next fills. The
-//! store hands over such buffers (it gathers what it receives into them: [`super::aligned::Gathering`]),
-//! which are written as they are; other bytes (an append starting off a block) are copied
-//! into buffers of the writer's own first; the first batch, still in the page cache, is sent to the disk then
-//! too (its writeback started, not waited for). What is left at the end (less than a batch)
-//! is written directly too but for its last partial block, which goes through the page cache
-//! (direct writes are whole blocks; through the page cache, a 256 MiB push's last ~4 MiB
-//! cost the server ~20 ms of CPU, mostly filling fresh pages). The one sync at the end of
-//! the upload makes all of it durable, as before (for 256 MiB: 0.3-2.5 ms, against 4-5 ms
-//! when it also wrote the first batch).
+//! An append smaller than [`BATCH`] bytes (small layers, configs, every manifest) goes through
+//! the page cache, as any file is written. A larger one is written past the page cache
+//! (`O_DIRECT`) in whole buffers of [`BATCH`] bytes aligned to [`ALIGN`], by a thread of its
+//! own, in order, while the next fills. The store hands over such buffers (it gathers what it
+//! receives into them: [`super::aligned::Gathering`]), which are written as they are, from
+//! the first on; other bytes (an append starting off a block) go through the page cache for
+//! the first batch's worth (its writeback then started, not waited for), then are copied
+//! into buffers of the writer's own. What is left at the end (less than a batch) is written
+//! directly too but for its last partial block, which goes through the page cache. Through
+//! the page cache, each 4 MiB of fresh pages cost the server ~15-20 ms of CPU on these
+//! machines (a 256 MiB push's first and last 4 MiB did). The one sync at the end of the
+//! upload makes all of it durable (for 256 MiB: 0.3-2.5 ms).
 //!
 //! Why: through the page cache, a large upload waits at its end for one sync that writes all
 //! of it, and on a virtual machine whose host takes back freed memory it first pays for
@@ -112,7 +111,7 @@ impl UploadWriter {
         if self.permit.is_some() {
             return self.gather(chunk);
         }
-        if self.written >= BATCH as u64 && !self.all_cached {
+        if (self.written >= BATCH as u64 || is_whole_buffer(chunk)) && !self.all_cached {
             match self.direct_writes.clone().try_acquire_owned() {
                 Ok(permit) => {
                     self.permit = Some(permit);
@@ -122,8 +121,9 @@ impl UploadWriter {
                 Err(_) => self.all_cached = true,
             }
         }
-        // Through the page cache as it arrives: the first batch's worth of every append (all
-        // of a small one: no copy, no wait at the end), and all of one without a permit.
+        // Through the page cache as it arrives: an append smaller than a batch (no copy, no
+        // wait at the end), the first batch's worth of one in other pieces, and all of one
+        // without a permit.
         self.file.write_all_at(chunk, self.position)?;
         self.position += chunk.len() as u64;
         self.written += chunk.len() as u64;
@@ -162,7 +162,7 @@ impl UploadWriter {
     fn gather(&mut self, chunk: &Bytes) -> io::Result<()> {
         let mut bytes = chunk.as_ref();
         let misaligned = (self.position % ALIGN as u64) as usize;
-        if self.buffer.is_none() && misaligned == 0 && bytes.len() == BATCH && bytes.as_ptr().addr() % ALIGN == 0 {
+        if self.buffer.is_none() && misaligned == 0 && is_whole_buffer(chunk) {
             return self.submit(chunk.clone());
         }
         if self.buffer.is_none() && misaligned != 0 {
@@ -321,6 +321,12 @@ impl Flusher {
     }
 }
 
+/// Whether `chunk` is a whole batch at an aligned address: one that can be written directly as
+/// it is.
+fn is_whole_buffer(chunk: &[u8]) -> bool {
+    chunk.len() == BATCH && chunk.as_ptr().addr().is_multiple_of(ALIGN)
+}
+
 /// Writes one full batch at `position`: directly while the file system allows it, through
 /// the page cache once it refused (`EINVAL`: this file system, or this device's alignment).
 fn write_batch(cached: &File, direct: &mut Option<File>, bytes: &[u8], position: u64) -> io::Result<()> {
@@ -372,8 +378,8 @@ mod tests {
         assert!(written[2 * ALIGN..] == *aligned, "the batch after it is in the file");
     }
 
-    /// Whole aligned buffers of an append past its first batch are written as they are:
-    /// the writer copies nothing into buffers of its own (it would take them from the pool,
+    /// Whole aligned buffers are written as they are, from an append's first on: the
+    /// writer copies nothing into buffers of its own (it would take them from the pool,
     /// which would then keep one more), and the file is what was written.
     #[test]
     fn whole_aligned_buffers_are_written_without_a_copy() {
