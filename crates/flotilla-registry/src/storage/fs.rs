@@ -8,8 +8,8 @@
 //!
 //! An append is a pipeline of three threads, so that a large push goes at the speed of its
 //! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
-//! the body copies the chunks into pooled aligned buffers and hands each full one to a thread
-//! that hashes and to one that writes ([`writer`]: whole aligned buffers past the page cache,
+//! the body copies the chunks of a large append into pooled aligned buffers and hands each
+//! full one (a small append's chunks as they are) to a thread that hashes and to one that writes ([`writer`]: whole aligned buffers past the page cache,
 //! as they are, the rest through it). The first read of a large blob goes past the page cache too, the
 //! next ones through it ([`reader`]).
 
@@ -341,9 +341,10 @@ impl BlobStore for FsBlobStore {
                 .map_err(StorageError::io(format!("cannot open upload {upload}")))?;
         // Three stages on as many threads: this task receives, a blocking thread hashes and
         // another writes. SHA-256 is the one stage that cannot be split, so nothing else runs
-        // on its thread. This task copies each chunk into pooled aligned buffers as it
-        // arrives (so hyper reuses its read buffer rather than allocating fresh memory for
-        // the next reads) and hands each full buffer to both threads.
+        // on its thread. This task copies the chunks of a large append into pooled aligned
+        // buffers as they arrive (so hyper reuses its read buffer rather than allocating fresh
+        // memory for the next reads) and hands each full buffer to both threads; a small
+        // append's chunks are handed over as they are, at its end.
         let (to_hasher, for_hasher) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_BUFFERS);
         let (to_writer, for_writer) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIPELINE_BUFFERS);
         let hashing = tokio::task::spawn_blocking(move || hash_chunks(hasher, for_hasher));

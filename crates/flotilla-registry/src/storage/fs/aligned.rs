@@ -90,29 +90,54 @@ impl Drop for PooledBytes {
     }
 }
 
-/// Copies the chunks it is given into pooled buffers, one after the other, and hands out each
-/// buffer it fills as a [`bytes::Bytes`] (its buffer goes back to the pool when the last
-/// `Bytes` of it is dropped): received bytes leave the receiver's buffers at once, and reach
-/// the disk from aligned memory already mapped.
+/// Gathers an append's chunks for the writer. Chunks that add up to less than one buffer (a
+/// small append: a manifest, a config, a small layer) are handed out as they are, with no
+/// copy and no buffer taken. From the chunk that reaches a buffer's worth on, everything is
+/// copied into pooled buffers, one after the other, and each full buffer is handed out as a
+/// [`bytes::Bytes`] (its buffer goes back to the pool when the last `Bytes` of it is dropped):
+/// a large append's bytes leave the receiver's buffers at once (hyper then reuses its read
+/// buffer rather than allocating fresh memory), and reach the disk from aligned memory
+/// already mapped.
 pub(super) struct Gathering {
     pool: Arc<BufferPool>,
+    /// The chunks of an append still smaller than a buffer, as they were given.
+    held: Vec<bytes::Bytes>,
+    held_len: usize,
+    /// Whether the append reached a buffer's worth: everything is copied from then on.
+    copying: bool,
     buffer: Option<AlignedBuffer>,
     filled: usize,
 }
 
 impl Gathering {
     pub(super) fn new(pool: Arc<BufferPool>) -> Self {
-        Self { pool, buffer: None, filled: 0 }
+        Self { pool, held: Vec::new(), held_len: 0, copying: false, buffer: None, filled: 0 }
     }
 
-    /// Copies `chunk` after the bytes given before, adding each buffer it fills to `full`.
-    pub(super) fn push(&mut self, mut chunk: &[u8], full: &mut Vec<bytes::Bytes>) {
-        while !chunk.is_empty() {
+    /// Takes `chunk` after the chunks given before, adding each buffer it fills to `full`.
+    pub(super) fn push(&mut self, chunk: &bytes::Bytes, full: &mut Vec<bytes::Bytes>) {
+        if !self.copying {
+            if self.held_len + chunk.len() < BUFFER {
+                self.held_len += chunk.len();
+                self.held.push(chunk.clone());
+                return;
+            }
+            self.copying = true;
+            for held in std::mem::take(&mut self.held) {
+                self.copy(&held, full);
+            }
+        }
+        self.copy(chunk, full);
+    }
+
+    /// Copies `bytes` after those copied before, adding each buffer it fills to `full`.
+    fn copy(&mut self, mut bytes: &[u8], full: &mut Vec<bytes::Bytes>) {
+        while !bytes.is_empty() {
             let mut buffer = self.buffer.take().unwrap_or_else(|| self.pool.take());
-            let taken = chunk.len().min(BUFFER - self.filled);
-            buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&chunk[..taken]);
+            let taken = bytes.len().min(BUFFER - self.filled);
+            buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&bytes[..taken]);
             self.filled += taken;
-            chunk = &chunk[taken..];
+            bytes = &bytes[taken..];
             if self.filled == BUFFER {
                 full.push(bytes::Bytes::from_owner(PooledBytes::new(buffer, BUFFER, self.pool.clone())));
                 self.filled = 0;
@@ -122,11 +147,16 @@ impl Gathering {
         }
     }
 
-    /// The bytes given since the last full buffer, if any.
-    pub(super) fn rest(&mut self) -> Option<bytes::Bytes> {
-        let buffer = self.buffer.take()?;
-        let len = std::mem::take(&mut self.filled);
-        Some(bytes::Bytes::from_owner(PooledBytes::new(buffer, len, self.pool.clone())))
+    /// What was given since the last full buffer: the chunks of a small append as they were
+    /// given, or the last, partly filled buffer.
+    pub(super) fn rest(&mut self) -> Vec<bytes::Bytes> {
+        self.held_len = 0;
+        let mut rest = std::mem::take(&mut self.held);
+        if let Some(buffer) = self.buffer.take() {
+            let len = std::mem::take(&mut self.filled);
+            rest.push(bytes::Bytes::from_owner(PooledBytes::new(buffer, len, self.pool.clone())));
+        }
+        rest
     }
 }
 
@@ -144,8 +174,9 @@ mod tests {
 
     use super::*;
 
-    /// Chunks of odd sizes come out as whole aligned buffers, then the rest, in order; every
-    /// buffer goes back to the pool once the last `Bytes` of it is dropped.
+    /// Chunks of a large append, of odd sizes, come out as whole aligned buffers, then the
+    /// rest, in order; every buffer goes back to the pool once the last `Bytes` of it is
+    /// dropped.
     #[test]
     fn gathering_hands_out_whole_aligned_buffers_and_returns_them_to_the_pool() {
         let content: Vec<u8> = (0..(2 * BUFFER + BUFFER / 2) as u32).map(|i| (i % 251) as u8).collect();
@@ -153,17 +184,18 @@ mod tests {
         let mut gathering = Gathering::new(pool.clone());
         let mut full = Vec::new();
         for chunk in content.chunks(300_007) {
-            gathering.push(chunk, &mut full);
+            gathering.push(&bytes::Bytes::copy_from_slice(chunk), &mut full);
         }
         assert_eq!(full.len(), 2, "two buffers filled");
         for buffer in &full {
             assert_eq!(buffer.len(), BUFFER);
             assert_eq!(buffer.as_ptr().addr() % ALIGN, 0, "a full buffer starts at an aligned address");
         }
-        let rest = gathering.rest().unwrap();
-        assert_eq!(rest.len(), BUFFER / 2);
-        assert!(gathering.rest().is_none(), "the rest is handed out once");
-        assert!([&full[0][..], &full[1][..], &rest[..]].concat() == content, "the bytes, in order");
+        let rest = gathering.rest();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].len(), BUFFER / 2);
+        assert!(gathering.rest().is_empty(), "the rest is handed out once");
+        assert!([&full[0][..], &full[1][..], &rest[0][..]].concat() == content, "the bytes, in order");
 
         let copy = full[0].clone();
         drop((full, rest));
@@ -172,7 +204,31 @@ mod tests {
         assert_eq!(pool.kept(), 3);
         // Gathering again takes buffers from the pool, not new ones.
         let mut again = Vec::new();
-        Gathering::new(pool.clone()).push(&content[..BUFFER], &mut again);
+        Gathering::new(pool.clone()).push(&bytes::Bytes::from(content[..BUFFER].to_vec()), &mut again);
+        assert_eq!(again.len(), 1, "a chunk of exactly one buffer fills one");
         assert_eq!(pool.kept(), 2);
+    }
+
+    /// The chunks of an append smaller than a buffer are handed out as they were given: no
+    /// copy, no buffer taken from the pool.
+    #[test]
+    fn a_small_append_is_handed_out_as_it_came() {
+        let pool = Arc::new(BufferPool::default());
+        let mut gathering = Gathering::new(pool.clone());
+        let chunks: Vec<bytes::Bytes> =
+            (0..3u8).map(|number| bytes::Bytes::from(vec![number; BUFFER / 4 + number as usize])).collect();
+        let mut full = Vec::new();
+        for chunk in &chunks {
+            gathering.push(chunk, &mut full);
+        }
+        assert!(full.is_empty());
+        let rest = gathering.rest();
+        assert_eq!(rest.len(), 3);
+        for (given, out) in chunks.iter().zip(&rest) {
+            assert_eq!(given.as_ptr(), out.as_ptr(), "a small append's chunk was copied");
+            assert_eq!(given.len(), out.len());
+        }
+        drop(gathering);
+        assert_eq!(pool.kept(), 0, "a small append took a buffer from the pool");
     }
 }
