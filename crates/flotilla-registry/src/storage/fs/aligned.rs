@@ -99,19 +99,17 @@ impl Drop for PooledBytes {
 /// buffer rather than allocating fresh memory), and reach the disk from aligned memory
 /// already mapped.
 pub(super) struct Gathering {
-    pool: Arc<BufferPool>,
     /// The chunks of an append still smaller than a buffer, as they were given.
     held: Vec<bytes::Bytes>,
     held_len: usize,
     /// Whether the append reached a buffer's worth: everything is copied from then on.
     copying: bool,
-    buffer: Option<AlignedBuffer>,
-    filled: usize,
+    filling: Filling,
 }
 
 impl Gathering {
     pub(super) fn new(pool: Arc<BufferPool>) -> Self {
-        Self { pool, held: Vec::new(), held_len: 0, copying: false, buffer: None, filled: 0 }
+        Self { held: Vec::new(), held_len: 0, copying: false, filling: Filling::new(pool) }
     }
 
     /// Takes `chunk` after the chunks given before, adding each buffer it fills to `full`.
@@ -124,14 +122,43 @@ impl Gathering {
             }
             self.copying = true;
             for held in std::mem::take(&mut self.held) {
-                self.copy(&held, full);
+                self.filling.copy(&held, full);
             }
         }
-        self.copy(chunk, full);
+        self.filling.copy(chunk, full);
+    }
+
+    /// What was given since the last full buffer: the chunks of a small append as they were
+    /// given, or the last, partly filled buffer.
+    pub(super) fn rest(&mut self) -> Vec<bytes::Bytes> {
+        self.held_len = 0;
+        let mut rest = std::mem::take(&mut self.held);
+        rest.extend(self.filling.rest());
+        rest
+    }
+}
+
+/// Copies bytes into pooled buffers, one after the other, and hands out each buffer it fills
+/// as a [`bytes::Bytes`] (its buffer goes back to the pool when the last `Bytes` of it is
+/// dropped).
+pub(super) struct Filling {
+    pool: Arc<BufferPool>,
+    buffer: Option<AlignedBuffer>,
+    filled: usize,
+}
+
+impl Filling {
+    pub(super) fn new(pool: Arc<BufferPool>) -> Self {
+        Self { pool, buffer: None, filled: 0 }
+    }
+
+    /// Whether no bytes wait in a partly filled buffer.
+    pub(super) fn is_empty(&self) -> bool {
+        self.buffer.is_none()
     }
 
     /// Copies `bytes` after those copied before, adding each buffer it fills to `full`.
-    fn copy(&mut self, mut bytes: &[u8], full: &mut Vec<bytes::Bytes>) {
+    pub(super) fn copy(&mut self, mut bytes: &[u8], full: &mut Vec<bytes::Bytes>) {
         while !bytes.is_empty() {
             let mut buffer = self.buffer.take().unwrap_or_else(|| self.pool.take());
             let taken = bytes.len().min(BUFFER - self.filled);
@@ -147,20 +174,15 @@ impl Gathering {
         }
     }
 
-    /// What was given since the last full buffer: the chunks of a small append as they were
-    /// given, or the last, partly filled buffer.
-    pub(super) fn rest(&mut self) -> Vec<bytes::Bytes> {
-        self.held_len = 0;
-        let mut rest = std::mem::take(&mut self.held);
-        if let Some(buffer) = self.buffer.take() {
-            let len = std::mem::take(&mut self.filled);
-            rest.push(bytes::Bytes::from_owner(PooledBytes::new(buffer, len, self.pool.clone())));
-        }
-        rest
+    /// The bytes copied since the last full buffer, if any.
+    pub(super) fn rest(&mut self) -> Option<bytes::Bytes> {
+        let buffer = self.buffer.take()?;
+        let len = std::mem::take(&mut self.filled);
+        Some(bytes::Bytes::from_owner(PooledBytes::new(buffer, len, self.pool.clone())))
     }
 }
 
-impl Drop for Gathering {
+impl Drop for Filling {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
             self.pool.give_back(buffer);

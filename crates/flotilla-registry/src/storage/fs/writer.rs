@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::aligned::{self, AlignedBuffer, BufferPool, PooledBytes};
+use super::aligned::{self, BufferPool, Filling};
 
 /// Bytes of one direct write.
 const BATCH: usize = aligned::BUFFER;
@@ -59,10 +59,8 @@ pub(super) struct UploadWriter {
     /// The same file opened with `O_DIRECT`; `None` when the file system refuses it. It
     /// moves to the flushing thread when that starts.
     direct: Option<File>,
-    pool: Arc<BufferPool>,
-    /// Bytes gathered and not yet written: `filled` of them, at `position` in the file.
-    buffer: Option<AlignedBuffer>,
-    filled: usize,
+    /// Bytes copied into a buffer and not yet written, at `position` in the file.
+    filling: Filling,
     position: u64,
     /// Bytes known written: those through the page cache, and the batches the flusher has
     /// returned.
@@ -93,9 +91,7 @@ impl UploadWriter {
             file,
             all_cached: direct.is_none(),
             direct,
-            pool,
-            buffer: None,
-            filled: 0,
+            filling: Filling::new(pool),
             position: offset,
             written: 0,
             flusher: None,
@@ -145,14 +141,11 @@ impl UploadWriter {
     /// partly filled, is written past the page cache too, but for its last partial block.
     pub(super) fn finish(mut self) -> io::Result<u64> {
         self.stop_flusher()?;
-        if let Some(buffer) = self.buffer.take() {
-            let bytes = &buffer.as_slice()[..self.filled];
-            let (whole, rest) = bytes.split_at(self.filled - self.filled % ALIGN);
-            let result = write_batch(&self.file, &mut self.direct, whole, self.position)
-                .and_then(|()| self.file.write_all_at(rest, self.position + whole.len() as u64));
-            self.pool.give_back(buffer);
-            result?;
-            self.written += self.filled as u64;
+        if let Some(last) = self.filling.rest() {
+            let (whole, rest) = last.split_at(last.len() - last.len() % ALIGN);
+            write_batch(&self.file, &mut self.direct, whole, self.position)?;
+            self.file.write_all_at(rest, self.position + whole.len() as u64)?;
+            self.written += last.len() as u64;
         }
         Ok(self.written)
     }
@@ -162,32 +155,19 @@ impl UploadWriter {
     fn gather(&mut self, chunk: &Bytes) -> io::Result<()> {
         let mut bytes = chunk.as_ref();
         let misaligned = (self.position % ALIGN as u64) as usize;
-        if self.buffer.is_none() && misaligned == 0 && is_whole_buffer(chunk) {
+        if self.filling.is_empty() && misaligned == 0 && is_whole_buffer(chunk) {
             return self.submit(chunk.clone());
         }
-        if self.buffer.is_none() && misaligned != 0 {
+        if self.filling.is_empty() && misaligned != 0 {
             let head = bytes.len().min(ALIGN - misaligned);
             self.file.write_all_at(&bytes[..head], self.position)?;
             self.position += head as u64;
             self.written += head as u64;
             bytes = &bytes[head..];
         }
-        while !bytes.is_empty() {
-            let mut buffer = match self.buffer.take() {
-                Some(buffer) => buffer,
-                None => self.pool.take(),
-            };
-            let taken = bytes.len().min(BATCH - self.filled);
-            buffer.as_mut_slice()[self.filled..self.filled + taken].copy_from_slice(&bytes[..taken]);
-            self.filled += taken;
-            bytes = &bytes[taken..];
-            if self.filled == BATCH {
-                self.submit(Bytes::from_owner(PooledBytes::new(buffer, BATCH, self.pool.clone())))?;
-            } else {
-                self.buffer = Some(buffer);
-            }
-        }
-        Ok(())
+        let mut full = Vec::new();
+        self.filling.copy(bytes, &mut full);
+        full.into_iter().try_for_each(|batch| self.submit(batch))
     }
 
     /// Hands a full buffer to the flusher, starting it with the first, once fewer than
@@ -203,7 +183,6 @@ impl UploadWriter {
         self.written += (flusher.written(Flusher::IN_FLIGHT)? * BATCH) as u64;
         flusher.send(batch, self.position)?;
         self.position += BATCH as u64;
-        self.filled = 0;
         Ok(())
     }
 
@@ -222,9 +201,6 @@ impl Drop for UploadWriter {
     fn drop(&mut self) {
         // Whatever was queued is written before the upload's next writer can start.
         let _ = self.stop_flusher();
-        if let Some(buffer) = self.buffer.take() {
-            self.pool.give_back(buffer);
-        }
     }
 }
 
@@ -391,7 +367,7 @@ mod tests {
             .map(|number| {
                 let mut buffer = pool.take();
                 buffer.as_mut_slice().fill(number + 1);
-                Bytes::from_owner(PooledBytes::new(buffer, BATCH, pool.clone()))
+                Bytes::from_owner(aligned::PooledBytes::new(buffer, BATCH, pool.clone()))
             })
             .collect();
         let permits = Arc::new(tokio::sync::Semaphore::new(DIRECT_WRITES));
