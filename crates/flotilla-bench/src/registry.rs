@@ -519,12 +519,24 @@ async fn make_blobs(plan: &RegistryPlan) -> anyhow::Result<Blobs> {
     .await?
 }
 
-/// MiB/s of `blob` sent over loopback TCP by a tokio task to a receiver reading it 256 KiB at
+/// Where [`loopback_floor`] sends a blob from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// From memory, by a tokio task (`write`).
+    Memory,
+    /// From this file, which holds the blob and is in the page cache, with `sendfile`: the
+    /// kernel sends the cached pages without copying them into the sender first, the cheapest
+    /// way a server can send a file (distribution 2.8 does not: it reads the file and writes
+    /// what it read, 32 KiB at a time).
+    PageCache(&'a Path),
+}
+
+/// MiB/s of `blob` sent over loopback TCP from `source` to a receiver reading it 256 KiB at
 /// a time. With `hash`, the receiver hands each read to a thread hashing it, as a registry
 /// must: a push without HTTP and without the disk. Without, it drops what it read: a pull as
 /// fast as the machine can carry one, whatever serves it. Sender, kernel copies and receiver
 /// share this machine's cores, as client and server do in the push and pull phases.
-async fn loopback_floor(blob: &Blob, hash: bool) -> anyhow::Result<f64> {
+async fn loopback_floor(blob: &Blob, source: Source<'_>, hash: bool) -> anyhow::Result<f64> {
     /// What the receiver made of the bytes.
     enum Received {
         Hashed(String),
@@ -564,9 +576,28 @@ async fn loopback_floor(blob: &Blob, hash: bool) -> anyhow::Result<f64> {
         Ok(Received::Hashed(hashing.join().map_err(|_| anyhow::anyhow!("the hashing thread panicked"))?))
     });
     let started = Instant::now();
-    let mut sender = tokio::net::TcpStream::connect(address).await?;
-    sender.write_all(&blob.data).await?;
-    sender.shutdown().await?;
+    match source {
+        Source::Memory => {
+            let mut sender = tokio::net::TcpStream::connect(address).await?;
+            sender.write_all(&blob.data).await?;
+            sender.shutdown().await?;
+        }
+        Source::PageCache(path) => {
+            let (file, size) = (std::fs::File::open(path)?, blob.len());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let sender = std::net::TcpStream::connect(address)?;
+                let mut offset: libc::off64_t = 0;
+                while (offset as usize) < size {
+                    let rest = size - offset as usize;
+                    let sent = nix::sys::sendfile::sendfile64(&sender, &file, Some(&mut offset), rest)?;
+                    anyhow::ensure!(sent > 0, "sendfile sent nothing at {offset} of {size} bytes");
+                }
+                sender.shutdown(std::net::Shutdown::Write)?;
+                Ok(())
+            })
+            .await??;
+        }
+    }
     let received = receiver.await??;
     let elapsed = started.elapsed();
     match received {
@@ -580,6 +611,20 @@ async fn loopback_floor(blob: &Blob, hash: bool) -> anyhow::Result<f64> {
     Ok(mib_per_second(blob.len(), elapsed))
 }
 
+/// Writes `blob` to a new file at `path` through the page cache and makes it durable, so that
+/// it is in the page cache and no writeback of it runs while it is sent.
+async fn write_cached(path: &Path, blob: &Blob) -> anyhow::Result<()> {
+    let (path, data) = (path.to_path_buf(), blob.data.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::create_new(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        file.write_all(&data)?;
+        file.sync_data()?;
+        Ok(())
+    })
+    .await?
+}
+
 /// The disk's floors, measured in the server's data directory.
 struct DiskFloors {
     /// A new 1 MiB file written and `fdatasync`ed.
@@ -589,10 +634,50 @@ struct DiskFloors {
     /// MiB/s of one large file written past the page cache (`O_DIRECT`, 4 MiB writes) and
     /// `fdatasync`ed: what Flotilla does with all but the first 4 MiB of a large upload.
     large_direct: f64,
-    /// MiB/s of reading that file back once, through the page cache it is not in: what the
-    /// first pull of a large blob Flotilla wrote directly reads.
+    /// MiB/s of reading that file back past the page cache (`O_DIRECT`, 4 MiB reads, 4 at
+    /// once): how Flotilla reads a large blob the first time, so its first pull's floor.
+    large_direct_read: f64,
+    /// MiB/s of reading that file back once, through the page cache it is not in.
     large_cold_read: f64,
 }
+
+/// MiB/s of reading the file at `path`, `size` bytes, past the page cache: `O_DIRECT` reads
+/// of [`DIRECT_READ`] bytes, [`DIRECT_READS_AT_ONCE`] at once (one thread each, each reading
+/// every fourth block), as Flotilla's registry reads a large blob the first time.
+fn direct_read_floor(path: &Path, size: usize) -> anyhow::Result<f64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const DIRECT_READ: usize = 4 * MIB;
+    const DIRECT_READS_AT_ONCE: usize = 4;
+    let file = std::fs::File::options().read(true).custom_flags(libc::O_DIRECT).open(path)?;
+    let started = Instant::now();
+    let read = std::thread::scope(|scope| -> anyhow::Result<usize> {
+        let readers: Vec<_> = (0..DIRECT_READS_AT_ONCE)
+            .map(|first| {
+                let file = &file;
+                scope.spawn(move || -> std::io::Result<usize> {
+                    let mut buffer = vec![0u8; DIRECT_READ + ALIGN];
+                    let start = buffer.as_ptr().align_offset(ALIGN);
+                    let buffer = &mut buffer[start..start + DIRECT_READ];
+                    let mut read = 0;
+                    for block in (first..size.div_ceil(DIRECT_READ)).step_by(DIRECT_READS_AT_ONCE) {
+                        read += file.read_at(buffer, (block * DIRECT_READ) as u64)?;
+                    }
+                    Ok(read)
+                })
+            })
+            .collect();
+        let mut read = 0;
+        for reader in readers {
+            read += reader.join().map_err(|_| anyhow::anyhow!("a direct reader panicked"))??;
+        }
+        Ok(read)
+    })?;
+    anyhow::ensure!(read == size, "the direct-read floor read {read} bytes of {size}");
+    Ok(mib_per_second(size, started.elapsed()))
+}
+
+/// Alignment of `O_DIRECT` buffers.
+const ALIGN: usize = 4096;
 
 async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result<DiskFloors> {
     let dir = dir.to_path_buf();
@@ -622,21 +707,29 @@ async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result
         drop(file);
         std::fs::remove_file(&path)?;
 
-        const ALIGN: usize = 4096;
         const DIRECT_WRITE: usize = 4 * MIB;
-        let mut aligned = vec![0x5au8; DIRECT_WRITE + ALIGN];
+        let aligned = vec![0x5au8; DIRECT_WRITE + ALIGN];
         let start = aligned.as_ptr().align_offset(ALIGN);
-        let aligned = &mut aligned[start..start + DIRECT_WRITE];
+        let aligned = &aligned[start..start + DIRECT_WRITE];
+        // A new file written past the page cache, as Flotilla writes a large blob; MiB/s.
+        let write_direct = |path: &Path| -> anyhow::Result<f64> {
+            let started = Instant::now();
+            let mut file =
+                std::fs::File::options().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(path)?;
+            for _ in 0..large / DIRECT_WRITE {
+                file.write_all(aligned)?;
+            }
+            file.sync_data()?;
+            Ok(mib_per_second(large, started.elapsed()))
+        };
+        // Each read gets a file of its own, just written: a virtual disk may keep what was
+        // read last in the host's memory, which would flatter the second read of one file.
         let path = dir.join("disk-floor-direct.tmp");
-        let started = Instant::now();
-        let mut file =
-            std::fs::File::options().write(true).create_new(true).custom_flags(libc::O_DIRECT).open(&path)?;
-        for _ in 0..large / DIRECT_WRITE {
-            file.write_all(aligned)?;
-        }
-        file.sync_data()?;
-        let large_direct = mib_per_second(large, started.elapsed());
-        drop(file);
+        let large_direct = write_direct(&path)?;
+        let large_direct_read = direct_read_floor(&path, large);
+        std::fs::remove_file(&path)?;
+        let large_direct_read = large_direct_read?;
+        write_direct(&path)?;
         let started = Instant::now();
         let mut file = std::fs::File::open(&path)?;
         let mut buffer = vec![0u8; MIB];
@@ -651,7 +744,7 @@ async fn disk_floors(dir: &Path, samples: usize, large: usize) -> anyhow::Result
         let large_cold_read = mib_per_second(large, started.elapsed());
         drop(file);
         std::fs::remove_file(&path)?;
-        Ok(DiskFloors { small: latencies.summary(), large_cached, large_direct, large_cold_read })
+        Ok(DiskFloors { small: latencies.summary(), large_cached, large_direct, large_direct_read, large_cold_read })
     })
     .await?
 }
@@ -784,17 +877,23 @@ async fn measure(
     progress("disk floors (writes + fdatasync, a cold read)");
     let disk = disk_floors(&flotilla.data_dir, 50, plan.large_size).await?;
     let sha = median(blobs.large_hashed_in.iter().map(|d| mib_per_second(plan.large_size, *d)).collect());
-    progress("loopback floors (TCP into SHA-256 on another thread; TCP alone)");
-    let (mut hashed, mut carried) = (Vec::new(), Vec::new());
+    progress("loopback floors (TCP into SHA-256 on another thread; TCP alone, from memory and from the page cache)");
+    let (mut hashed, mut carried, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    let cached = flotilla.data_dir.join("loopback-floor-sendfile.tmp");
     for blob in &blobs.large {
-        hashed.push(loopback_floor(blob, true).await.context("the loopback floor, hashed")?);
-        carried.push(loopback_floor(blob, false).await.context("the loopback floor")?);
+        hashed.push(loopback_floor(blob, Source::Memory, true).await.context("the loopback floor, hashed")?);
+        carried.push(loopback_floor(blob, Source::Memory, false).await.context("the loopback floor")?);
+        write_cached(&cached, blob).await?;
+        let from_cache = loopback_floor(blob, Source::PageCache(&cached), false).await;
+        std::fs::remove_file(&cached)?;
+        sent.push(from_cache.context("the loopback floor from the page cache")?);
     }
     let floors = Floors {
         sha,
         loopback_hashed: median(hashed.clone()),
         loopback: median(carried.clone()),
-        loopback_runs: (hashed, carried),
+        loopback_sendfile: median(sent.clone()),
+        loopback_runs: [hashed, carried, sent],
         disk,
     };
     Ok(section(plan, &figures, &floors, usage))
@@ -830,12 +929,15 @@ pub fn method(plan: &RegistryPlan) -> String {
          must hash every byte it is pushed); each {large} MiB blob sent over loopback TCP by a tokio task to a \
          task that reads it 256 KiB at a time and hands each read to a thread hashing it (the median; a push as \
          the machine allows one without HTTP and without the disk, client and server on the same cores), and \
-         to one that reads and drops it (the median; the fastest pull this machine can carry, whatever serves \
-         it); and, \
-         for context, the disk, in the server's data directory: a new \
-         1 MiB file written and `fdatasync`ed (p50 of 50), one {large} MiB file written and `fdatasync`ed, one \
-         written past the page cache (`O_DIRECT`, 4 MiB writes) and `fdatasync`ed, and that file read once \
-         through the page cache (1 MiB reads; Flotilla reads a large blob past it, 4 MiB reads, 4 at once).",
+         to one that reads and drops it (the median; the fastest pull this machine can carry from memory), and \
+         the same blob written to a file (through the page cache, `fdatasync`ed) and sent from the page cache with \
+         `sendfile` to a task that reads and drops it (the median; the kernel sends the cached pages without \
+         copying them into the sender first, the cheapest way to send a file: distribution reads the file and \
+         writes what it read); and the disk, in the server's data directory: a new 1 MiB file \
+         written and `fdatasync`ed (p50 of 50), one {large} MiB file written and `fdatasync`ed, one written past \
+         the page cache (`O_DIRECT`, 4 MiB writes) and `fdatasync`ed, that file read past the page cache \
+         (`O_DIRECT`, 4 MiB reads, 4 at once, as Flotilla reads a large blob the first time: its first pull's \
+         floor), and another such file read once through the page cache (1 MiB reads).",
         n = plan.small_count,
         c = plan.concurrency,
         large = plan.large_size / MIB,
@@ -866,11 +968,13 @@ fn wrk_verdict(result: &wrk::WrkResult, target: f64) -> Verdict {
 struct Floors {
     /// MiB/s of SHA-256 on one core (the median over the large blobs).
     sha: f64,
-    /// MiB/s of [`loopback_floor`] with and without hashing (medians over the large blobs).
+    /// MiB/s of [`loopback_floor`] from memory with and without hashing, and from the page
+    /// cache without (medians over the large blobs).
     loopback_hashed: f64,
     loopback: f64,
-    /// Each run of both, in order.
-    loopback_runs: (Vec<f64>, Vec<f64>),
+    loopback_sendfile: f64,
+    /// Each run of the three, in order.
+    loopback_runs: [Vec<f64>; 3],
     disk: DiskFloors,
 }
 
@@ -998,9 +1102,32 @@ fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: 
         )
         .floor(format!("Flotilla's pull {}", fmt_mib(ours.large_pull)), ratio(ours.large_pull, floors.loopback)),
     );
+    section.rows.push(
+        Row::new(
+            format!(
+                "floor: {} MiB sent from the page cache with sendfile (no copy into the sender), over loopback \
+                 TCP, read and dropped; median of {}",
+                plan.large_size / MIB,
+                plan.large_runs
+            ),
+            format!(
+                "{} ({:.2}x distribution's pull)",
+                fmt_mib(floors.loopback_sendfile),
+                floors.loopback_sendfile / peer.large_pull
+            ),
+        )
+        .floor(
+            format!("Flotilla's pull {}", fmt_mib(ours.large_pull)),
+            ratio(ours.large_pull, floors.loopback_sendfile),
+        ),
+    );
+    let [hashed, dropped, sent] = &floors.loopback_runs;
     section.rows.push(Row::new(
-        format!("floors over loopback TCP, hashed, then dropped: each of the {} runs in order", plan.large_runs),
-        format!("{}, then {}", fmt_runs(&floors.loopback_runs.0), fmt_runs(&floors.loopback_runs.1)),
+        format!(
+            "floors over loopback TCP, hashed, dropped, from the page cache: each of the {} runs in order",
+            plan.large_runs
+        ),
+        format!("{}, then {}, then {}", fmt_runs(hashed), fmt_runs(dropped), fmt_runs(sent)),
     ));
     section.rows.push(Row::new(
         "floor: disk, new 1 MiB file written + fdatasync, p50 / p99 of 50",
@@ -1010,10 +1137,21 @@ fn section(plan: &RegistryPlan, figures: &[Figures; 2], floors: &Floors, usage: 
     for (floor, rate) in [
         (format!("floor: disk, {large} MiB written + fdatasync"), disk.large_cached),
         (format!("floor: disk, {large} MiB written past the page cache (O_DIRECT) + fdatasync"), disk.large_direct),
-        ("floor: disk, that file read once through the page cache (it is not in it)".to_string(), disk.large_cold_read),
     ] {
         section.rows.push(Row::new(floor, fmt_mib(rate)));
     }
+    section.rows.push(
+        Row::new(
+            "floor: disk, that file read past the page cache (O_DIRECT, 4 MiB reads, 4 at once; as Flotilla reads \
+             a large blob the first time)",
+            fmt_mib(disk.large_direct_read),
+        )
+        .floor(format!("Flotilla's pull {}", fmt_mib(ours.large_pull)), ratio(ours.large_pull, disk.large_direct_read)),
+    );
+    section.rows.push(Row::new(
+        "floor: disk, another such file read once through the page cache (it is not in it)",
+        fmt_mib(disk.large_cold_read),
+    ));
     for (which, result) in [("Flotilla GET", &ours.get), ("distribution GET", &peer.get)] {
         if let Some(errors) = &result.socket_errors {
             section.notes.push(format!("wrk ({which}): {errors}"));
