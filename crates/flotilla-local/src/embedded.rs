@@ -3,7 +3,8 @@
 //!
 //! Layout under `dir`: `containerd/` (config, root, state, socket, log, CNI configuration),
 //! `cni-bin/` (the plugin directory containerd uses), `networks/` (one file per environment),
-//! `ipam/` (address leases), `instances/` and `volumes/`.
+//! `ipam/` (address leases), `instances/` and `volumes/`, and `runtime.lock`, held while the
+//! runtime runs so that no second server (nor a reset) uses the same directory at once.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::containerd::{Containerd, OwnContainerd};
 use crate::cri::Cri;
 use crate::driver::{LocalDriver, LocalOptions};
 use crate::networks::NetworkAllocator;
+use crate::reset::RuntimeLock;
 use crate::{images, oci_archive};
 
 /// The pod sandbox image the runtime builds and imports itself (no registry needed).
@@ -40,11 +42,13 @@ pub struct EmbeddedOptions {
 pub struct EmbeddedRuntime {
     pub containerd: Containerd,
     pub driver: std::sync::Arc<LocalDriver>,
+    _lock: RuntimeLock,
 }
 
 impl EmbeddedRuntime {
     pub async fn start(options: &EmbeddedOptions) -> Result<Self, LocalError> {
         let dir = &options.dir;
+        let lock = RuntimeLock::take(dir)?;
         let bin_dir = dir.join("cni-bin");
         cni_plugin::prepare_bin_dir(&bin_dir, &options.network_plugin, &options.cni_bin_dir)
             .map_err(LocalError::io(format!("cannot prepare {}", bin_dir.display())))?;
@@ -84,13 +88,14 @@ impl EmbeddedRuntime {
         let mut driver_options = LocalOptions::new(dir.clone());
         driver_options.service_range = options.service_range;
         let driver = LocalDriver::start(cri, networks, driver_options).await?;
-        Ok(Self { containerd, driver: std::sync::Arc::new(driver) })
+        Ok(Self { containerd, driver: std::sync::Arc::new(driver), _lock: lock })
     }
 
     /// Stops our containerd (containers keep running under their shims).
     pub async fn stop(mut self) {
         drop(self.driver);
         self.containerd.stop().await;
+        drop(self._lock);
     }
 }
 

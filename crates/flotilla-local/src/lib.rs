@@ -18,6 +18,7 @@
 //! - [`iptables`]: running iptables and iptables-restore.
 //! - [`driver`]: [`driver::LocalDriver`], the embedded runtime as a cluster driver.
 //! - [`embedded`]: bringing it all up under the data dir.
+//! - [`reset`]: taking it all off the host again (`flotilla runtime reset`).
 //! - `testing` (feature `testsuite`): a containerd of a test's own, torn down after it.
 
 pub mod cni;
@@ -34,6 +35,7 @@ pub mod logs;
 pub mod networks;
 pub mod oci_archive;
 pub mod probe;
+pub mod reset;
 pub mod services;
 #[cfg(feature = "testsuite")]
 pub mod testing;
@@ -50,9 +52,12 @@ pub enum LocalError {
     /// An image could not be built, imported or pulled.
     #[error("image: {0}")]
     Image(String),
-    /// No environment network can be allocated.
+    /// No environment network can be allocated, or one cannot be removed.
     #[error("network: {0}")]
     Network(String),
+    /// Another process uses the runtime's directory (see [`reset::RuntimeLock`]).
+    #[error("{0}")]
+    Busy(String),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }

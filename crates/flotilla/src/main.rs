@@ -1,7 +1,8 @@
-//! The `flotilla` binary: `flotilla server` runs the control plane; every other subcommand is
-//! the command-line client. Thin by design: it parses arguments and hands over to the
-//! library crates.
+//! The `flotilla` binary: `flotilla server` runs the control plane, `flotilla runtime` acts on
+//! this machine's embedded runtime; every other subcommand is the command-line client. Thin
+//! by design: it parses arguments and hands over to the library crates.
 
+mod runtime;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ struct Cli {
 enum Top {
     /// Run the control plane (API, console, controllers).
     Server(server::ServerArgs),
+    /// Act on this machine's embedded runtime (needs root; the server stopped).
+    #[command(subcommand)]
+    Runtime(runtime::RuntimeCommand),
     #[command(flatten)]
     Client(flotilla_cli::Command),
 }
@@ -41,6 +45,7 @@ fn main() {
     let code = runtime.block_on(async move {
         match cli.command {
             Top::Server(args) => server::run(args).await,
+            Top::Runtime(command) => runtime::run(command).await,
             Top::Client(command) => match flotilla_cli::run(cli.global, command).await {
                 Ok(()) => 0,
                 Err(error) => {

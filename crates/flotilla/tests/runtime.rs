@@ -469,3 +469,104 @@ async fn an_image_pushed_to_the_registry_runs_from_a_template() {
     })
     .await;
 }
+
+/// Runs `flotilla runtime reset` on `dir` with `args`; returns its exit code and output.
+fn reset(dir: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(BIN).args(["runtime", "reset", "--data-dir"]).arg(dir).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// The host's iptables rules and chains (nat and filter) that mention `word`.
+fn iptables_mentioning(word: &str) -> Vec<String> {
+    ["nat", "filter"]
+        .iter()
+        .flat_map(|table| {
+            let output = Command::new("iptables").args(["-w", "5", "-t", table, "-S"]).output().unwrap();
+            String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .filter(|line| line.contains(word))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_reset_takes_instances_networks_and_rules_off_the_host() {
+    use flotilla_local::cni_plugin::EnvironmentNetwork;
+    use serde_json::json;
+
+    with_server_dir(|dir, socket, short| async move {
+        let (mut server, admin, project) = prepare(&dir, &socket, &short).await;
+        let application = json!({"apiVersion": "flotilla.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "project": project},
+        "spec": {"environment": "test", "components": [web_component(8080, 600)]}});
+        admin.create("applications", Some(project.as_str()), &application).await.unwrap();
+        wait_for_status(&admin, &project, "web ready", |app| web_status(app)["ready"] == 2).await;
+        let mut cri = Cri::connect(&socket).await.unwrap();
+        let pods: Vec<String> =
+            cri.list_pod_sandboxes(Default::default()).await.unwrap().into_iter().map(|pod| pod.id).collect();
+        assert_eq!(pods.len(), 2, "{pods:?}");
+        let runtime = dir.join("runtime");
+        let chains = flotilla_local::services::Chains::of(&runtime).prefix().to_string();
+        assert!(!iptables_mentioning(&chains).is_empty(), "the service has rules in chains {chains}*");
+        let network_files: Vec<_> =
+            std::fs::read_dir(runtime.join("networks")).unwrap().flatten().map(|entry| entry.path()).collect();
+        let bridges: Vec<String> = network_files
+            .iter()
+            .map(|path| serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(path).unwrap()).unwrap().bridge)
+            .collect();
+        assert_eq!(bridges.len(), 1, "the test environment's network: {network_files:?}");
+        let link_exists =
+            |bridge: &str| Command::new("ip").args(["link", "show", bridge]).output().unwrap().status.success();
+        assert!(link_exists(&bridges[0]));
+
+        // Refused while the server runs the runtime, and without confirmation.
+        let (code, text) = reset(&dir, &["--yes"]);
+        assert_eq!(code, 75, "{text}");
+        assert!(text.contains("in use by another process") && text.contains(&server.id().to_string()), "{text}");
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let (code, text) = reset(&dir, &[]);
+        assert_eq!(code, 2, "{text}");
+        assert!(text.contains("--yes"), "{text}");
+        assert_eq!(cri.list_pod_sandboxes(Default::default()).await.unwrap().len(), 2, "nothing removed unconfirmed");
+
+        // After a kill -9: containerd and the instances kept running; the reset removes them.
+        let (code, text) = reset(&dir, &["--yes"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("Removed 2 instance(s)") && text.contains("Stopped its containerd"), "{text}");
+        assert!(text.contains(&bridges[0]), "{text}");
+        assert!(Containerd::existing(&socket).await.is_err(), "containerd is stopped");
+        let config = runtime.join("containerd/config.toml").display().to_string();
+        let running = Command::new("pgrep").args(["-f", &config]).output().unwrap();
+        assert!(running.stdout.is_empty(), "no process runs with {config}");
+        assert!(iptables_mentioning(&chains).is_empty(), "{:#?}", iptables_mentioning(&chains));
+        assert!(iptables_mentioning(&bridges[0]).is_empty(), "{:#?}", iptables_mentioning(&bridges[0]));
+        assert!(!link_exists(&bridges[0]), "bridge {} is deleted", bridges[0]);
+        assert!(network_files.iter().all(|path| !path.exists()), "the network allocation is forgotten");
+
+        // The application stays declared: a server started again runs it again, in new pods.
+        let (mut server, base) = start_at(&dir);
+        let anonymous = flotilla_client::Client::new(&base, None).unwrap();
+        let login = anonymous.login_token("admin", PASSWORD, "e2e", None).await.unwrap();
+        let admin = anonymous.with_token(Some(login.token));
+        wait_for_status(&admin, &project, "web ready again", |app| web_status(app)["ready"] == 2).await;
+        let mut cri = Cri::connect(&socket).await.unwrap();
+        let now: Vec<String> =
+            cri.list_pod_sandboxes(Default::default()).await.unwrap().into_iter().map(|pod| pod.id).collect();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert!(now.iter().all(|pod| !pods.contains(pod)), "the old pods are gone: {pods:?} vs {now:?}");
+
+        // After a clean stop (containerd stopped, the instances still running under their
+        // shims), with the runtime's data too.
+        assert!(terminate(&mut server).success());
+        let (code, text) = reset(&dir, &["--yes", "--remove-data"]);
+        assert_eq!(code, 0, "{text}");
+        assert!(text.contains("Removed 2 instance(s)"), "{text}");
+        assert!(!runtime.exists(), "{} is deleted", runtime.display());
+        assert!(Containerd::existing(&socket).await.is_err());
+        assert!(iptables_mentioning(&chains).is_empty(), "{:#?}", iptables_mentioning(&chains));
+        let (code, text) = reset(&dir, &["--yes"]);
+        assert_eq!((code, text.contains("nothing to reset")), (0, true), "{text}");
+    })
+    .await;
+}

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flotilla_local::containerd::{Containerd, OwnContainerd};
-use flotilla_local::cri::Cri;
+use flotilla_local::containerd::Containerd;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
@@ -136,7 +135,7 @@ where
     let octet = network_octet(slot.number());
     let masquerading_before = masquerading(octet);
     let outcome = tokio::spawn(test(dir.clone(), socket.clone(), short)).await;
-    clean_up_runtime(&dir, &socket).await;
+    clean_up_runtime(&dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     let left: Vec<String> = masquerading(octet).difference(&masquerading_before).cloned().collect();
     drop(slot);
@@ -153,45 +152,25 @@ fn masquerading(octet: u8) -> std::collections::BTreeSet<String> {
     String::from_utf8_lossy(&output.stdout).lines().filter(|line| line.contains(&prefix)).map(str::to_string).collect()
 }
 
-/// Removes what the server's runtime left on the host: environment bridges, their isolation
-/// rules, containerd.
-pub async fn clean_up_runtime(dir: &Path, socket: &Path) {
-    // A server a failed test left behind, then every pod its runtime still runs (pods outlive
-    // the control plane by design), then containerd.
+/// Removes what the server's runtime left on the host (instances, containerd, environment
+/// bridges and their rules, service rules): kills a server a failed test left behind, then
+/// resets the runtime as `flotilla runtime reset` does.
+pub async fn clean_up_runtime(dir: &Path) {
     let _ = Command::new("pkill").args(["-9", "-f", "--"]).arg(format!("--data-dir {}", dir.display())).status();
-    // A server stopped cleanly stopped its containerd too, and its pods kept running: start
-    // that containerd again (the same configuration) to remove them.
-    let mut restarted = None;
-    if Containerd::existing(socket).await.is_err() && dir.join("runtime/containerd/config.toml").exists() {
-        let mut own = OwnContainerd::new(dir.join("runtime/containerd"), flotilla_local::embedded::PAUSE_IMAGE);
-        own.cni_bin_dir = dir.join("runtime/cni-bin");
-        restarted = Containerd::own(&own).await.ok();
-    }
-    if let Ok(mut cri) = Cri::connect(socket).await
-        && let Ok(sandboxes) = cri.list_pod_sandboxes(std::collections::HashMap::new()).await
-    {
-        for sandbox in sandboxes {
-            let _ = cri.stop_pod_sandbox(&sandbox.id).await;
-            let _ = cri.remove_pod_sandbox(&sandbox.id).await;
-            if let Some(instance) = sandbox.labels.get(flotilla_local::instance::INSTANCE_LABEL) {
-                flotilla_local::instance::remove_pod_cgroup(instance);
+    let options =
+        flotilla_local::reset::ResetOptions { dir: dir.join("runtime"), containerd_socket: None, remove_dir: false };
+    let started = std::time::Instant::now();
+    loop {
+        match flotilla_local::reset::reset(&options).await {
+            // The killed server's lock is released once the process is gone.
+            Err(flotilla_local::LocalError::Busy(_)) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(error) => {
+                eprintln!("cleaning up {}: {error}", dir.display());
+                break;
+            }
+            Ok(_) => break,
         }
     }
-    if let Some(mut containerd) = restarted {
-        containerd.stop().await;
-    }
-    stop_containerd(dir, socket).await;
-    let mut bridges = Vec::new();
-    for entry in std::fs::read_dir(dir.join("runtime/networks")).into_iter().flatten().flatten() {
-        let Ok(network) = serde_json::from_slice::<flotilla_local::cni_plugin::EnvironmentNetwork>(
-            &std::fs::read(entry.path()).unwrap(),
-        ) else {
-            continue;
-        };
-        let _ = Command::new("ip").args(["link", "delete", &network.bridge]).status();
-        bridges.push(network.bridge);
-    }
-    flotilla_local::cni_plugin::remove_isolation(&bridges);
-    flotilla_local::services::remove(&flotilla_local::services::Chains::of(&dir.join("runtime")));
 }
