@@ -46,6 +46,11 @@ async fn a_large_blob_goes_past_the_page_cache_unless_told_otherwise_or_read_aga
     // Through the page cache: the last partial block only (the store gathers what it
     // receives into aligned 4 MiB buffers, whatever the chunks, and writes them directly).
     const CACHED_AT_MOST: u64 = 4096;
+    // Through the page cache: (nearly) all of it. The host may reclaim some pages between the
+    // read and the count (these VMs run proactive reclaim, which once took part of the blob
+    // away in that moment); half the blob still tells the two ways apart by four orders of
+    // magnitude.
+    const CACHED_AT_LEAST: u64 = SIZE as u64 / 2;
     // On a disk: a tmpfs file never leaves memory.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     for (options, name) in [(FsOptions::default(), "direct"), (CACHED, "cached")] {
@@ -67,11 +72,11 @@ async fn a_large_blob_goes_past_the_page_cache_unless_told_otherwise_or_read_aga
             let cached = cached_bytes(&path);
             assert!(cached <= CACHED_AT_MOST, "after a first read, {cached} of {SIZE} bytes in the page cache");
         } else {
-            assert!(cached >= SIZE as u64, "{cached} of {SIZE} bytes in the page cache");
+            assert!(cached >= CACHED_AT_LEAST, "{cached} of {SIZE} bytes in the page cache");
         }
         assert!(read_all(&store, &digest, 0).await == content, "{name}: the blob reads back again");
         let cached = cached_bytes(&path);
-        assert!(cached >= SIZE as u64, "{name}: after another read, {cached} of {SIZE} bytes in the page cache");
+        assert!(cached >= CACHED_AT_LEAST, "{name}: after another read, {cached} of {SIZE} bytes in the page cache");
     }
 }
 
