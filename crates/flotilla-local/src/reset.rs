@@ -293,13 +293,29 @@ mod tests {
         RuntimeLock::take(dir.path()).expect("free again once dropped");
     }
 
+    /// A child process killed when dropped, also when the test fails.
+    struct Killed(std::process::Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn processes_are_found_by_consecutive_arguments() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        assert!(processes_with_args(&["sleep".as_ref(), "30".as_ref()]).contains(&pid));
-        assert!(!processes_with_args(&["sleep".as_ref(), "31".as_ref()]).contains(&pid));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // GNU sleep sleeps for the sum of its arguments.
+        let child = Killed(std::process::Command::new("sleep").args(["1000", "7"]).spawn().unwrap());
+        let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+        // Until the child has executed `sleep`, its command line is still this test's.
+        let started = Instant::now();
+        while !processes_with_args(&["1000".as_ref(), "7".as_ref()]).contains(&pid) {
+            assert!(started.elapsed() < Duration::from_secs(5), "`sleep 1000 7` is not found");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(processes_with_args(&["sleep".as_ref(), "1000".as_ref()]).contains(&pid));
+        assert!(!processes_with_args(&["sleep".as_ref(), "7".as_ref()]).contains(&pid), "not consecutive");
+        assert!(!processes_with_args(&["1000".as_ref(), "8".as_ref()]).contains(&pid));
     }
 }
