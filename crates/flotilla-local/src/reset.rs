@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::LocalError;
-use crate::cni_plugin::EnvironmentNetwork;
 use crate::containerd::{Containerd, OwnContainerd};
 use crate::cri::Cri;
 use crate::embedded::PAUSE_IMAGE;
 use crate::instance::{INSTANCE_LABEL, instance_dir, remove_pod_cgroup};
+use crate::networks::NetworkAllocator;
 use crate::services::{self, Chains};
 
 /// The file under a runtime's directory that its user holds locked.
@@ -115,23 +115,24 @@ pub async fn reset(options: &ResetOptions) -> Result<ResetReport, LocalError> {
     };
 
     let own = OwnContainerd::new(dir.join("containerd"), PAUSE_IMAGE);
-    let (containerd, only_ours) = match &options.containerd_socket {
-        Some(socket) => (Containerd::existing(socket).await.map(Some), true),
+    let external = options.containerd_socket.is_some();
+    let containerd = match &options.containerd_socket {
+        Some(socket) => Containerd::existing(socket).await.map(Some),
         // Never started: nothing ran here.
-        None if !own.dir.join("config.toml").exists() => (Ok(None), false),
+        None if !own.dir.join("config.toml").exists() => Ok(None),
         None => {
             let mut own = own.clone();
             own.cni_bin_dir = dir.join("cni-bin");
-            (Containerd::own(&own).await.map(Some), false)
+            Containerd::own(&own).await.map(Some)
         }
     };
     match containerd {
         Ok(Some(mut containerd)) => {
-            match remove_pods(dir, containerd.socket(), only_ours).await {
+            match remove_pods(dir, containerd.socket(), external).await {
                 Ok(instances) => report.instances = instances,
                 Err(error) => failed(error),
             }
-            if options.containerd_socket.is_none() {
+            if !external {
                 containerd.stop().await;
                 report.containerd_stopped = true;
             }
@@ -139,7 +140,7 @@ pub async fn reset(options: &ResetOptions) -> Result<ResetReport, LocalError> {
         Ok(None) => {}
         Err(error) => failed(error),
     }
-    if options.containerd_socket.is_none() {
+    if !external {
         // One a killed server left running (adopted above, so not stopped by `stop`).
         match stop_by_config(&own.dir.join("config.toml")).await {
             Ok(stopped) => report.containerd_stopped |= stopped,
@@ -147,16 +148,9 @@ pub async fn reset(options: &ResetOptions) -> Result<ResetReport, LocalError> {
         }
     }
 
-    let networks_dir = dir.join("networks");
-    for entry in std::fs::read_dir(&networks_dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|extension| extension != "json") {
-            continue;
-        }
-        let Ok(network) = serde_json::from_slice::<EnvironmentNetwork>(&std::fs::read(&path).unwrap_or_default())
-        else {
-            continue;
-        };
+    // The allocator's second octet only matters for new allocations.
+    let networks = NetworkAllocator::new(dir.join("networks"), 0);
+    for (namespace, network) in networks.allocated() {
         tokio::task::spawn_blocking({
             let network = network.clone();
             move || crate::cni_plugin::remove_network(&network)
@@ -164,9 +158,7 @@ pub async fn reset(options: &ResetOptions) -> Result<ResetReport, LocalError> {
         .await
         .map_err(|error| LocalError::Network(format!("removing {}: {error}", network.bridge)))
         .unwrap_or_else(&mut failed);
-        if let Err(error) = std::fs::remove_file(&path) {
-            failed(LocalError::io(format!("cannot remove {}", path.display()))(error));
-        }
+        networks.release(&namespace);
         report.bridges.push(network.bridge);
     }
     let chains = Chains::of(dir);
