@@ -101,7 +101,10 @@ pub fn build(
     let openapi = Arc::new(openapi::document(&docs, &kinds));
     let registry = match registry::RegistryService::open(
         &config.data_dir,
-        flotilla_registry::storage::fs::FsOptions { direct_io: config.registry.direct_io },
+        flotilla_registry::storage::fs::FsOptions {
+            direct_io: config.registry.direct_io,
+            recent_blobs_bytes: config.registry.recent_blobs_mib.saturating_mul(1024 * 1024),
+        },
         store.clone(),
     ) {
         Ok(service) => Some(Arc::new(service)),

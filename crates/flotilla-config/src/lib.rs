@@ -123,11 +123,19 @@ pub struct RegistryConfig {
     /// file system where direct I/O is allowed but slow, such as NFS, where each direct
     /// write waits for the server).
     pub direct_io: bool,
+    /// MiB of memory for large blobs just pushed, kept in the buffers their push filled so
+    /// that the pulls following a push are sent from memory rather than read from the disk;
+    /// 0 keeps none.
+    pub recent_blobs_mib: u64,
 }
+
+/// The most memory [`RegistryConfig::recent_blobs_mib`] may ask for (64 GiB): a value beyond it
+/// is a mistake, such as bytes given for MiB.
+pub const MAX_RECENT_BLOBS_MIB: u64 = 64 * 1024;
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { gc_interval_secs: 3600, gc_grace_secs: 3600, hosts: Vec::new(), direct_io: true }
+        Self { gc_interval_secs: 3600, gc_grace_secs: 3600, hosts: Vec::new(), direct_io: true, recent_blobs_mib: 512 }
     }
 }
 
@@ -341,6 +349,15 @@ impl Config {
                 format!("{} is too often (0 to run only when asked, else at least 60)", self.registry.gc_interval_secs),
             );
         }
+        if self.registry.recent_blobs_mib > MAX_RECENT_BLOBS_MIB {
+            return invalid(
+                "registry.recent_blobs_mib",
+                format!(
+                    "{} is too much memory (at most {MAX_RECENT_BLOBS_MIB}; 0 keeps none)",
+                    self.registry.recent_blobs_mib
+                ),
+            );
+        }
         if !(1..=3600).contains(&self.clusters.probe_interval_secs) {
             return invalid(
                 "clusters.probe_interval_secs",
@@ -414,6 +431,7 @@ mod tests {
             jail.create_file("flotilla.toml", "listen = \"127.0.0.1:9000\"\n[login]\nmax_failures = 7\nwindow_secs = 60\nlockout_secs = 5\nmax_lockout_secs = 60\n")?;
             jail.set_env("FLOTILLA_LOGIN__MAX_FAILURES", "3");
             jail.set_env("FLOTILLA_REGISTRY__DIRECT_IO", "false");
+            jail.set_env("FLOTILLA_REGISTRY__RECENT_BLOBS_MIB", "64");
             let overrides = Overrides { data_dir: Some(jail.directory().to_path_buf()), ..Overrides::default() };
             let config = Config::load(&overrides).expect("loads");
             assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap(), "file beats defaults");
@@ -421,6 +439,7 @@ mod tests {
             assert_eq!(config.login.window_secs, 60);
             assert!(!config.registry.direct_io, "a boolean from the environment");
             assert!(Config::default().registry.direct_io, "direct I/O by default");
+            assert_eq!(config.registry.recent_blobs_mib, 64);
             assert_eq!(config.sessions.ttl_secs, 8 * 3600, "defaults fill the rest");
             let flagged = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..overrides };
             assert_eq!(Config::load(&flagged).expect("loads").listen.port(), 9100, "flags beat everything");

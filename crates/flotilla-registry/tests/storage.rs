@@ -10,7 +10,10 @@ use flotilla_registry::storage::fs::{FsBlobStore, FsOptions};
 use flotilla_registry::{BlobStore, StorageError, UploadId};
 
 /// Everything through the page cache, as on a file system that refuses `O_DIRECT`.
-const CACHED: FsOptions = FsOptions { direct_io: false };
+const CACHED: FsOptions = FsOptions { direct_io: false, recent_blobs_bytes: 0 };
+/// Past the page cache, with no recent blob kept in memory: every read comes from the file.
+const DIRECT_ONLY: FsOptions = FsOptions { direct_io: true, recent_blobs_bytes: 0 };
+const MIB: usize = 1024 * 1024;
 
 #[tokio::test]
 async fn the_filesystem_store_conforms() {
@@ -53,7 +56,7 @@ async fn a_large_blob_goes_past_the_page_cache_unless_told_otherwise_or_read_aga
     const CACHED_AT_LEAST: u64 = SIZE as u64 / 2;
     // On a disk: a tmpfs file never leaves memory.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    for (options, name) in [(FsOptions::default(), "direct"), (CACHED, "cached")] {
+    for (options, name) in [(DIRECT_ONLY, "direct"), (CACHED, "cached")] {
         let root = dir.path().join(name);
         let store = FsBlobStore::open_with(&root, options).unwrap();
         let content: Vec<u8> =
@@ -197,7 +200,6 @@ async fn appends_of_any_size_at_any_offset_land_in_place_through_the_page_cache(
 }
 
 async fn appends_land_in_place(options: FsOptions) {
-    const MIB: usize = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let store = FsBlobStore::open_with(dir.path(), options).unwrap();
     let sizes = [3, 2 * 4 * MIB + 5, 4093, 4 * MIB - 1, 4 * MIB, 1, MIB + 17, 12 * MIB, 21 * MIB + 7];
@@ -239,7 +241,6 @@ async fn appends_land_in_place(options: FsOptions) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_large_appends_at_once_than_write_directly_all_land_whole() {
     const UPLOADS: u32 = 12;
-    const MIB: usize = 1024 * 1024;
     const SIZE: usize = 13 * MIB + 3;
     const FIRST: usize = 12 * MIB;
     let dir = tempfile::tempdir().unwrap();
@@ -280,6 +281,96 @@ async fn more_large_appends_at_once_than_write_directly_all_land_whole() {
         store.finish_upload(upload, &digest).await.unwrap();
         assert!(read_all(store.as_ref(), &digest, 0).await == *content, "each blob is what was sent");
     }
+}
+
+/// The file of `digest` in the store at `root`.
+fn blob_file(root: &std::path::Path, digest: &digest::Digest) -> std::path::PathBuf {
+    let hex = digest.digest();
+    root.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// Pushes `content` in one append of chunks of `chunk` bytes.
+async fn push(store: &FsBlobStore, content: &[u8], chunk: usize) -> digest::Digest {
+    let digest = digest::of(content);
+    let upload = store.start_upload().await.unwrap();
+    store.append(&upload, 0, body(&content.chunks(chunk).collect::<Vec<_>>())).await.unwrap();
+    store.finish_upload(&upload, &digest).await.unwrap();
+    digest
+}
+
+/// Whether `digest` reads back as `content` with its file gone, i.e. from memory.
+async fn kept_in_memory(store: &FsBlobStore, root: &std::path::Path, digest: &digest::Digest, content: &[u8]) -> bool {
+    std::fs::remove_file(blob_file(root, digest)).unwrap();
+    match store.read(digest, 0).await {
+        Ok(stream) => {
+            let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+            assert!(chunks.concat() == content, "a blob kept in memory reads back as pushed");
+            true
+        }
+        Err(StorageError::BlobNotFound(_)) => false,
+        Err(other) => panic!("reading {digest} failed: {other:?}"),
+    }
+}
+
+/// A large blob pushed in appends of a buffer's worth or more is kept in memory, in the
+/// buffers its push filled, within the budget: its reads (from any offset) are served from
+/// there. A newer one makes room by sending the least recently used away; a deleted blob, a
+/// blob pushed in small appends, one larger than the budget, and any blob of a store with no
+/// budget are not kept. "Kept" is told by removing the blob's file behind the store's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_pushes_are_kept_in_memory_within_the_budget() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let root = dir.path().join("budgeted");
+    // Three buffers of 4 MiB.
+    let store =
+        FsBlobStore::open_with(&root, FsOptions { direct_io: true, recent_blobs_bytes: 12 * MIB as u64 }).unwrap();
+    let pattern =
+        |len: usize, seed: u32| -> Vec<u8> { (0..len as u32).map(|i| ((i % 251) ^ (i >> 16) ^ seed) as u8).collect() };
+
+    // Two buffers and a partial one, in odd chunks.
+    let first = pattern(9 * MIB + 5, 1);
+    let first_digest = push(&store, &first, 100_003).await;
+    std::fs::copy(blob_file(&root, &first_digest), root.join("first")).unwrap();
+    assert!(kept_in_memory(&store, &root, &first_digest, &first).await);
+    for offset in [1, 4095, 4 * MIB + 3, 8 * MIB, first.len() - 1, first.len()] {
+        let rest = read_all(&store, &first_digest, offset as u64).await;
+        assert!(rest == first[offset..], "the read from offset {offset} is the blob's rest");
+    }
+
+    // A second blob, resumed once, in three buffers (a full and a partial one, then a full
+    // one): the first no longer fits beside it.
+    let second = pattern(9 * MIB, 2);
+    let second_digest = digest::of(&second);
+    let upload = store.start_upload().await.unwrap();
+    store.append(&upload, 0, body(&second[..5 * MIB].chunks(65_536).collect::<Vec<_>>())).await.unwrap();
+    store.append(&upload, 5 * MIB as u64, body(&[&second[5 * MIB..]])).await.unwrap();
+    store.finish_upload(&upload, &second_digest).await.unwrap();
+    assert!(store.read(&first_digest, 0).await.is_err(), "the first blob made room: its file is gone");
+    std::fs::copy(root.join("first"), blob_file(&root, &first_digest)).unwrap();
+    assert!(read_all(&store, &first_digest, 0).await == first, "from its file again");
+    assert!(kept_in_memory(&store, &root, &second_digest, &second).await);
+    // Deleted: gone from memory too.
+    store.delete(&second_digest).await.unwrap();
+    assert!(matches!(store.read(&second_digest, 0).await, Err(StorageError::BlobNotFound(_))));
+
+    // Small appends (each less than a buffer), or larger than the budget: not kept.
+    let small = pattern(6 * MIB, 3);
+    let small_digest = digest::of(&small);
+    let upload = store.start_upload().await.unwrap();
+    for at in (0..small.len()).step_by(MIB) {
+        store.append(&upload, at as u64, body(&[&small[at..at + MIB]])).await.unwrap();
+    }
+    store.finish_upload(&upload, &small_digest).await.unwrap();
+    assert!(!kept_in_memory(&store, &root, &small_digest, &small).await, "pushed in small appends");
+    let large = pattern(13 * MIB, 4);
+    let large_digest = push(&store, &large, MIB).await;
+    assert!(!kept_in_memory(&store, &root, &large_digest, &large).await, "larger than the budget");
+
+    // No budget: nothing kept.
+    let unbudgeted_root = dir.path().join("unbudgeted");
+    let unbudgeted = FsBlobStore::open_with(&unbudgeted_root, DIRECT_ONLY).unwrap();
+    let digest = push(&unbudgeted, &first, 100_003).await;
+    assert!(!kept_in_memory(&unbudgeted, &unbudgeted_root, &digest, &first).await, "a store without a budget");
 }
 
 /// A tokio channel's receiver as a stream (what `tokio-stream`'s wrapper does).

@@ -9,9 +9,12 @@
 //! An append is a pipeline of three threads, so that a large push goes at the speed of its
 //! slowest stage (one core's SHA-256) rather than of all of them in turn: the task receiving
 //! the body copies the chunks of a large append into pooled aligned buffers and hands each
-//! full one (a small append's chunks as they are) to a thread that hashes and to one that writes ([`writer`]: whole aligned buffers past the page cache,
-//! as they are, the rest through it). The first read of a large blob goes past the page cache too, the
-//! next ones through it ([`reader`]).
+//! full one (a small append's chunks as they are) to a thread that hashes and to one that
+//! writes ([`writer`]: whole aligned buffers past the page cache, as they are, the rest
+//! through it). Once the blob is in place, the buffers of a large push are kept as a recent
+//! blob, within a memory budget ([`recent`]): pulls of it are sent from them. Otherwise the
+//! first read of a large blob goes past the page cache too, the next ones through it
+//! ([`reader`]).
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -27,6 +30,7 @@ use crate::digest::{self, Digest, Hasher};
 
 mod aligned;
 mod reader;
+mod recent;
 mod writer;
 
 use aligned::{BufferPool, Gathering};
@@ -48,11 +52,19 @@ pub struct FsOptions {
     /// system allows it (modules `writer` and `reader`); otherwise all through the page cache, as
     /// on a file system that refuses `O_DIRECT`.
     pub direct_io: bool,
+    /// Memory for large blobs just pushed, kept in the buffers their push filled so that the
+    /// pulls that follow are sent from memory (module `recent`); 0 keeps none.
+    pub recent_blobs_bytes: u64,
+}
+
+impl FsOptions {
+    /// [`FsOptions::recent_blobs_bytes`] unless configured: 512 MiB.
+    pub const RECENT_BLOBS_BYTES: u64 = 512 * 1024 * 1024;
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        Self { direct_io: true }
+        Self { direct_io: true, recent_blobs_bytes: Self::RECENT_BLOBS_BYTES }
     }
 }
 
@@ -75,10 +87,15 @@ pub struct FsBlobStore {
 /// Large blobs [`FsBlobStore::read_before`] remembers, at most.
 const READ_BEFORE_REMEMBERED: usize = 4096;
 
-/// What is known of an upload's content: the hash of its first `bytes` bytes.
+/// What is known of an upload's content: the hash of its first `bytes` bytes, and the content
+/// itself while it may become a recent blob (module `recent`).
 #[derive(Default)]
 struct Progress {
     hashed: Option<(u64, Hasher)>,
+    /// All of the upload so far, in pooled buffers (one `Bytes` each), while every append of
+    /// it reached a buffer's worth (so its bytes were gathered into such buffers) and they fit
+    /// the recent blobs' budget.
+    content: Option<Vec<bytes::Bytes>>,
 }
 
 impl FsBlobStore {
@@ -93,10 +110,14 @@ impl FsBlobStore {
         for dir in [root.join("blobs").join("sha256"), root.join("uploads")] {
             std::fs::create_dir_all(&dir).map_err(StorageError::io(format!("cannot create {}", dir.display())))?;
         }
+        let recent_budget = usize::try_from(options.recent_blobs_bytes / aligned::BUFFER as u64).unwrap_or(usize::MAX);
+        let buffers = Arc::new(BufferPool::new(recent_budget));
+        // Before the first push needs them: see module `aligned`.
+        BufferPool::fill(&buffers);
         Ok(Self {
             root,
             uploads: std::sync::Mutex::default(),
-            buffers: Arc::default(),
+            buffers,
             direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
             direct_writes: Arc::new(tokio::sync::Semaphore::new(writer::DIRECT_WRITES)),
             read_before: quick_cache::sync::Cache::new(READ_BEFORE_REMEMBERED),
@@ -213,6 +234,22 @@ fn read_ahead(file: std::fs::File, context: String) -> BlobStream {
     .boxed()
 }
 
+/// A recent blob's content from `offset` on, as it is kept (no copy).
+fn from_memory(chunks: &[bytes::Bytes], offset: u64) -> BlobStream {
+    let mut skip = offset;
+    let mut rest = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let len = chunk.len() as u64;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        rest.push(Ok(chunk.slice(usize::try_from(skip).unwrap_or(usize::MAX)..)));
+        skip = 0;
+    }
+    futures::stream::iter(rest).boxed()
+}
+
 /// Adds every chunk it is sent to `hasher`, until the sender is dropped.
 fn hash_chunks(mut hasher: Hasher, mut chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Hasher {
     while let Some(chunk) = chunks.blocking_recv() {
@@ -263,6 +300,9 @@ impl BlobStore for FsBlobStore {
             Pooled(reader::PooledRead),
         }
         let path = self.blob_path(digest)?;
+        if let Some(chunks) = self.buffers.recent(digest) {
+            return Ok(from_memory(&chunks, offset));
+        }
         let direct_reads = self.direct_reads.clone();
         let direct_io = self.options.direct_io;
         let read_before = self.read_before.get(digest).is_some();
@@ -335,6 +375,13 @@ impl BlobStore for FsBlobStore {
             return Err(StorageError::OffsetMismatch { expected: start, given: offset });
         }
         let hasher = self.hashed(upload, &mut progress, start).await?;
+        // The upload's content so far, kept on while it may become a recent blob.
+        let recent_budget = self.buffers.recent_budget();
+        let mut content = match progress.content.take() {
+            _ if start == 0 && recent_budget > 0 => Some(Vec::new()),
+            Some(content) if content.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == start => Some(content),
+            _ => None,
+        };
         let path = self.upload_path(upload);
         let writer =
             UploadWriter::open(&path, start, self.options.direct_io, self.buffers.clone(), self.direct_writes.clone())
@@ -367,6 +414,13 @@ impl BlobStore for FsBlobStore {
                 full.extend(gathering.rest());
             }
             for buffer in full.drain(..) {
+                if let Some(kept) = &mut content {
+                    if gathering.pooled() && kept.len() < recent_budget {
+                        kept.push(buffer.clone());
+                    } else {
+                        content = None;
+                    }
+                }
                 // A send fails only when the writer stopped on an error, reported below.
                 if to_hasher.send(buffer.clone()).await.is_err() || to_writer.send(buffer).await.is_err() {
                     break 'receiving;
@@ -387,11 +441,13 @@ impl BlobStore for FsBlobStore {
                 // Every chunk written was hashed: the hasher is sent each chunk first.
                 let size = start + written;
                 progress.hashed = Some((size, hasher));
+                progress.content = content.filter(|_| outcome.is_ok());
                 outcome.map(|()| size)
             }
             Err(error) => {
                 // What was written is unknown: the next append hashes the file again.
                 progress.hashed = None;
+                progress.content = None;
                 Err(StorageError::io(format!("cannot write upload {upload}"))(error))
             }
         }
@@ -403,15 +459,26 @@ impl BlobStore for FsBlobStore {
         let mut progress = progress.lock().await;
         let size = self.upload_len(upload).await.inspect_err(|_| self.forget(upload))?;
         let computed = self.hashed(upload, &mut progress, size).await?.finish();
+        let content = progress.content.take();
         let source = self.upload_path(upload);
         self.forget(upload);
         if &computed != digest {
             let _ = tokio::fs::remove_file(&source).await;
             return Err(StorageError::DigestMismatch { expected: digest.clone(), computed });
         }
+        // Kept once the blob is in place (and durable), never before.
+        let keep_recent = |content: Option<Vec<bytes::Bytes>>| {
+            if let Some(content) = content
+                && size >= reader::DIRECT_FROM
+                && content.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size
+            {
+                self.buffers.keep_recent(digest.clone(), content);
+            }
+        };
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             // The same content is already there (its digest says so): one copy is enough.
             let _ = tokio::fs::remove_file(&source).await;
+            keep_recent(content);
             return Ok(size);
         }
         let file =
@@ -424,6 +491,7 @@ impl BlobStore for FsBlobStore {
             .await
             .map_err(StorageError::io(format!("cannot move upload {upload} into place as {digest}")))?;
         sync_dir(&dir).await?;
+        keep_recent(content);
         Ok(size)
     }
 
@@ -441,6 +509,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<bool, StorageError> {
+        self.buffers.forget_recent(digest);
         match tokio::fs::remove_file(self.blob_path(digest)?).await {
             Ok(()) => Ok(true),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),

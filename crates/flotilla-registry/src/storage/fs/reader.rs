@@ -9,7 +9,8 @@
 //! readers at once share the disk reads of the pages they all want.
 //!
 //! Why: the upload path writes all but the first few MiB of a large blob past the page cache
-//! ([`super::writer`]), so its first pull reads from the disk whichever way it reads. Through
+//! ([`super::writer`]), so its first pull reads from the disk whichever way it reads (unless
+//! the blob is still a recent one, kept in memory: [`super::recent`]). Through
 //! the page cache that read also fills fresh pages, which on this project's virtual machines
 //! cost more than the disk itself (a 256 MiB blob read once at 250-360 MiB/s through the page
 //! cache, at 1.6-1.9 GB/s directly). Large layers also no longer push the small, often-read

@@ -21,8 +21,9 @@
 //! 1.0-1.4 GB/s. Written directly, the disk works while the upload arrives, from buffers
 //! kept in a [`BufferPool`] (already mapped), and the final sync has little left to do.
 //!
-//! The cost: a large blob is not in the page cache after its push, so the first pull reads
-//! it from the disk (and fills fresh pages then).
+//! The cost: a large blob is not in the page cache after its push, so its first pull reads
+//! it from the disk, unless the blob is still kept in memory as a recent blob
+//! ([`super::recent`]).
 //!
 //! A file system that refuses `O_DIRECT` (when the file is opened, or on a write), or a store
 //! opened with `direct_io` off, gets every byte through the page cache.
