@@ -33,7 +33,7 @@ mod reader;
 mod recent;
 mod writer;
 
-use aligned::{BufferPool, Gathering};
+use aligned::{BufferPool, Gathering, Pending};
 use writer::UploadWriter;
 
 /// Bytes read at once when streaming a blob or hashing an upload again.
@@ -92,10 +92,10 @@ const READ_BEFORE_REMEMBERED: usize = 4096;
 #[derive(Default)]
 struct Progress {
     hashed: Option<(u64, Hasher)>,
-    /// All of the upload so far, in pooled buffers (one `Bytes` each), while every append of
-    /// it reached a buffer's worth (so its bytes were gathered into such buffers) and they fit
-    /// the recent blobs' budget.
-    content: Option<Vec<bytes::Bytes>>,
+    /// All of the upload so far, in pooled buffers, while every append of it reached a
+    /// buffer's worth (so its bytes were gathered into such buffers) and they fit the recent
+    /// blobs' budget.
+    content: Option<Pending>,
 }
 
 impl FsBlobStore {
@@ -376,10 +376,9 @@ impl BlobStore for FsBlobStore {
         }
         let hasher = self.hashed(upload, &mut progress, start).await?;
         // The upload's content so far, kept on while it may become a recent blob.
-        let recent_budget = self.buffers.recent_budget();
         let mut content = match progress.content.take() {
-            _ if start == 0 && recent_budget > 0 => Some(Vec::new()),
-            Some(content) if content.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == start => Some(content),
+            _ if start == 0 && self.buffers.recent_budget() > 0 => Some(Pending::new(self.buffers.clone())),
+            Some(content) if content.len() == start => Some(content),
             _ => None,
         };
         let path = self.upload_path(upload);
@@ -414,12 +413,10 @@ impl BlobStore for FsBlobStore {
                 full.extend(gathering.rest());
             }
             for buffer in full.drain(..) {
-                if let Some(kept) = &mut content {
-                    if gathering.pooled() && kept.len() < recent_budget {
-                        kept.push(buffer.clone());
-                    } else {
-                        content = None;
-                    }
+                if let Some(kept) = &mut content
+                    && !(gathering.pooled() && kept.push(buffer.clone()))
+                {
+                    content = None;
                 }
                 // A send fails only when the writer stopped on an error, reported below.
                 if to_hasher.send(buffer.clone()).await.is_err() || to_writer.send(buffer).await.is_err() {
@@ -467,12 +464,12 @@ impl BlobStore for FsBlobStore {
             return Err(StorageError::DigestMismatch { expected: digest.clone(), computed });
         }
         // Kept once the blob is in place (and durable), never before.
-        let keep_recent = |content: Option<Vec<bytes::Bytes>>| {
+        let keep_recent = |content: Option<Pending>| {
             if let Some(content) = content
                 && size >= reader::DIRECT_FROM
-                && content.iter().map(|chunk| chunk.len() as u64).sum::<u64>() == size
+                && content.len() == size
             {
-                self.buffers.keep_recent(digest.clone(), content);
+                content.into_recent(digest.clone());
             }
         };
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {

@@ -75,6 +75,8 @@ struct PoolState {
     /// Buffers made and not dropped since: free, lent out or holding recent blobs.
     made: usize,
     recent: RecentBlobs,
+    /// Buffers held by uploads in progress for the recent blobs ([`Pending`]).
+    pending: usize,
 }
 
 impl PoolState {
@@ -93,7 +95,12 @@ impl BufferPool {
     /// A pool whose recent blobs may hold `recent_budget` buffers (none with 0).
     pub(super) fn new(recent_budget: usize) -> Self {
         Self {
-            state: Mutex::new(PoolState { free: Vec::new(), made: 0, recent: RecentBlobs::new(recent_budget) }),
+            state: Mutex::new(PoolState {
+                free: Vec::new(),
+                made: 0,
+                recent: RecentBlobs::new(recent_budget),
+                pending: 0,
+            }),
             filling: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -163,13 +170,6 @@ impl BufferPool {
         self.lock().recent.budget()
     }
 
-    /// Keeps `chunks` (pooled buffers, each one [`bytes::Bytes`] of its own) as the content of
-    /// `digest`, if it fits the budget.
-    pub(super) fn keep_recent(&self, digest: Digest, chunks: Vec<bytes::Bytes>) {
-        let gone = self.lock().recent.keep(digest, chunks);
-        drop(gone);
-    }
-
     /// The content of `digest`, if it is kept.
     pub(super) fn recent(&self, digest: &Digest) -> Option<Chunks> {
         self.lock().recent.get(digest)
@@ -191,6 +191,59 @@ impl BufferPool {
     #[cfg(test)]
     fn made(&self) -> usize {
         self.lock().made
+    }
+}
+
+/// The content of an upload in progress, kept in the pooled buffers it was gathered into while
+/// it may become a recent blob. The buffers all uploads in progress keep count against the
+/// recent blobs' budget too, so that uploads left unfinished (until their clean-up) cannot hold
+/// more memory than that.
+pub(super) struct Pending {
+    chunks: Vec<bytes::Bytes>,
+    pool: Arc<BufferPool>,
+}
+
+impl Pending {
+    pub(super) fn new(pool: Arc<BufferPool>) -> Self {
+        Self { chunks: Vec::new(), pool }
+    }
+
+    /// Keeps `chunk` (a pooled buffer, a [`bytes::Bytes`] of its own) after the others; false,
+    /// keeping nothing, when the uploads in progress already keep the budget's worth.
+    #[must_use]
+    pub(super) fn push(&mut self, chunk: bytes::Bytes) -> bool {
+        let mut state = self.pool.lock();
+        if state.pending >= state.recent.budget() {
+            return false;
+        }
+        state.pending += 1;
+        drop(state);
+        self.chunks.push(chunk);
+        true
+    }
+
+    /// The bytes kept.
+    pub(super) fn len(&self) -> u64 {
+        self.chunks.iter().map(|chunk| chunk.len() as u64).sum()
+    }
+
+    /// Keeps the content as the recent blob `digest` (if it fits the budget).
+    pub(super) fn into_recent(mut self, digest: Digest) {
+        let chunks = std::mem::take(&mut self.chunks);
+        let mut state = self.pool.lock();
+        state.pending -= chunks.len();
+        let gone = state.recent.keep(digest, chunks);
+        drop(state);
+        drop(gone);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        state.pending = state.pending.saturating_sub(self.chunks.len());
+        drop(state);
+        self.chunks.clear();
     }
 }
 
@@ -382,8 +435,9 @@ mod tests {
         assert_eq!(pool.made(), POOL_KEEPS + 2);
         for number in [1, 2] {
             let buffer = taken.pop().unwrap();
-            let chunk = bytes::Bytes::from_owner(PooledBytes::new(buffer, BUFFER, pool.clone()));
-            pool.keep_recent(digest(number), vec![chunk]);
+            let mut pending = Pending::new(pool.clone());
+            assert!(pending.push(bytes::Bytes::from_owner(PooledBytes::new(buffer, BUFFER, pool.clone()))));
+            pending.into_recent(digest(number));
         }
         taken.into_iter().for_each(|buffer| pool.give_back(buffer));
         assert_eq!(pool.kept(), POOL_KEEPS, "free and recent buffers together stay within the pool's keep");
@@ -396,6 +450,25 @@ mod tests {
         let more: Vec<AlignedBuffer> = (0..2).map(|_| pool.take()).collect();
         assert_eq!(pool.made(), POOL_KEEPS + 3);
         drop((again, more));
+    }
+
+    /// The uploads in progress keep at most the recent blobs' budget of buffers between them;
+    /// a buffer kept again once one of them is dropped or has become a recent blob.
+    #[test]
+    fn uploads_in_progress_keep_at_most_the_budget_between_them() {
+        let pool = Arc::new(BufferPool::new(3));
+        let chunk = || bytes::Bytes::from_owner(PooledBytes::new(pool.take(), BUFFER, pool.clone()));
+        let (mut first, mut second) = (Pending::new(pool.clone()), Pending::new(pool.clone()));
+        assert!(first.push(chunk()) && first.push(chunk()));
+        assert!(second.push(chunk()));
+        assert!(!second.push(chunk()), "a fourth buffer is over the budget");
+        assert_eq!(first.len(), 2 * BUFFER as u64);
+        drop(first);
+        assert!(second.push(chunk()), "the dropped upload's buffers no longer count");
+        second.into_recent(digest(1));
+        let mut third = Pending::new(pool.clone());
+        assert!(third.push(chunk()) && third.push(chunk()) && third.push(chunk()), "nor a recent blob's");
+        assert_eq!(pool.recent(&digest(1)).map(|chunks| chunks.len()), Some(2));
     }
 
     /// Filling maps every buffer the pool may keep, once, in a thread of its own; a pool
