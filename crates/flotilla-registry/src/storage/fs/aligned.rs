@@ -21,8 +21,8 @@ use crate::digest::Digest;
 pub(super) const ALIGN: usize = 4096;
 /// Bytes of one buffer: of one direct write or read.
 pub(super) const BUFFER: usize = 4 * 1024 * 1024;
-/// Buffers a pool keeps, at most (more are made when more transfers run at once, and dropped
-/// after).
+/// Buffers a pool keeps besides its recent blobs' budget, at most (more are made when more
+/// transfers run at once, and dropped after).
 const POOL_KEEPS: usize = 16;
 
 /// A buffer of [`BUFFER`] bytes whose first byte is at an address aligned to [`ALIGN`].
