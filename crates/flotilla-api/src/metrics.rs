@@ -1,5 +1,6 @@
-//! Prometheus metrics: HTTP requests by route and status with latencies, and store latency
-//! per operation (through [`MeteredStore`], a decorator around any [`Store`]).
+//! Prometheus metrics: HTTP requests by route and status with latencies, store latency per
+//! operation (through [`MeteredStore`], a decorator around any [`Store`]), and what the
+//! registry's blob storage holds in memory (read when scraped).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +19,7 @@ use flotilla_store::{
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -52,6 +54,19 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram>,
     store_seconds: Family<StoreLabels, Histogram>,
+    registry_memory: RegistryMemory,
+}
+
+/// What the registry's blob storage holds in memory
+/// ([`flotilla_registry::storage::fs::MemoryUse`]).
+#[derive(Default)]
+struct RegistryMemory {
+    recent_blobs: Gauge,
+    recent_blob_bytes: Gauge,
+    buffer_bytes: Gauge,
+    /// Brought up to the store's own count at each scrape, under the lock (scrapes may run at
+    /// once).
+    reads_from_memory: std::sync::Mutex<Counter>,
 }
 
 impl Default for Metrics {
@@ -73,7 +88,25 @@ impl Default for Metrics {
             "Store latency by operation",
             store_seconds.clone(),
         );
-        Self { registry, requests, request_seconds, store_seconds }
+        let registry_memory = RegistryMemory::default();
+        registry.register(
+            "flotilla_registry_recent_blobs",
+            "Large blobs just pushed that the registry keeps in memory",
+            registry_memory.recent_blobs.clone(),
+        );
+        registry.register(
+            "flotilla_registry_recent_blob_bytes",
+            "Bytes of the recent blobs the registry keeps in memory",
+            registry_memory.recent_blob_bytes.clone(),
+        );
+        registry.register(
+            "flotilla_registry_buffer_bytes",
+            "Bytes of the registry's transfer buffers: free, in use, or holding recent blobs",
+            registry_memory.buffer_bytes.clone(),
+        );
+        let reads = registry_memory.reads_from_memory.lock().map(|counter| counter.clone()).unwrap_or_default();
+        registry.register("flotilla_registry_blob_reads_from_memory", "Blob reads sent from a recent blob", reads);
+        Self { registry, requests, request_seconds, store_seconds, registry_memory }
     }
 }
 
@@ -85,6 +118,16 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+
+    /// Takes in what the registry's blob storage holds in memory now.
+    pub fn observe_registry_memory(&self, memory: &flotilla_registry::storage::fs::MemoryUse) {
+        let gauges = &self.registry_memory;
+        gauges.recent_blobs.set(i64::try_from(memory.recent_blobs).unwrap_or(i64::MAX));
+        gauges.recent_blob_bytes.set(i64::try_from(memory.recent_blob_bytes).unwrap_or(i64::MAX));
+        gauges.buffer_bytes.set(i64::try_from(memory.buffer_bytes).unwrap_or(i64::MAX));
+        let reads = gauges.reads_from_memory.lock().unwrap_or_else(|poison| poison.into_inner());
+        reads.inc_by(memory.reads_from_memory.saturating_sub(reads.get()));
     }
 
     fn observe_store(&self, operation: &'static str, started: Instant) {

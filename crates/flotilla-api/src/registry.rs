@@ -52,6 +52,8 @@ const TOKEN_SECONDS: i64 = 300;
 /// The registry and the key its tokens are signed with.
 pub struct RegistryService {
     pub registry: Arc<Registry>,
+    /// The registry's blob storage, for what it holds in memory (`/metrics`).
+    pub blobs: Arc<FsBlobStore>,
     pub tokens: TokenKey,
     /// Proxy-cache fetches in progress.
     pub fetches: crate::proxy::Fetches,
@@ -62,7 +64,7 @@ impl RegistryService {
     /// with its token key (made on first use, readable by the owner only).
     pub fn open(data_dir: &Path, options: FsOptions, store: Arc<dyn Store>) -> Result<Self, String> {
         let dir = data_dir.join("registry");
-        let blobs = FsBlobStore::open_with(&dir, options).map_err(|e| e.to_string())?;
+        let blobs = Arc::new(FsBlobStore::open_with(&dir, options).map_err(|e| e.to_string())?);
         let key_path = dir.join("token.key");
         let key = match std::fs::read(&key_path) {
             Ok(key) => key,
@@ -84,7 +86,7 @@ impl RegistryService {
             Err(error) => return Err(format!("cannot read {}: {error}", key_path.display())),
         };
         let tokens = TokenKey::new(key).ok_or_else(|| format!("{} holds too short a key", key_path.display()))?;
-        Ok(Self { registry: Arc::new(Registry::new(Arc::new(blobs), store)), tokens, fetches: Default::default() })
+        Ok(Self { registry: Arc::new(Registry::new(blobs.clone(), store)), blobs, tokens, fetches: Default::default() })
     }
 }
 

@@ -203,3 +203,63 @@ async fn buildah_pushes_an_image_it_built() {
     assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
     assert_eq!(flotilla_registry::digest::of(&raw.stdout).to_string(), digest, "the digest buildah pushed is served");
 }
+
+/// The value of the sample `name` (no labels) in a `/metrics` scrape.
+fn sample(metrics: &str, name: &str) -> u64 {
+    let line = metrics.lines().find(|line| line.split_whitespace().next() == Some(name));
+    let value =
+        line.and_then(|line| line.split_whitespace().nth(1)).unwrap_or_else(|| panic!("no {name} in {metrics}"));
+    value.parse().unwrap()
+}
+
+/// A large blob pushed over HTTP is kept in memory as a recent blob and its pulls are sent
+/// from there: `/metrics` shows the blob, its bytes, the buffers, and each read from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_push_is_pulled_from_memory_and_metrics_say_so() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let http = reqwest::Client::new();
+    let scrape = || async { http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap() };
+    let before = scrape().await;
+    assert_eq!(sample(&before, "flotilla_registry_recent_blobs"), 0);
+    assert_eq!(sample(&before, "flotilla_registry_blob_reads_from_memory_total"), 0);
+
+    let token: Value = http
+        .get(format!("{}/v2/token?service=flotilla&scope=repository:shop/big:pull,push", server.base))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["token"].as_str().unwrap().to_string();
+    let content: Vec<u8> = (0..6 * 1024 * 1024 + 11u32).map(|i| ((i % 251) ^ (i >> 16)) as u8).collect();
+    let digest = flotilla_registry::digest::of(&content);
+    let started =
+        http.post(format!("{}/v2/shop/big/blobs/uploads/", server.base)).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let location = if location.starts_with('/') { format!("{}{location}", server.base) } else { location };
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let finished = http
+        .put(format!("{location}{separator}digest={digest}"))
+        .bearer_auth(&bearer)
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), 201, "{}", finished.text().await.unwrap());
+
+    let after_push = scrape().await;
+    assert_eq!(sample(&after_push, "flotilla_registry_recent_blobs"), 1);
+    assert_eq!(sample(&after_push, "flotilla_registry_recent_blob_bytes"), content.len() as u64);
+    assert!(sample(&after_push, "flotilla_registry_buffer_bytes") >= 2 * 4 * 1024 * 1024, "{after_push}");
+    for pull in 1..=2 {
+        let pulled =
+            http.get(format!("{}/v2/shop/big/blobs/{digest}", server.base)).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!(pulled.status(), 200);
+        assert!(pulled.bytes().await.unwrap() == content, "pull {pull} is the blob");
+    }
+    assert_eq!(sample(&scrape().await, "flotilla_registry_blob_reads_from_memory_total"), 2);
+}

@@ -331,11 +331,15 @@ async fn large_pushes_are_kept_in_memory_within_the_budget() {
     let first = pattern(9 * MIB + 5, 1);
     let first_digest = push(&store, &first, 100_003).await;
     std::fs::copy(blob_file(&root, &first_digest), root.join("first")).unwrap();
+    let memory = store.memory();
+    assert_eq!((memory.recent_blobs, memory.recent_blob_bytes), (1, first.len() as u64));
+    assert!(memory.buffer_bytes >= 3 * 4 * MIB as u64, "the kept blob's buffers are the store's: {memory:?}");
     assert!(kept_in_memory(&store, &root, &first_digest, &first).await);
     for offset in [1, 4095, 4 * MIB + 3, 8 * MIB, first.len() - 1, first.len()] {
         let rest = read_all(&store, &first_digest, offset as u64).await;
         assert!(rest == first[offset..], "the read from offset {offset} is the blob's rest");
     }
+    assert_eq!(store.memory().reads_from_memory, 7, "the read with the file gone, and six from offsets");
 
     // A second blob, resumed once, in three buffers (a full and a partial one, then a full
     // one): the first no longer fits beside it.
@@ -352,6 +356,7 @@ async fn large_pushes_are_kept_in_memory_within_the_budget() {
     // Deleted: gone from memory too.
     store.delete(&second_digest).await.unwrap();
     assert!(matches!(store.read(&second_digest, 0).await, Err(StorageError::BlobNotFound(_))));
+    assert_eq!((store.memory().recent_blobs, store.memory().recent_blob_bytes), (0, 0));
 
     // Small appends (each less than a buffer), or larger than the budget: not kept.
     let small = pattern(6 * MIB, 3);

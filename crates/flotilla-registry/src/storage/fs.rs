@@ -68,6 +68,20 @@ impl Default for FsOptions {
     }
 }
 
+/// What an [`FsBlobStore`] holds in memory, and how often it served a read from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUse {
+    /// Recent blobs kept in memory (module `recent`).
+    pub recent_blobs: usize,
+    /// Bytes of their content.
+    pub recent_blob_bytes: u64,
+    /// Bytes of every buffer the store made and holds: free, lent to transfers, or holding
+    /// recent blobs.
+    pub buffer_bytes: u64,
+    /// Reads served from a recent blob since the store opened.
+    pub reads_from_memory: u64,
+}
+
 /// Blob storage in a directory.
 pub struct FsBlobStore {
     root: PathBuf,
@@ -81,6 +95,8 @@ pub struct FsBlobStore {
     direct_writes: Arc<tokio::sync::Semaphore>,
     /// Large blobs read past the page cache lately: the next read of one goes through it.
     read_before: quick_cache::sync::Cache<Digest, ()>,
+    /// Reads served from a recent blob.
+    reads_from_memory: std::sync::atomic::AtomicU64,
     options: FsOptions,
 }
 
@@ -121,8 +137,16 @@ impl FsBlobStore {
             direct_reads: Arc::new(tokio::sync::Semaphore::new(reader::DIRECT_READS)),
             direct_writes: Arc::new(tokio::sync::Semaphore::new(writer::DIRECT_WRITES)),
             read_before: quick_cache::sync::Cache::new(READ_BEFORE_REMEMBERED),
+            reads_from_memory: std::sync::atomic::AtomicU64::new(0),
             options,
         })
+    }
+
+    /// What the store holds in memory (for the server's metrics).
+    pub fn memory(&self) -> MemoryUse {
+        let (recent_blobs, recent_blob_bytes, buffer_bytes) = self.buffers.memory();
+        let reads_from_memory = self.reads_from_memory.load(std::sync::atomic::Ordering::Relaxed);
+        MemoryUse { recent_blobs, recent_blob_bytes, buffer_bytes, reads_from_memory }
     }
 
     fn blob_path(&self, digest: &Digest) -> Result<PathBuf, StorageError> {
@@ -301,6 +325,7 @@ impl BlobStore for FsBlobStore {
         }
         let path = self.blob_path(digest)?;
         if let Some(chunks) = self.buffers.recent(digest) {
+            self.reads_from_memory.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(from_memory(&chunks, offset));
         }
         let direct_reads = self.direct_reads.clone();

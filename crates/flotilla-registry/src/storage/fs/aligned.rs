@@ -175,6 +175,14 @@ impl BufferPool {
         self.lock().recent.get(digest)
     }
 
+    /// How many recent blobs are kept and the bytes of their content; the bytes of all the
+    /// buffers the pool made and holds (free, lent out, or holding recent blobs).
+    pub(super) fn memory(&self) -> (usize, u64, u64) {
+        let state = self.lock();
+        let (blobs, bytes) = state.recent.kept();
+        (blobs, bytes, (state.made * BUFFER) as u64)
+    }
+
     /// Stops keeping `digest`.
     pub(super) fn forget_recent(&self, digest: &Digest) {
         let gone = self.lock().recent.forget(digest);

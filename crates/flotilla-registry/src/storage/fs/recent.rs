@@ -30,6 +30,8 @@ pub(super) struct RecentBlobs {
     budget: usize,
     /// Buffers the kept blobs hold.
     held: usize,
+    /// Bytes of the kept blobs' content.
+    bytes: u64,
     blobs: HashMap<Digest, Chunks>,
     /// The kept blobs, least recently used first.
     order: VecDeque<Digest>,
@@ -37,7 +39,7 @@ pub(super) struct RecentBlobs {
 
 impl RecentBlobs {
     pub(super) fn new(budget: usize) -> Self {
-        Self { budget, held: 0, blobs: HashMap::new(), order: VecDeque::new() }
+        Self { budget, held: 0, bytes: 0, blobs: HashMap::new(), order: VecDeque::new() }
     }
 
     /// Buffers the kept blobs may hold in all.
@@ -48,6 +50,11 @@ impl RecentBlobs {
     /// Buffers the kept blobs hold.
     pub(super) fn held(&self) -> usize {
         self.held
+    }
+
+    /// How many blobs are kept, and the bytes of their content.
+    pub(super) fn kept(&self) -> (usize, u64) {
+        (self.blobs.len(), self.bytes)
     }
 
     /// Keeps `chunks` as the content of `digest`, making room by letting the least recently
@@ -67,6 +74,7 @@ impl RecentBlobs {
             }
         }
         self.held += chunks.len();
+        self.bytes += content_len(&chunks);
         self.blobs.insert(digest.clone(), chunks);
         self.order.push_back(digest);
         gone
@@ -87,7 +95,7 @@ impl RecentBlobs {
     pub(super) fn forget(&mut self, digest: &Digest) -> Option<Chunks> {
         let chunks = self.blobs.remove(digest)?;
         self.order.retain(|kept| kept != digest);
-        self.held -= chunks.len();
+        self.let_go(&chunks);
         Some(chunks)
     }
 
@@ -96,9 +104,18 @@ impl RecentBlobs {
     pub(super) fn evict_oldest(&mut self) -> Option<Chunks> {
         let oldest = self.order.pop_front()?;
         let chunks = self.blobs.remove(&oldest)?;
-        self.held -= chunks.len();
+        self.let_go(&chunks);
         Some(chunks)
     }
+
+    fn let_go(&mut self, chunks: &[Bytes]) {
+        self.held -= chunks.len();
+        self.bytes -= content_len(chunks);
+    }
+}
+
+fn content_len(chunks: &[Bytes]) -> u64 {
+    chunks.iter().map(|chunk| chunk.len() as u64).sum()
 }
 
 #[cfg(test)]
@@ -150,9 +167,11 @@ mod tests {
         let gone = recent.keep(digest(1), chunks(3, 9));
         assert_eq!(gone.len(), 1, "the old content of the same digest goes");
         assert_eq!(recent.held(), 3);
+        assert_eq!(recent.kept(), (1, 3 * 8), "one blob of three 8-byte chunks");
         assert_eq!(recent.get(&digest(1)).unwrap().len(), 3);
         assert_eq!(recent.forget(&digest(1)).unwrap().len(), 3);
         assert_eq!(recent.held(), 0);
+        assert_eq!(recent.kept(), (0, 0));
         assert!(recent.forget(&digest(1)).is_none());
         assert!(recent.evict_oldest().is_none());
     }
