@@ -175,6 +175,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes every dirty page to the disk and waits for it (`sync`), so that no group of
+/// scenarios measures the writeback of what ran before it: the build that `scripts/bench` runs
+/// first, or the previous group's files. Right after a release build (~370 MB dirty), the
+/// audited writes' p99 at 500/s measured 29.5 ms where it measures 3.7-4.7 ms on a settled disk.
+async fn settle_disk() {
+    progress("writing dirty pages to the disk before the next scenarios (sync)");
+    if tokio::task::spawn_blocking(nix::unistd::sync).await.is_err() {
+        progress("sync did not finish; going on");
+    }
+}
+
 fn progress(message: &str) {
     eprintln!("[flotilla-bench] {message}");
 }
@@ -206,6 +217,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let only = args.only.or(args.only_runtime.then_some(Only::Runtime));
     let wanted = |group: Only| only.is_none_or(|only| only == group);
     if wanted(Only::Api) {
+        settle_disk().await;
         all_ran = api_and_audit(&plan, &flotilla, &data_dir, &mut sections, &mut usage).await?;
     } else {
         progress("API and audit scenarios skipped (--only)");
@@ -215,6 +227,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         progress("registry scenarios skipped");
     } else {
         let plan = registry::RegistryPlan::new(args.quick);
+        settle_disk().await;
         match registry::run(&plan, &flotilla, &one_time_password(), &mut usage).await {
             Ok(section) => sections.push(section),
             Err(error) => {
@@ -230,6 +243,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         progress("embedded-runtime scenarios skipped");
     } else {
         let plan = runtime::RuntimePlan::new(args.quick);
+        settle_disk().await;
         for (result, title, method) in runtime::run(&plan, &flotilla, &mut usage).await {
             match result {
                 Ok(section) => {
@@ -250,6 +264,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         let plan = console::ConsolePlan::new(args.quick);
         progress(&format!("the console with {} applications, in Chromium", plan.applications));
+        settle_disk().await;
         match console::run(&plan, &flotilla, &one_time_password()).await {
             Ok(section) => sections.push(section),
             Err(error) => {

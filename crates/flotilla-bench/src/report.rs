@@ -168,6 +168,8 @@ impl Report {
              rolling update, rollback). The machines are shared and noisy, so each\n\
              figure is measured next to a floor taken in the same run (the same client and load generator against\n\
              something that does less work) and reported as a ratio too. Absolute figures are for the machine below only.\n\
+             Before each group of scenarios, every dirty page is written to the disk (`sync`), so that no group measures\n\
+             the writeback of the build or of the group before it.\n\
              Single runs on this shared virtual machine vary (by up to about 3x on some figures between two runs of\n\
              the same commit): compare several runs before drawing conclusions.\n"
         );
