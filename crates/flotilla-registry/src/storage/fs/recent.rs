@@ -4,7 +4,7 @@
 //!
 //! Why: a large upload is written past the page cache ([`super::writer`]), so its first
 //! read comes from the disk ([`super::reader`]). On this project's machines that read runs at
-//! 1.0-1.6 GB/s, while sending from memory over loopback runs at 2.1-2.7 GB/s; filling the
+//! 0.9-1.6 GB/s, while sending from memory over loopback runs at 2.1-3.4 GB/s; filling the
 //! page cache as the blob is written instead costs the push what it gains the pull (fresh
 //! page-cache pages fill at 240-340 MB/s there). The buffers a push filled hold the blob
 //! already: keeping them costs no copy, only the memory, which is bounded by a budget
