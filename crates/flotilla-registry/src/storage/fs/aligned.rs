@@ -150,6 +150,7 @@ impl BufferPool {
                 continue;
             }
             state.made += 1;
+            drop(state);
             return AlignedBuffer::new();
         }
     }
@@ -394,6 +395,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
     use super::*;
+    use crate::storage::fs::recent::tests::digest;
 
     /// Chunks of a large append, of odd sizes, come out as whole aligned buffers, then the
     /// rest, in order; every buffer goes back to the pool once the last `Bytes` of it is
@@ -428,10 +430,6 @@ mod tests {
         Gathering::new(pool.clone()).push(&bytes::Bytes::from(content[..BUFFER].to_vec()), &mut again);
         assert_eq!(again.len(), 1, "a chunk of exactly one buffer fills one");
         assert_eq!(pool.kept(), 2);
-    }
-
-    fn digest(n: u8) -> Digest {
-        crate::digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
     }
 
     /// Once a pool made all the buffers it may keep, taking one more takes back the buffers

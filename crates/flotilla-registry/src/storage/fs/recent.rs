@@ -119,12 +119,13 @@ fn content_len(chunks: &[Bytes]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
     use super::*;
 
-    fn digest(n: u8) -> Digest {
+    /// A digest made of the byte `n` (the pool's tests use it too).
+    pub(in crate::storage::fs) fn digest(n: u8) -> Digest {
         crate::digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
     }
 
