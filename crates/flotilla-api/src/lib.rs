@@ -130,6 +130,8 @@ pub fn build(
         })
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), context::request_context))
+        // Outermost, so that a refusal by any layer (authentication included) is covered.
+        .layer(middleware::from_fn(flotilla_registry::http::close_if_body_unread))
         .with_state(state.clone());
     App { router, registry, store, state }
 }

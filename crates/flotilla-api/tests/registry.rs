@@ -263,3 +263,84 @@ async fn a_large_push_is_pulled_from_memory_and_metrics_say_so() {
     }
     assert_eq!(sample(&scrape().await, "flotilla_registry_blob_reads_from_memory_total"), 2);
 }
+
+/// Sends `head` with a body of `length` bytes on a connection of its own, written in the
+/// background so that the server may answer first; returns the response head (lowercased)
+/// and, if `until_closed`, whether the server then closed the connection within 10 s.
+async fn send_raw(base: &str, head: &str, length: usize, until_closed: bool) -> (String, bool) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let request = format!("{head}Host: {address}\r\nContent-Length: {length}\r\n\r\n");
+    let sender = tokio::spawn(async move {
+        writer.write_all(request.as_bytes()).await?;
+        writer.write_all(&vec![7u8; length]).await?;
+        // Keep the write side open: only the server may end the connection.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let head_done = received.windows(4).any(|w| w == b"\r\n\r\n");
+            if head_done && !until_closed {
+                return false;
+            }
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return true,
+                Ok(read) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    sender.abort();
+    let text = String::from_utf8_lossy(&received).to_lowercase();
+    (text.split("\r\n\r\n").next().unwrap_or_default().to_string(), ended)
+}
+
+/// A request refused before its body is read (by authentication, or by the registry itself)
+/// gets a response that says `Connection: close`, and the connection is closed: a client does
+/// not send its next request on a connection that is going away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_before_its_body_is_read_closes_its_connection() {
+    let server = TestServer::start().await;
+    server.seed_shop().await;
+    let large = 8 * 1024 * 1024;
+    let digest = flotilla_registry::digest::of(b"anything");
+    let unauthenticated = format!("PUT /v2/shop/web/blobs/uploads/x?digest={digest} HTTP/1.1\r\n");
+    let (head, closed) = send_raw(&server.base, &unauthenticated, large, true).await;
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed, "the server closes the connection");
+
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .get(format!("{}/v2/token?service=flotilla&scope=repository:shop/web:pull,push", server.base))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["token"].as_str().unwrap().to_string();
+    let started =
+        http.post(format!("{}/v2/shop/web/blobs/uploads/", server.base)).bearer_auth(&bearer).send().await.unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let path = location.trim_start_matches(&server.base);
+    let misplaced =
+        format!("PATCH {path} HTTP/1.1\r\nAuthorization: Bearer {bearer}\r\nContent-Range: 5-{}\r\n", large + 4);
+    let (head, closed) = send_raw(&server.base, &misplaced, large, true).await;
+    assert!(head.starts_with("http/1.1 416"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed, "the server closes the connection");
+
+    // A request whose body is read keeps its connection.
+    let small = format!("PATCH {path} HTTP/1.1\r\nAuthorization: Bearer {bearer}\r\n");
+    let (head, _) = send_raw(&server.base, &small, 10, false).await;
+    assert!(head.starts_with("http/1.1 202"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+}

@@ -28,6 +28,9 @@ use crate::manifest_cache::ManifestCache;
 use crate::names;
 use crate::storage::{BlobStore, BlobStream, StorageError, UploadId};
 
+mod unread_body;
+pub use unread_body::close_if_body_unread;
+
 /// The largest manifest accepted (the specification suggests registries accept at least 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
@@ -78,9 +81,14 @@ fn anonymous() -> Actor {
     Actor { user: "anonymous".into(), auth: "none".into(), ..Actor::default() }
 }
 
-/// The `/v2/` routes.
+/// The `/v2/` routes. A response that refuses a request before reading its body closes the
+/// connection ([`close_if_body_unread`]).
 pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new().route("/v2/", any(dispatch)).route("/v2/{*path}", any(dispatch)).with_state(registry)
+    Router::new()
+        .route("/v2/", any(dispatch))
+        .route("/v2/{*path}", any(dispatch))
+        .with_state(registry)
+        .layer(axum::middleware::from_fn(close_if_body_unread))
 }
 
 /// An error in the specification's format: `{"errors": [{"code", "message", "detail"}]}`.
