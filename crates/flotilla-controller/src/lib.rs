@@ -18,12 +18,15 @@
 //!
 //! # Cluster health
 //! [`clusters::ClusterMonitor`] probes every registered cluster and shows what it found as
-//! the Cluster's status.
+//! the Cluster's status. A cluster the controller cannot reach (or whose credentials it
+//! refuses) is set aside and tried again later, with one application, rather than asked
+//! again for each application on every pass ([`backoff`]).
 //!
 //! # Revision history
 //! Each revision handed to a cluster is recorded as an `ApplicationRevision` ([`revisions`]),
 //! the newest ten per application; they go when the application does.
 
+pub mod backoff;
 pub mod clusters;
 pub mod revisions;
 
@@ -36,11 +39,13 @@ use flotilla_core::kinds::application_revision::CHANGE_CAUSE_ANNOTATION;
 use flotilla_core::kinds::{ApplicationSpec, EnvironmentSpec, SecretKeyRef};
 use flotilla_core::operation::{Operation, OperationVerb};
 use flotilla_core::{Object, ObjectKey};
-use flotilla_driver::ClusterDriver;
 use flotilla_driver::status::RolloutPhase;
 use flotilla_driver::workload::{Workload, WorkloadKey};
+use flotilla_driver::{ClusterDriver, DriverError};
 use flotilla_store::{AuditNote, Change, ListQuery, Mutation, Store};
 use tokio::sync::{Mutex, Notify};
+
+use backoff::ClusterBackoff;
 
 /// What clusters report about stored objects, for the API to show as their `status`.
 #[async_trait::async_trait]
@@ -179,8 +184,26 @@ pub struct ApplicationController {
     /// Cluster name → its driver.
     drivers: Arc<dyn Drivers>,
     applied: Mutex<HashMap<WorkloadKey, Applied>>,
+    /// Clusters left alone for now (unreachable, or refusing the credentials).
+    backoff: std::sync::Mutex<ClusterBackoff>,
+    /// Per application: why it was last not handed over, as logged (a failure is logged when
+    /// it starts or changes, not on every pass while it lasts).
+    failing: Mutex<HashMap<WorkloadKey, String>>,
     wake: Notify,
     interval: Duration,
+}
+
+/// Why an application was not handed to its cluster.
+enum NotHanded {
+    /// Its cluster is set aside: it waits, and is not counted as failed again.
+    Waiting,
+    Failed(String),
+}
+
+impl From<String> for NotHanded {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
 }
 
 /// What one pass did.
@@ -190,6 +213,8 @@ pub struct SyncReport {
     pub deleted: usize,
     pub failed: usize,
     pub rolled_back: usize,
+    /// Applications not handed over because their cluster is set aside.
+    pub waiting: usize,
 }
 
 impl ApplicationController {
@@ -200,6 +225,8 @@ impl ApplicationController {
             rolled_back: Mutex::new(HashMap::new()),
             drivers,
             applied: Mutex::new(HashMap::new()),
+            backoff: std::sync::Mutex::new(ClusterBackoff::default()),
+            failing: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             interval,
         })
@@ -211,7 +238,9 @@ impl ApplicationController {
         tokio::spawn(async move {
             loop {
                 match controller.sync_once().await {
-                    Ok(report) if report != SyncReport::default() => tracing::info!(?report, "applications synced"),
+                    Ok(report) if report != SyncReport { waiting: report.waiting, ..SyncReport::default() } => {
+                        tracing::info!(?report, "applications synced");
+                    }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "application sync failed; will retry"),
                 }
@@ -248,11 +277,20 @@ impl ApplicationController {
                 };
                 seen.insert(key.clone(), ());
                 match self.sync_application(&key, object, &spec).await {
-                    Ok(true) => report.applied += 1,
-                    Ok(false) => {}
-                    Err(message) => {
+                    Ok(handed) => {
+                        report.applied += usize::from(handed);
+                        if handed {
+                            self.failing.lock().await.remove(&key);
+                        }
+                    }
+                    Err(NotHanded::Waiting) => report.waiting += 1,
+                    Err(NotHanded::Failed(message)) => {
                         report.failed += 1;
-                        tracing::warn!(application = %key, %message, "cannot apply the application");
+                        let mut failing = self.failing.lock().await;
+                        if failing.get(&key) != Some(&message) {
+                            tracing::warn!(application = %key, %message, "cannot apply the application");
+                            failing.insert(key.clone(), message);
+                        }
                     }
                 }
                 match self.watch_rollout(&key, object, &spec).await {
@@ -266,9 +304,19 @@ impl ApplicationController {
                 None => break,
             }
         }
+        self.failing.lock().await.retain(|key, _| seen.contains_key(key));
         // What the clusters run without an application behind it any more.
         for (cluster, driver) in self.drivers.all() {
-            let Ok(running) = driver.workloads().await else { continue };
+            if self.set_aside(&cluster).is_some() {
+                continue;
+            }
+            let running = match driver.workloads().await {
+                Ok(running) => running,
+                Err(error) => {
+                    self.cluster_failed(&cluster, &error);
+                    continue;
+                }
+            };
             for key in running.into_iter().filter(|k| !seen.contains_key(k)) {
                 match driver.delete(&key, false).await {
                     Ok(()) => {
@@ -289,13 +337,34 @@ impl ApplicationController {
         Ok(report)
     }
 
+    /// Why `cluster` is left alone for now (and until when), if it is.
+    fn set_aside(&self, cluster: &str) -> Option<backoff::SetAside> {
+        let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff.set_aside(cluster, Instant::now()).cloned()
+    }
+
+    /// `cluster` failed a request with `error`: when the failure is the cluster's (it cannot
+    /// be reached, or refuses the credentials), it is set aside, and that is logged once.
+    fn cluster_failed(&self, cluster: &str, error: &DriverError) {
+        if !matches!(error, DriverError::Unreachable(_) | DriverError::Unauthorized(_)) {
+            return;
+        }
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let delay = backoff.failed(cluster, error.to_string(), Instant::now());
+        tracing::warn!(%cluster, %error, retry_in_secs = delay.as_secs(), "cluster set aside: its applications wait");
+    }
+
+    fn cluster_answered(&self, cluster: &str) {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).succeeded(cluster);
+    }
+
     /// Hands one application to its cluster; true when it did (false: unchanged).
     async fn sync_application(
         &self,
         key: &WorkloadKey,
         object: &Object,
         spec: &ApplicationSpec,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, NotHanded> {
         let resource_version = object.resource_version().unwrap_or_default();
         if let Some(applied) = self.applied.lock().await.get(key)
             && applied.resource_version == resource_version
@@ -314,11 +383,14 @@ impl ApplicationController {
         let Some((cluster, driver)) =
             environment.clusters.iter().find_map(|c| self.drivers.get(c).map(|d| (c.clone(), d)))
         else {
-            return Err(format!(
+            return Err(NotHanded::Failed(format!(
                 "environment {:?} is bound to {:?}, none of which this control plane can drive",
                 key.environment, environment.clusters
-            ));
+            )));
         };
+        if self.set_aside(&cluster).is_some() {
+            return Err(NotHanded::Waiting);
+        }
         let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
         let workload = resolve(self.store.as_ref(), key, revision, spec).await?;
         // Replacing a revision whose rollout completed: it is the one to roll back to.
@@ -335,7 +407,11 @@ impl ApplicationController {
         if new_revision && let Err(error) = revisions::record(&self.store, object, spec, revision).await {
             tracing::warn!(application = %key, revision, %error, "cannot record the revision");
         }
-        driver.apply(&workload).await.map_err(|e| e.to_string())?;
+        if let Err(error) = driver.apply(&workload).await {
+            self.cluster_failed(&cluster, &error);
+            return Err(NotHanded::Failed(error.to_string()));
+        }
+        self.cluster_answered(&cluster);
         let applied =
             Applied { cluster: cluster.clone(), resource_version, revision, spec: spec.clone(), at: Instant::now() };
         let previous = self.applied.lock().await.insert(key.clone(), applied);
@@ -354,7 +430,16 @@ impl ApplicationController {
     async fn watch_rollout(&self, key: &WorkloadKey, object: &Object, spec: &ApplicationSpec) -> Result<bool, String> {
         let Some(cluster) = self.applied.lock().await.get(key).map(|a| a.cluster.clone()) else { return Ok(false) };
         let Some(driver) = self.drivers.get(&cluster) else { return Ok(false) };
-        let Ok(status) = driver.status(key).await else { return Ok(false) };
+        if self.set_aside(&cluster).is_some() {
+            return Ok(false);
+        }
+        let status = match driver.status(key).await {
+            Ok(status) => status,
+            Err(error) => {
+                self.cluster_failed(&cluster, &error);
+                return Ok(false);
+            }
+        };
         let revision = object.metadata.generation.unwrap_or(1).max(1) as u64;
         if status.revision != revision {
             return Ok(false);
@@ -439,9 +524,23 @@ impl ApplicationController {
 impl StatusView for ApplicationController {
     /// An Application's status: the cluster it runs on and what that cluster's driver
     /// reports (revision, components, instances, events).
+    ///
+    /// A cluster set aside is not asked (a list of applications would wait for each of them
+    /// in turn): the status says so, and when it will be tried again.
     async fn status_of(&self, object: &Object) -> Option<serde_json::Value> {
         let (driver, key, cluster) = self.workload_of(object).await?;
-        let status = driver.status(&key).await.ok()?;
+        if let Some(aside) = self.set_aside(&cluster) {
+            let retry = aside.until.saturating_duration_since(Instant::now()).as_secs();
+            let message = format!("{}; it is tried again within {retry} s", aside.error);
+            return Some(serde_json::json!({ "cluster": cluster, "message": message }));
+        }
+        let status = match driver.status(&key).await {
+            Ok(status) => status,
+            Err(error) => {
+                self.cluster_failed(&cluster, &error);
+                return None;
+            }
+        };
         let mut value = serde_json::to_value(status).ok()?;
         value["cluster"] = serde_json::Value::String(cluster);
         Some(value)

@@ -52,6 +52,11 @@ pub async fn record(
         status: serde_json::Value::Null,
     };
     let key = ObjectKey::new("ApplicationRevision", Some(project.clone()), &object_name);
+    // Recorded before (an earlier try, a restarted control plane): a second create would be
+    // refused, and the refusal audited, on every try.
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
     let operation = Operation {
         id: format!("revision-{project}-{object_name}"),
         verb: OperationVerb::Create,

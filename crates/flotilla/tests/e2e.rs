@@ -543,3 +543,78 @@ async fn registered_kubernetes_clusters_report_precise_health_and_never_show_cre
     assert_eq!(answers[0]["token"], "(redacted)");
     assert_eq!(answers[1]["kubeconfig"], "(redacted)");
 }
+
+/// A cluster that cannot be reached is set aside and tried again later, with one
+/// application: its applications do not each ask it on every pass of the controller (every
+/// two seconds), and the tries leave no audit records behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_set_aside_rather_than_asked_for_every_application() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt as _;
+    // A loopback port that reads each request's first line and closes the connection: every
+    // request the control plane sends there fails. Writes (an application handed over: a
+    // server-side apply is a PATCH) are counted; the reads of the driver's watch-fed caches
+    // (GETs, retried with back-off per kind, not per application) are not.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
+    let closer = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 512];
+                let read = stream.read(&mut head).await.unwrap_or(0);
+                if read > 0 && !head[..read].starts_with(b"GET ") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+
+    let data = tempfile::tempdir().unwrap();
+    // Probed once, when registered: the connections counted after that are the controller's.
+    let server = Server::start_with(data.path(), &[("FLOTILLA_CLUSTERS__PROBE_INTERVAL_SECS", "3600")]);
+    let client = admin(&server.base).await;
+    let applications = 20;
+    let mut documents = format!(
+        "apiVersion: flotilla.io/v1\nkind: Workspace\nmetadata: {{name: w}}\nspec: {{}}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Project\nmetadata: {{name: shop}}\nspec: {{workspace: w}}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Cluster\nmetadata: {{name: down}}\n\
+         spec: {{type: kubernetes, apiServer: 'http://{address}', token: e2e-down-token}}\n---\n\
+         apiVersion: flotilla.io/v1\nkind: Environment\nmetadata: {{name: test, project: shop}}\n\
+         spec: {{tier: test, clusters: [down]}}\n"
+    );
+    for i in 0..applications {
+        documents.push_str(&format!(
+            "---\napiVersion: flotilla.io/v1\nkind: Application\nmetadata: {{name: app-{i:02}, project: shop}}\n\
+             spec: {{environment: test, components: [{{name: web, image: 'registry.example/web:{i}', replicas: 1}}]}}\n"
+        ));
+    }
+    let answer = client.apply(documents).await.unwrap();
+    assert_eq!(answer["failed"], 0, "{answer}");
+    cluster_status(&client, "down", "Unreachable").await;
+
+    // Four or five passes: handing each application over on each would be 80 or more writes.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let tried = writes.load(Ordering::SeqCst);
+    assert!((1..=5).contains(&tried), "{tried} writes in 9 s for {applications} applications");
+    let log = server.log.lock().unwrap().clone();
+    let set_aside = log.matches("cluster set aside").count();
+    assert!((1..=4).contains(&set_aside), "one warning per try, not per application:\n{log}");
+    let unreachable = log.lines().filter(|l| l.contains("cannot apply the application") && l.contains("unreachable"));
+    assert!(unreachable.count() <= 1, "a failure is logged when it starts, not on every try:\n{log}");
+
+    // Each try records the revision it hands over once: a second create, refused, would be
+    // audited on every try.
+    let refused = client
+        .audit_query(&[
+            ("kind", "ApplicationRevision".into()),
+            ("outcome", "conflict".into()),
+            ("limit", "1000".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(refused["items"], json!([]), "{refused}");
+    closer.abort();
+}
