@@ -212,6 +212,20 @@ fn sample(metrics: &str, name: &str) -> u64 {
     value.parse().unwrap()
 }
 
+/// A bearer token of the admin's, from the token endpoint, to pull and push `repository`.
+async fn admin_push_token(http: &reqwest::Client, base: &str, repository: &str) -> String {
+    let token: Value = http
+        .get(format!("{base}/v2/token?service=flotilla&scope=repository:{repository}:pull,push"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["token"].as_str().unwrap().to_string()
+}
+
 /// A large blob pushed over HTTP is kept in memory as a recent blob and its pulls are sent
 /// from there: `/metrics` shows the blob, its bytes, the buffers, and each read from memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,16 +238,7 @@ async fn a_large_push_is_pulled_from_memory_and_metrics_say_so() {
     assert_eq!(sample(&before, "flotilla_registry_recent_blobs"), 0);
     assert_eq!(sample(&before, "flotilla_registry_blob_reads_from_memory_total"), 0);
 
-    let token: Value = http
-        .get(format!("{}/v2/token?service=flotilla&scope=repository:shop/big:pull,push", server.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["token"].as_str().unwrap().to_string();
+    let bearer = admin_push_token(&http, &server.base, "shop/big").await;
     let content: Vec<u8> = (0..6 * 1024 * 1024 + 11u32).map(|i| ((i % 251) ^ (i >> 16)) as u8).collect();
     let digest = flotilla_registry::digest::of(&content);
     let started =
@@ -317,16 +322,7 @@ async fn a_request_refused_before_its_body_is_read_closes_its_connection() {
     assert!(closed, "the server closes the connection");
 
     let http = reqwest::Client::new();
-    let token: Value = http
-        .get(format!("{}/v2/token?service=flotilla&scope=repository:shop/web:pull,push", server.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["token"].as_str().unwrap().to_string();
+    let bearer = admin_push_token(&http, &server.base, "shop/web").await;
     let started =
         http.post(format!("{}/v2/shop/web/blobs/uploads/", server.base)).bearer_auth(&bearer).send().await.unwrap();
     let location = started.headers()["location"].to_str().unwrap().to_string();
